@@ -1,0 +1,1 @@
+"""mlbuild: a minimal static Linux built from upstream sources with LLVM."""

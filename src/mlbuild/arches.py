@@ -1,0 +1,18 @@
+"""The target architectures mlbuild supports and their fixed facts."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # mlbuild's name, used in task names: build:musl-arm64
+    triple: str  # LLVM target triple
+    karch: str  # the kernel's ARCH=
+    kernel_image: str  # file name of the kernel image in /boot
+    console: str  # serial console device for the kernel command line
+
+
+ARCHES = {
+    "x86_64": Arch("x86_64", "x86_64-unknown-linux-musl", "x86_64", "bzImage", "ttyS0"),
+    "arm64": Arch("arm64", "aarch64-unknown-linux-musl", "arm64", "Image", "ttyAMA0"),
+}

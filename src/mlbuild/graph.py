@@ -1,0 +1,86 @@
+"""The task graph: fetch per recipe, build per recipe × arch, the per-arch target and images."""
+
+import networkx as nx
+
+from .errors import InputError
+from .models import Config, Recipe
+
+# Recipe names that would clash with the aggregate tasks' names.
+RESERVED = {"target", "images", "toolchain"}
+
+
+def fetch_task(recipe: Recipe) -> str:
+    return f"fetch:{recipe.source or recipe.name}"
+
+
+def build_task(recipe_name: str, arch: str) -> str:
+    return f"build:{recipe_name}-{arch}"
+
+
+def target_task(arch: str) -> str:
+    return f"build:target-{arch}"
+
+
+def images_task(arch: str) -> str:
+    return f"build:images-{arch}"
+
+
+def check_cycles(recipes: dict[str, Recipe]) -> None:
+    """A dependency cycle is an input error that shows the cycle: a -> b -> a."""
+    graph = nx.DiGraph()
+    for recipe in recipes.values():
+        for arch in recipe.arches:
+            for dep in recipe.for_arch(arch).depends:
+                graph.add_edge(recipe.name, dep)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    names = [edge[0] for edge in cycle] + [cycle[0][0]]
+    raise InputError(f"recipes: dependency cycle: {' -> '.join(names)}")
+
+
+def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
+    """Nodes are doit task names with attributes kind, recipe and arch; edges point to dependents."""
+    for name in recipes:
+        if name in RESERVED:
+            raise InputError(f"recipes/{name}.toml: name: {name!r} is reserved for an aggregate task")
+    check_cycles(recipes)
+    graph = nx.DiGraph()
+    for recipe in recipes.values():
+        if recipe.sources:
+            graph.add_node(f"fetch:{recipe.name}", kind="fetch", recipe=recipe.name, arch=None)
+    for arch in config.arches:
+        target = target_task(arch)
+        graph.add_node(target, kind="target", recipe=None, arch=arch)
+        graph.add_node(images_task(arch), kind="images", recipe=None, arch=arch)
+        graph.add_edge(target, images_task(arch))
+        for recipe in recipes.values():
+            if not recipe.build or arch not in recipe.arches:
+                continue
+            task = build_task(recipe.name, arch)
+            graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
+            graph.add_edge(fetch_task(recipe), task)
+            for dep in recipe.for_arch(arch).depends:
+                graph.add_edge(build_task(dep, arch), task)
+            if recipe.target:
+                graph.add_edge(task, target)
+    return graph
+
+
+def build_ancestors(graph: nx.DiGraph, task: str) -> list[str]:
+    """The build tasks a task depends on, directly or not, in dependency order."""
+    ancestors = nx.ancestors(graph, task)
+    order = [node for node in nx.topological_sort(graph.subgraph(ancestors)) if graph.nodes[node]["kind"] == "build"]
+    return order
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    shapes = {"fetch": "note", "build": "box", "target": "box3d", "images": "cylinder"}
+    lines = ["digraph mlbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
+    for node, data in graph.nodes(data=True):
+        lines.append(f'  "{node}" [shape={shapes[data["kind"]]}];')
+    for source, target in graph.edges:
+        lines.append(f'  "{source}" -> "{target}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,108 @@
+"""Decide whether a task must run, run it atomically, and say why it ran.
+
+A task is up to date iff its stamp's signature equals the signature of its
+current inputs and its output exists. Timestamps never decide.
+"""
+
+import difflib
+import json
+import time
+
+from .state import TreeLock, remove_tree, replace_tree, signature_of
+
+
+def is_up_to_date(step) -> bool:
+    stamp = step.project.stamps.read(step.name)
+    if stamp is None or not step.output.exists():
+        return False
+    return stamp["signature"] == signature_of(step.inputs())
+
+
+def reasons(step) -> list[str]:
+    """Why the task would run, in plain words; empty when it is up to date."""
+    stamp = step.project.stamps.read(step.name)
+    if stamp is None:
+        return ["it has not been built yet (or its last build did not finish)"]
+    found = []
+    if not step.output.exists():
+        found.append(f"its output {step.project.relative(step.output)} is missing")
+    old, new = stamp["inputs"], step.inputs()
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            found.append(_describe_change(key, old.get(key), new.get(key), stamp, step))
+    return found
+
+
+def _describe_change(key: str, old, new, stamp: dict, step) -> str:
+    kind, _, what = key.partition(":")
+    if old is None:
+        return f"new input {key}"
+    if new is None:
+        return f"input {key} is gone"
+    if kind == "dep":
+        if new == "not built":
+            return f"dependency {what} is not built yet"
+        return f"dependency {what} has a new output"
+    if kind == "recipe":
+        return f"recipe field {what} changed: {_short(old)} -> {_short(new)}"
+    if kind == "file":
+        return f"file {what} changed"
+    if kind == "script":
+        diff = difflib.unified_diff(
+            stamp.get("script_text", "").splitlines(), step.extra_record().get("script_text", "").splitlines(), lineterm="", n=0
+        )
+        changed = [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        return "its build script changed: " + " | ".join(changed[:6]) + (" | …" if len(changed) > 6 else "")
+    if kind == "source":
+        return f"its source changed: {_short(old)} -> {_short(new)}"
+    if kind == "toolchain":
+        return f"the toolchain changed: {old} -> {new}"
+    return f"{key} changed: {_short(old)} -> {_short(new)}"
+
+
+def _short(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Log:
+    """A task's log file: call it with a line; subprocesses write to .file."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = open(path, "w")
+
+    def __call__(self, line: str) -> None:
+        self.file.write(line.rstrip("\n") + "\n")
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return self.path.read_text(errors="replace").splitlines()[-lines:]
+
+
+def execute(step) -> None:
+    """Run the step into a staging folder, then commit output and stamp, in that order."""
+    project = step.project
+    TreeLock(project.build_dir / ".lock").acquire()
+    inputs = step.inputs()
+    stamps = project.stamps
+    stamps.forget(step.name)  # from here on, an interruption leaves the task "not built"
+    staging = step.output.with_name(f".{step.output.name}.staging")
+    remove_tree(staging)
+    staging.mkdir(parents=True)
+    log_path = project.log_path(step.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with Log(log_path) as log:
+        log(f"# {step.name}: {step.doc}")
+        step.run(staging, log)
+        output_hash = step.output_hash(staging)
+        log(f"# output hash {output_hash}; {time.monotonic() - started:.1f} s")
+    replace_tree(staging, step.output)
+    stamps.write(step.name, inputs, output_hash, step.extra_record())

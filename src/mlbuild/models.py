@@ -1,0 +1,163 @@
+"""Validated data: the user's configuration and the recipes (pydantic v2)."""
+
+import os
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from .arches import ARCHES
+
+# Names and versions end up in paths, task names and shell scripts: keep them tame.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9+_.-]*$", max_length=64)]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9+_.~-]*$", max_length=64)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# What each pattern means, for error messages.
+PATTERN_HINTS = {
+    r"^[a-z0-9][a-z0-9+_.-]*$": "expected lowercase letters, digits and + _ . - (a safe name)",
+    r"^[A-Za-z0-9][A-Za-z0-9+_.~-]*$": "expected letters, digits and + _ . ~ - (a safe version)",
+    r"^[0-9a-f]{64}$": "expected 64 hex digits (a sha256)",
+    r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$": "expected a relative path of letters, digits and _ . / -",
+    r"^[a-z0-9][a-z0-9+.-]*=[A-Za-z0-9:+.~-]+$": "expected PACKAGE=VERSION of a Debian source package",
+    r"^https?://": "expected an http(s):// URL",
+}
+Spdx = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$")]
+PATTERN_HINTS[r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$"] = "expected an SPDX license expression"
+TemplatePath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]
+VarValue = str | int | bool | list[str]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known_arch(name: str) -> str:
+    if name not in ARCHES:
+        raise ValueError(f"unsupported arch {name!r}, expected one of: {', '.join(ARCHES)}")
+    return name
+
+
+class Source(Strict):
+    """One place a source tarball can be had from; all alternatives hold the same release."""
+
+    url: str | None = None
+    debian: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9+.-]*=[A-Za-z0-9:+.~-]+$")
+    sha256: Sha256
+    strip_components: int = Field(default=1, ge=0, le=8)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _lowercase_hex(cls, value):
+        if isinstance(value, str) and len(value) == 64:
+            return value.lower()
+        if isinstance(value, str):
+            raise ValueError(f"expected 64 hex digits (a sha256), got {len(value)} characters")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value):
+        if value is not None and not value.startswith(("https://", "http://", "file://")):
+            raise ValueError("expected an https://, http:// or file:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self):
+        if (self.url is None) == (self.debian is None):
+            raise ValueError("give exactly one of 'url' or 'debian'")
+        return self
+
+
+class ArchOverride(Strict):
+    """Per-arch additions: vars are merged over the recipe's, lists are appended."""
+
+    depends: list[Name] = []
+    files: list[TemplatePath] = []
+    vars: dict[str, VarValue] = {}
+
+
+class Recipe(Strict):
+    name: Name
+    version: Version
+    summary: str = Field(min_length=1, max_length=200)
+    homepage: str = Field(pattern=r"^https?://")
+    license: Spdx
+    sources: list[Source] = []
+    source: Name | None = None  # use another recipe's source instead
+    patches: list[TemplatePath] = []  # files in recipes/<name>/, applied in order with patch -p1
+    depends: list[Name] = []
+    build: TemplatePath | None = None  # templates/build/<build>.sh.j2; None: a source-only recipe
+    files: list[TemplatePath] = []
+    vars: dict[str, VarValue] = {}
+    arches: list[str] = list(ARCHES)
+    arch: dict[str, ArchOverride] = {}
+    target: bool = True  # whether the output goes into the target root filesystem
+
+    @field_validator("arches")
+    @classmethod
+    def _arches_known(cls, value):
+        for name in value:
+            _known_arch(name)
+        return value
+
+    @field_validator("arch")
+    @classmethod
+    def _overrides_known(cls, value):
+        for name in value:
+            _known_arch(name)
+        return value
+
+    @model_validator(mode="after")
+    def _source_choice(self):
+        if self.sources and self.source:
+            raise ValueError("give either 'sources' or 'source', not both")
+        if not self.sources and not self.source:
+            raise ValueError("give 'sources' (where to download) or 'source' (another recipe's)")
+        if self.source and self.patches:
+            raise ValueError("'patches' belong to the recipe that owns the source")
+        if not self.build and self.depends:
+            raise ValueError("a recipe without 'build' cannot have 'depends'")
+        return self
+
+    # Fields that only document the recipe: changing them rebuilds nothing.
+    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license"})
+
+    def for_arch(self, arch: str) -> "ArchOverride":
+        """Depends, files and vars with the arch's overrides applied."""
+        extra = self.arch.get(arch, ArchOverride())
+        return ArchOverride(
+            depends=self.depends + extra.depends,
+            files=self.files + extra.files,
+            vars={**self.vars, **extra.vars},
+        )
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlbuild"
+
+
+class Config(Strict):
+    """The user's choices: [tool.mlbuild], then MLBUILD_* variables, then doit's key=value."""
+
+    arches: list[str] = list(ARCHES)
+    toolchain: Literal["host", "llvm"] = "host"
+    llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = "19"
+    kernel_config: Literal["qemu", "defconfig"] = "qemu"
+    target_llvm: bool = True
+    jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
+    build_dir: Path = Path("build")
+    target_dir: Path = Path("target")
+    download_dir: Path = Field(default_factory=lambda: _default_cache() / "downloads")
+    ccache_dir: Path = Field(default_factory=lambda: _default_cache() / "ccache")
+    mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
+    fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
+    boot_timeout: int = Field(default=300, ge=10)
+
+    @field_validator("arches")
+    @classmethod
+    def _arches_known(cls, value):
+        if not value:
+            raise ValueError("expected at least one arch")
+        for name in value:
+            _known_arch(name)
+        return value

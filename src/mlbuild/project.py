@@ -1,0 +1,49 @@
+"""A loaded project: configuration, recipes, task graph and one step per task."""
+
+from pathlib import Path
+
+import networkx as nx
+
+from .config import load_config
+from .graph import build_graph
+from .recipes import load_recipes
+from .state import StampStore
+from .steps.build import BuildStep
+from .steps.fetch import FetchStep
+from .steps.images import ImagesStep
+from .steps.target import TargetStep
+
+
+class Project:
+    def __init__(self, root: Path, command_line: dict[str, str] | None = None, environ=None):
+        self.root = root.resolve()
+        self.templates = self.root / "templates"
+        self.config = load_config(self.root, command_line, environ)
+        self.recipes = load_recipes(self.root, self.templates)
+        self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
+        self.build_dir = self.config.build_dir
+        self.stamps = StampStore(self.build_dir / "state")
+        self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
+
+    def _make_step(self, name: str, data: dict):
+        kind, arch = data["kind"], data["arch"]
+        recipe = self.recipes.get(data["recipe"])
+        if kind == "fetch":
+            return FetchStep(self, name, recipe)
+        if kind == "build":
+            return BuildStep(self, name, recipe, arch)
+        if kind == "target":
+            return TargetStep(self, name, arch)
+        return ImagesStep(self, name, arch)
+
+    def ordered_steps(self):
+        return [self.steps[name] for name in nx.lexicographical_topological_sort(self.graph)]
+
+    def relative(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def log_path(self, task: str) -> Path:
+        return self.build_dir / "logs" / (task.replace(":", "_") + ".log")

@@ -1,0 +1,146 @@
+"""The build state of mlbuild, independent of doit's DB: stamps, atomic writes, the tree lock.
+
+A task's stamp (build/state/<task>.json) is written last, after its output was
+renamed into place, so a task killed at any moment has no valid stamp and runs
+again. The stamp holds the task's inputs (to explain a rebuild), their hash
+(the signature) and a hash of the output (for early cutoff).
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import threading
+from pathlib import Path
+
+from .errors import MlbuildError
+
+ENGINE_FORMAT = "1"  # bump when the meaning of inputs changes: everything rebuilds
+
+
+def signature_of(inputs: dict) -> str:
+    payload = json.dumps({"format": ENGINE_FORMAT, "inputs": inputs}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write text unless the file already holds it (nothing downstream sees a new file)."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text.encode())
+    return True
+
+
+class StampStore:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, task: str) -> Path:
+        return self.folder / (task.replace(":", "_") + ".json")
+
+    def read(self, task: str) -> dict | None:
+        try:
+            return json.loads(self.path(task).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write(self, task: str, inputs: dict, output_hash: str, extra: dict | None = None) -> None:
+        record = {"task": task, "signature": signature_of(inputs), "inputs": inputs, "output_hash": output_hash}
+        record.update(extra or {})
+        write_atomic(self.path(task), json.dumps(record, indent=1, sort_keys=True).encode())
+
+    def forget(self, task: str) -> None:
+        self.path(task).unlink(missing_ok=True)
+
+
+def hash_tree(root: Path) -> str:
+    """A hash of a folder's names, kinds, modes, link targets and contents (not mtimes)."""
+    digest = hashlib.sha256()
+    for path in sorted(_walk(root)):
+        relative = path.relative_to(root).as_posix()
+        info = path.lstat()
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(f"L {relative} {os.readlink(path)}\n".encode())
+        elif stat.S_ISDIR(info.st_mode):
+            digest.update(f"D {relative} {mode:o}\n".encode())
+        else:
+            digest.update(f"F {relative} {mode:o} {hash_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _walk(root: Path):
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            yield Path(folder, name)
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def replace_tree(staging: Path, final: Path) -> None:
+    """Put staging where final is: the old tree is moved aside first, then deleted."""
+    old = final.with_name(f".{final.name}.old")
+    remove_tree(old)
+    if final.exists() or final.is_symlink():
+        os.replace(final, old)
+    os.replace(staging, final)
+    remove_tree(old)
+
+
+class TreeLock:
+    """One mutating build per tree: the second one waits, saying for whom."""
+
+    _held: dict[Path, int] = {}
+    _mutex = threading.Lock()
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if self.path in self._held:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                if os.environ.get("MLBUILD_LOCK_WAIT", "1") == "0":
+                    os.close(fd)
+                    raise MlbuildError(f"{self.path}: another build is running in this tree (pid {holder})") from None
+                print(f"mlbuild: waiting for the build running in this tree (pid {holder}) to finish…", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self._held[self.path] = fd

@@ -1,0 +1,1 @@
+"""One module per kind of task: fetch, build, target, images."""

@@ -1,0 +1,48 @@
+"""What every kind of task provides to the incremental engine."""
+
+from pathlib import Path
+
+from ..state import hash_tree
+
+
+class Step:
+    """A node of the task graph that produces one output folder."""
+
+    name: str  # the doit task name, e.g. build:musl-arm64
+    doc: str  # first line shown by `doit list`
+
+    def __init__(self, project, name: str):
+        self.project = project
+        self.name = name
+
+    @property
+    def deps(self) -> list[str]:
+        return sorted(self.project.graph.predecessors(self.name))
+
+    @property
+    def output(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def work(self) -> Path | None:
+        """A folder kept between runs so an interrupted build resumes (None: none needed)."""
+        return None
+
+    def inputs(self) -> dict:
+        """Everything that decides the output, as JSON values; their hash is the signature."""
+        raise NotImplementedError
+
+    def dep_inputs(self) -> dict:
+        """Each dependency's output hash: a dependency rebuilt to the same bytes changes nothing."""
+        stamps = self.project.stamps
+        return {f"dep:{dep}": (stamps.read(dep) or {}).get("output_hash", "not built") for dep in self.deps}
+
+    def run(self, staging: Path, log) -> None:
+        raise NotImplementedError
+
+    def output_hash(self, folder: Path) -> str:
+        return hash_tree(folder)
+
+    def extra_record(self) -> dict:
+        """More to keep in the stamp (for `mlbuild explain`)."""
+        return {}

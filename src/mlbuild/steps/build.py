@@ -1,0 +1,244 @@
+"""build:<recipe>-<arch>: render the recipe's build script and run it in a clean environment."""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from functools import cached_property
+from pathlib import Path
+
+from ..arches import ARCHES
+from ..errors import MlbuildError
+from ..graph import build_ancestors, fetch_task
+from ..render import render
+from ..state import remove_tree
+from ..toolchain import identity, llvm_bin
+from .base import Step
+
+# Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
+SOURCE_DATE_EPOCH = "1672531200"  # 2023-01-01 00:00:00 UTC
+BUILD_ENVIRONMENT = {
+    "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+    "KBUILD_BUILD_TIMESTAMP": "Sun Jan  1 00:00:00 UTC 2023",
+    "KBUILD_BUILD_USER": "mlbuild",
+    "KBUILD_BUILD_HOST": "mlbuild",
+    "KBUILD_BUILD_VERSION": "1",
+    "LC_ALL": "C",
+    "TZ": "UTC",
+    "TERM": "dumb",
+}
+
+
+def script_context(recipe, arch: str, config) -> dict:
+    """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing."""
+    facts = ARCHES[arch]
+    merged = recipe.for_arch(arch)
+    return {
+        "recipe": recipe,
+        "arch": arch,
+        "triple": facts.triple,
+        "karch": facts.karch,
+        "kernel_image": facts.kernel_image,
+        "vars": merged.vars,
+        "files": [_file_name(name) for name in merged.files] + [Path(p).name for p in config.fragments.get(recipe.name, [])],
+        "config": {
+            "kernel_config": config.kernel_config,
+            "llvm_version": config.llvm_version,
+            "target_llvm": config.target_llvm,
+        },
+    }
+
+
+def _file_name(template: str) -> str:
+    return Path(template).name.removesuffix(".j2")
+
+
+class BuildStep(Step):
+    def __init__(self, project, name: str, recipe, arch: str):
+        super().__init__(project, name)
+        self.recipe = recipe
+        self.arch = arch
+        self.doc = f"build {recipe.name} {recipe.version} for {arch}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.recipe.name}-{self.arch}"
+
+    @property
+    def output(self) -> Path:
+        return self.project.build_dir / "out" / self.slug
+
+    @property
+    def work(self) -> Path:
+        return self.project.build_dir / "work" / self.slug
+
+    @cached_property
+    def context(self) -> dict:
+        return script_context(self.recipe, self.arch, self.project.config)
+
+    @cached_property
+    def script(self) -> str:
+        return render(self.project.templates, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True)
+
+    @cached_property
+    def files(self) -> dict[str, str]:
+        """Config files for $FILES: rendered recipe files, then the user's own fragments as they are."""
+        rendered = {
+            _file_name(name): render(self.project.templates, name, self.context)
+            for name in self.recipe.for_arch(self.arch).files
+        }
+        for fragment in self.project.config.fragments.get(self.recipe.name, []):
+            path = self.project.root / fragment
+            try:
+                rendered[path.name] = path.read_text()
+            except OSError as error:
+                raise MlbuildError(f"configuration: fragments.{self.recipe.name}: cannot read {fragment}: {error.strerror}") from None
+        return rendered
+
+    def inputs(self) -> dict:
+        recipe = self.recipe.model_dump(mode="json", exclude=self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends"})
+        merged = self.recipe.for_arch(self.arch)
+        return {
+            **{f"recipe:{key}": value for key, value in recipe.items()},
+            "recipe:vars": merged.vars,
+            "recipe:depends": merged.depends,
+            "arch": self.arch,
+            "script": hashlib.sha256(self.script.encode()).hexdigest(),
+            **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.files.items()},
+            "toolchain": identity(llvm_bin(self.project.config)),
+            **self.dep_inputs(),
+        }
+
+    def extra_record(self) -> dict:
+        return {"script_text": self.script}
+
+    def run(self, staging: Path, log) -> None:
+        work = self.work
+        work.mkdir(parents=True, exist_ok=True)
+        _stop_leftover(work)
+        files = work / "files"
+        remove_tree(files)
+        files.mkdir()
+        for name, text in self.files.items():
+            (files / name).write_text(text)
+        sysroot = work / "sysroot"
+        self._assemble_sysroot(sysroot)
+        script = work / "build.sh"
+        script.write_text(self.script)
+        stats_log = work / "ccache-stats.log"
+        stats_log.unlink(missing_ok=True)
+        environment = self._environment(staging, sysroot, files, stats_log)
+        log(f"# running {self.project.relative(script)} (log of the commands follows)")
+        _run_script(script, work, environment, log, self.name)
+        log(_ccache_summary(stats_log, environment))
+
+    def _assemble_sysroot(self, sysroot: Path) -> None:
+        """The union of the outputs of every build task this one depends on (hard links: cheap)."""
+        remove_tree(sysroot)
+        sysroot.mkdir()
+        for dep in build_ancestors(self.project.graph, self.name):
+            _link_tree(self.project.steps[dep].output, sysroot)
+
+    def _environment(self, staging: Path, sysroot: Path, files: Path, stats_log: Path) -> dict:
+        config = self.project.config
+        tools = llvm_bin(config)
+        package_root = Path(__file__).resolve().parents[2]
+        return {
+            **BUILD_ENVIRONMENT,
+            "PATH": f"{tools}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.work),
+            "SRC": str(self.project.steps[fetch_task(self.recipe)].output),
+            "WORK": str(self.work),
+            "OUT": str(staging),
+            "SYSROOT": str(sysroot),
+            "FILES": str(files),
+            "JOBS": str(config.jobs),
+            "LLVM_BIN": str(tools),
+            "MLBUILD_PYTHON": sys.executable,
+            "MLBUILD_TASK": self.name,
+            "PYTHONPATH": str(package_root),
+            "CCACHE_DIR": str(config.ccache_dir),
+            "CCACHE_BASEDIR": str(self.project.root),
+            "CCACHE_NOHASHDIR": "1",
+            "CCACHE_COMPILERCHECK": "content",
+            "CCACHE_STATSLOG": str(stats_log),
+        }
+
+
+def _link_tree(source: Path, destination: Path) -> None:
+    for folder, dirs, names in os.walk(source):
+        relative = Path(folder).relative_to(source)
+        (destination / relative).mkdir(exist_ok=True)
+        for name in names + [d for d in dirs if Path(folder, d).is_symlink()]:
+            src, dst = Path(folder, name), destination / relative / name
+            if dst.exists() or dst.is_symlink():
+                dst.unlink()
+            if src.is_symlink():
+                dst.symlink_to(os.readlink(src))
+            else:
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+
+
+def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> None:
+    """bash -eu -o pipefail in its own process group, killed with everything it started on interrupt."""
+    process = subprocess.Popen(
+        ["bash", "-eu", "-o", "pipefail", str(script)],
+        cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=log.file, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (cwd / ".pgid").write_text(str(process.pid))
+    try:
+        status = process.wait()
+    except BaseException:
+        _kill_group(process.pid)
+        process.wait()
+        raise
+    finally:
+        (cwd / ".pgid").unlink(missing_ok=True)
+    if status != 0:
+        tail = "\n".join(log.tail(25))
+        raise MlbuildError(f"{task}: build script failed (exit status {status}); log: {log.path}\n{tail}")
+
+
+def _kill_group(pgid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGTERM:
+            import time
+            time.sleep(2)
+
+
+def _stop_leftover(work: Path) -> None:
+    """A build killed with SIGKILL may have left make running in this folder: stop it first."""
+    try:
+        pgid = int((work / ".pgid").read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        environ = Path(f"/proc/{pgid}/environ").read_bytes()
+    except OSError:
+        environ = b""
+    if f"WORK={work}".encode() in environ.split(b"\0"):
+        _kill_group(pgid)
+    (work / ".pgid").unlink(missing_ok=True)
+
+
+def _ccache_summary(stats_log: Path, environment: dict) -> str:
+    if not stats_log.exists():
+        return "# ccache: no compilations"
+    result = subprocess.run(["ccache", "--show-log-stats", "-v"], env=environment, capture_output=True, text=True)
+    counts = {}
+    for line in result.stdout.splitlines():
+        words = line.split()
+        for key in ("Hits:", "Misses:"):
+            if line.strip().startswith(key) and len(words) >= 2 and words[1].isdigit():
+                counts.setdefault(key[:-1].lower(), words[1])
+    return f"# ccache: {counts.get('hits', '?')} hits, {counts.get('misses', '?')} misses"

@@ -1,0 +1,71 @@
+"""build:images-<arch>: an initramfs and an ext4 disk image of the target, root-owned, no root needed."""
+
+import subprocess
+from pathlib import Path
+
+from ..cpio import write_initramfs
+from ..errors import MlbuildError
+from ..state import hash_tree
+from .base import Step
+from .build import SOURCE_DATE_EPOCH
+
+# Device nodes the kernel needs before devtmpfs is mounted (its own default initramfs has these).
+DEVICES = {"dev/console": ("c", 5, 1), "dev/null": ("c", 1, 3)}
+SETUID = {"bin/busybox": 0o4755}
+DISK_UUID = "6d6c6275-696c-4400-8000-000000000001"  # fixed: images are reproducible
+
+
+class ImagesStep(Step):
+    def __init__(self, project, name: str, arch: str):
+        super().__init__(project, name)
+        self.arch = arch
+        self.doc = f"pack the {arch} system into an initramfs and an ext4 disk image"
+
+    @property
+    def output(self) -> Path:
+        return self.project.build_dir / "images" / self.arch
+
+    @property
+    def root(self) -> Path:
+        return self.project.steps[self.deps[0]].output
+
+    def inputs(self) -> dict:
+        return {"arch": self.arch, "format": "initramfs.cpio + rootfs.ext4 v1", **self.dep_inputs()}
+
+    def run(self, staging: Path, log) -> None:
+        write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), SETUID, DEVICES)
+        log(f"initramfs.cpio: {(staging / 'initramfs.cpio').stat().st_size} bytes")
+        self._ext4(staging / "rootfs.ext4", log)
+
+    def _ext4(self, image: Path, log) -> None:
+        size_mib = max(32, int(_tree_size(self.root) * 1.5 / 2**20) + 16)
+        environment = {"E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "mlbuild", "-U", DISK_UUID, "-E", f"hash_seed={DISK_UUID},root_owner=0:0",
+              "-d", str(self.root), str(image), f"{size_mib}M"], environment, log)
+        # mke2fs -d copies the building user's uid/gid: set root:root, the setuid bit and device nodes.
+        commands = []
+        for path in sorted(self.root.rglob("*")):
+            name = "/" + path.relative_to(self.root).as_posix()
+            commands += [f'sif "{name}" uid 0', f'sif "{name}" gid 0']
+        for name, mode in SETUID.items():
+            commands.append(f'sif "/{name}" mode 0{0o100000 | mode:o}')
+        for name, (kind, major, minor) in DEVICES.items():
+            commands.append(f'mknod "/{name}" {kind} {major} {minor}')
+        script = image.with_suffix(".debugfs")
+        script.write_text("\n".join(commands) + "\n")
+        _run(["debugfs", "-w", "-f", str(script), str(image)], environment, log)
+        script.unlink()
+        log(f"rootfs.ext4: {size_mib} MiB")
+
+    def output_hash(self, folder: Path) -> str:
+        return hash_tree(folder)
+
+
+def _tree_size(root: Path) -> int:
+    return sum(path.lstat().st_size for path in root.rglob("*"))
+
+
+def _run(command: list[str], environment: dict, log) -> None:
+    result = subprocess.run(command, env=environment, stdout=log.file, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise MlbuildError(f"{command[0]} failed (exit status {result.returncode}); log: {log.path}")

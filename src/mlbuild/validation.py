@@ -1,0 +1,72 @@
+"""Turn pydantic validation errors into one-line messages naming file and field."""
+
+import difflib
+import typing
+
+from pydantic import BaseModel, ValidationError
+
+
+def field_path(loc: tuple) -> str:
+    """('sources', 0, 'sha256') -> 'sources[0].sha256'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def describe(error: ValidationError, origin: str, model: type[BaseModel], hints: dict | None = None) -> str:
+    """The first problem of a ValidationError as 'origin: field: what was expected'."""
+    first = error.errors()[0]
+    loc = first["loc"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+        known = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        close = close or [k for k in known if k.startswith(str(loc[-1]))]
+        if close:
+            message += f" (did you mean '{close[0]}'?)"
+        elif known:
+            message += f" (expected one of: {', '.join(known)})"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "string_pattern_mismatch":
+            message = (hints or {}).get(first["ctx"]["pattern"], message)
+        value = first.get("input")
+        if first["type"].startswith("string_") and not isinstance(value, (dict, list)):
+            message += f", got {value!r}"
+    more = len(error.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{origin}: {field_path(loc)}: {message}{tail}"
+
+
+def _fields_at(model, loc: tuple) -> list[str]:
+    """Field names of the (nested) model found by following loc from model."""
+    current = model
+    for part in loc:
+        if isinstance(part, int) or not _is_model(current):
+            current = _inner(current)
+            if isinstance(part, int):
+                continue
+        if _is_model(current) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            current = _inner(current)
+    current = _inner(current) if not _is_model(current) else current
+    return sorted(current.model_fields) if _is_model(current) else []
+
+
+def _is_model(annotation) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _inner(annotation):
+    """The element type of list[X], dict[K, X] or X | None."""
+    for arg in reversed(typing.get_args(annotation)):
+        if _is_model(arg) or typing.get_args(arg):
+            return arg
+    return annotation
