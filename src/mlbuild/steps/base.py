@@ -1,5 +1,8 @@
 """What every kind of task provides to the incremental engine."""
 
+import hashlib
+import sys
+from functools import cache
 from pathlib import Path
 
 from ..state import hash_tree
@@ -46,3 +49,12 @@ class Step:
     def extra_record(self) -> dict:
         """More to keep in the stamp (for `mlbuild explain`)."""
         return {}
+
+
+@cache
+def code_hash(*modules: str) -> str:
+    """Hash of the Python modules that do a step's work: changing them redoes the step."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(sys.modules[module].__file__).read_bytes())
+    return digest.hexdigest()

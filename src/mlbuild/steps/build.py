@@ -105,6 +105,7 @@ class BuildStep(Step):
             "recipe:vars": merged.vars,
             "recipe:depends": merged.depends,
             "arch": self.arch,
+            "environment": BUILD_ENVIRONMENT,
             "script": hashlib.sha256(self.script.encode()).hexdigest(),
             **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.files.items()},
             "toolchain": identity(llvm_bin(self.project.config)),

@@ -6,12 +6,13 @@ from pathlib import Path
 from ..cpio import write_initramfs
 from ..errors import MlbuildError
 from ..state import hash_tree
-from .base import Step
+from .base import Step, code_hash
 from .build import SOURCE_DATE_EPOCH
 
 # Device nodes the kernel needs before devtmpfs is mounted (its own default initramfs has these).
 DEVICES = {"dev/console": ("c", 5, 1), "dev/null": ("c", 1, 3)}
 SETUID = {"bin/busybox": 0o4755}
+ROOT_OWNED_AT_EPOCH = [("uid", 0), ("gid", 0)] + [(f"{kind}time", f"@{SOURCE_DATE_EPOCH}") for kind in "amc"]
 DISK_UUID = "6d6c6275-696c-4400-8000-000000000001"  # fixed: images are reproducible
 
 
@@ -30,7 +31,7 @@ class ImagesStep(Step):
         return self.project.steps[self.deps[0]].output
 
     def inputs(self) -> dict:
-        return {"arch": self.arch, "format": "initramfs.cpio + rootfs.ext4 v1", **self.dep_inputs()}
+        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio"), **self.dep_inputs()}
 
     def run(self, staging: Path, log) -> None:
         write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), SETUID, DEVICES)
@@ -42,11 +43,12 @@ class ImagesStep(Step):
         environment = {"E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "mlbuild", "-U", DISK_UUID, "-E", f"hash_seed={DISK_UUID},root_owner=0:0",
               "-d", str(self.root), str(image), f"{size_mib}M"], environment, log)
-        # mke2fs -d copies the building user's uid/gid: set root:root, the setuid bit and device nodes.
+        # mke2fs -d copies the building user's uid/gid and mtimes: set root:root, fixed times,
+        # the setuid bit and the device nodes.
         commands = []
         for path in sorted(self.root.rglob("*")):
             name = "/" + path.relative_to(self.root).as_posix()
-            commands += [f'sif "{name}" uid 0', f'sif "{name}" gid 0']
+            commands += [f'sif "{name}" {field} {value}' for field, value in ROOT_OWNED_AT_EPOCH]
         for name, mode in SETUID.items():
             commands.append(f'sif "/{name}" mode 0{0o100000 | mode:o}')
         for name, (kind, major, minor) in DEVICES.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..arches import ARCHES
 from ..errors import MlbuildError
 from ..render import render
-from .base import Step
+from .base import Step, code_hash
 
 # Folders every system has even when no component installs into them.
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
@@ -56,6 +56,7 @@ class TargetStep(Step):
     def inputs(self) -> dict:
         return {
             "arch": self.arch,
+            "code": code_hash(__name__),
             **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.etc_files.items()},
             **self.dep_inputs(),
         }

@@ -1,0 +1,109 @@
+"""The `mlbuild` command: what doit has no verb for (check, graph, explain, savedefconfig)."""
+
+import argparse
+import difflib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import InputError, MlbuildError
+from .graph import to_dot
+from .incremental import is_up_to_date, reasons
+from .project import Project
+from .render import _environment
+from .steps.build import BuildStep
+
+
+def find_root(start: Path) -> Path:
+    for folder in [start, *start.parents]:
+        if (folder / "recipes").is_dir() and (folder / "templates").is_dir():
+            return folder
+    raise InputError(f"{start}: not inside an mlbuild project (no recipes/ and templates/ found)")
+
+
+def cmd_check(project: Project, args) -> int:
+    """Validate every recipe and template and render every build script and config file."""
+    environment = _environment(project.templates, True)
+    templates = [p for p in project.templates.rglob("*") if p.is_file()]
+    for path in templates:
+        name = path.relative_to(project.templates).as_posix()
+        try:
+            environment.parse(path.read_text(), name=name, filename=str(path))
+        except Exception as error:
+            raise InputError(f"templates/{name}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
+    rendered = 0
+    for step in project.ordered_steps():
+        if isinstance(step, BuildStep):
+            step.script, step.files
+            rendered += 1 + len(step.files)
+        elif hasattr(step, "etc_files"):
+            rendered += len(step.etc_files)
+    print(f"ok: {len(project.recipes)} recipes, {len(project.steps)} tasks, {len(templates)} templates, {rendered} files rendered")
+    return 0
+
+
+def cmd_graph(project: Project, args) -> int:
+    """Write the task graph as DOT (and SVG when graphviz is installed)."""
+    output = Path(args.output) if args.output else project.build_dir / "graph.dot"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(to_dot(project.graph))
+    print(f"wrote {project.relative(output)}")
+    if shutil.which("dot"):
+        svg = output.with_suffix(".svg")
+        subprocess.run(["dot", "-Tsvg", str(output), "-o", str(svg)], check=True)
+        print(f"wrote {project.relative(svg)}")
+    return 0
+
+
+def cmd_explain(project: Project, args) -> int:
+    """Say whether a task would run and why."""
+    name = args.task if ":" in args.task else f"build:{args.task}"
+    step = project.steps.get(name)
+    if step is None:
+        close = difflib.get_close_matches(name, list(project.steps), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise InputError(f"explain: no task {args.task!r}{hint}; `doit list --all` shows them")
+    pending = [dep for dep in _ancestors(project, name) if not is_up_to_date(project.steps[dep])]
+    why = reasons(step)
+    if not why and not pending:
+        stamp = project.stamps.read(name)
+        print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)})")
+        return 0
+    print(f"{name} would run:" if why else f"{name} is up to date, but may run after its dependencies:")
+    for line in why:
+        print(f"  - {line}")
+    if pending:
+        print("  dependencies that run first (if their output changes, so does this task's input):")
+        for dep in pending:
+            print(f"  - {dep}: {'; '.join(reasons(project.steps[dep])) or 'up to date'}")
+    return 0
+
+
+def _ancestors(project: Project, name: str) -> list[str]:
+    import networkx as nx
+
+    return list(nx.topological_sort(project.graph.subgraph(nx.ancestors(project.graph, name))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlbuild", description=__doc__)
+    parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help=cmd_check.__doc__)
+    graph = commands.add_parser("graph", help=cmd_graph.__doc__)
+    graph.add_argument("-o", "--output", help="DOT file to write (default: build/graph.dot)")
+    explain = commands.add_parser("explain", help=cmd_explain.__doc__)
+    explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
+    args = parser.parse_args(argv)
+    handlers = {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain}
+    try:
+        project = Project(find_root(Path(args.directory).resolve()))
+        return handlers[args.command](project, args)
+    except MlbuildError as error:
+        print(f"mlbuild: {error}", file=sys.stderr)
+        return error.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
