@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable from a checkout without `pip install`
 
 from mlbuild.dodo_support import doit_config, load_project_or_exit  # noqa: E402
-from mlbuild.tasks import group_tasks  # noqa: E402
+from mlbuild.tasks import boot_tasks, group_tasks  # noqa: E402
 
 project = load_project_or_exit(ROOT)
 DOIT_CONFIG = doit_config(project)
@@ -19,3 +19,13 @@ def task_fetch():
 
 def task_build():
     yield from group_tasks(project, "build")
+
+
+# doit forbids a creator named task_run (`run` is a doit command) but not tasks
+# whose basename is run, so `doit run:arm64` works.
+def task_run_in_qemu():
+    yield from boot_tasks(project, "run")
+
+
+def task_boottest():
+    yield from boot_tasks(project, "boottest")

@@ -36,6 +36,6 @@ def doit_config(project: Project) -> dict:
         "backend": "sqlite3",
         "dep_file": str(project.build_dir / "doit.sqlite3"),
         "par_type": "thread",
-        "default_tasks": [f"build:target-{arch}" for arch in project.config.arches],
+        "default_tasks": [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")],
         "action_string_formatting": "new",
     }

@@ -2,7 +2,10 @@
 
 from doit.exceptions import TaskFailed
 
+from .arches import ARCHES
 from .errors import MlbuildError
+from .graph import images_task, target_task
+from .qemu import boot_test, qemu_command, run_interactive
 from .incremental import execute, is_up_to_date
 from .state import remove_tree
 
@@ -55,6 +58,50 @@ def group_tasks(project, basename: str):
     yield {"basename": basename, "name": None, "doc": docs[basename]}
     for step in project.ordered_steps():
         if step.name.startswith(basename + ":"):
-            task = step_task(step)
-            del task["basename"]
-            yield task
+            yield step_task(step)
+
+
+def _boot_files(project, arch: str):
+    kernel = project.steps[target_task(arch)].output / "boot" / ARCHES[arch].kernel_image
+    images = project.steps[images_task(arch)].output
+    return kernel, images / "initramfs.cpio", images / "rootfs.ext4"
+
+
+def _run_action(project, arch: str):
+    def run():
+        try:
+            run_interactive(qemu_command(arch, *_boot_files(project, arch), interactive=True))
+        except MlbuildError as error:
+            return TaskFailed(str(error))
+    return run
+
+
+def _boottest_action(project, arch: str):
+    def run():
+        log_path = project.log_path(f"boottest:{arch}")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = qemu_command(arch, *_boot_files(project, arch), interactive=False)
+        try:
+            for line in boot_test(arch, command, log_path, project.config.boot_timeout):
+                print(f"   {line}")
+        except MlbuildError as error:
+            return TaskFailed(str(error))
+    return run
+
+
+def boot_tasks(project, basename: str):
+    """run:<arch> (interactive) and boottest:<arch> (headless, checked); they always run."""
+    make, doc = {
+        "run": (_run_action, "boot the {arch} system in QEMU on the serial console"),
+        "boottest": (_boottest_action, "boot the {arch} system headless, run checks in it, power off"),
+    }[basename]
+    yield {"basename": basename, "name": None, "doc": doc.format(arch="chosen")}
+    for arch in project.config.arches:
+        yield {
+            "basename": basename,
+            "name": arch,
+            "doc": doc.format(arch=arch),
+            "actions": [make(project, arch)],
+            "task_dep": [images_task(arch)],
+            "verbosity": 2,
+        }
