@@ -30,12 +30,11 @@ def check_cycles(recipes: dict[str, Recipe]) -> None:
     graph = nx.DiGraph()
     for recipe in recipes.values():
         for arch in recipe.arches:
-            for dep in recipe.for_arch(arch).depends:
+            for dep in recipe.depends_for(arch):
                 graph.add_edge(recipe.name, dep)
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
+    if nx.is_directed_acyclic_graph(graph):  # fast; find_cycle is slow on large graphs
         return
+    cycle = nx.find_cycle(graph)
     names = [edge[0] for edge in cycle] + [cycle[0][0]]
     raise InputError(f"recipes: dependency cycle: {' -> '.join(names)}")
 
@@ -61,7 +60,7 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
             graph.add_edge(fetch_task(recipe), task)
-            for dep in recipe.for_arch(arch).depends:
+            for dep in recipe.depends_for(arch):
                 graph.add_edge(build_task(dep, arch), task)
             if recipe.target:
                 graph.add_edge(task, target)

@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -76,6 +76,12 @@ class ArchOverride(Strict):
     vars: dict[str, VarValue] = {}
 
 
+class Merged(NamedTuple):
+    depends: list[str]
+    files: list[str]
+    vars: dict
+
+
 class Recipe(Strict):
     name: Name
     version: Version
@@ -122,14 +128,16 @@ class Recipe(Strict):
     # Fields that only document the recipe: changing them rebuilds nothing.
     DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license"})
 
-    def for_arch(self, arch: str) -> "ArchOverride":
+    def depends_for(self, arch: str) -> list[str]:
+        """The recipe's dependencies on arch (cheap: the graph asks for every recipe × arch)."""
+        return self.depends + self.arch[arch].depends if arch in self.arch else self.depends
+
+    def for_arch(self, arch: str) -> "Merged":
         """Depends, files and vars with the arch's overrides applied."""
-        extra = self.arch.get(arch, ArchOverride())
-        return ArchOverride(
-            depends=self.depends + extra.depends,
-            files=self.files + extra.files,
-            vars={**self.vars, **extra.vars},
-        )
+        extra = self.arch.get(arch)
+        if extra is None:
+            return Merged(self.depends, self.files, self.vars)
+        return Merged(self.depends + extra.depends, self.files + extra.files, {**self.vars, **extra.vars})
 
 
 def _default_cache() -> Path:

@@ -1,5 +1,6 @@
 """A loaded project: configuration, recipes, task graph and one step per task."""
 
+from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
@@ -7,6 +8,7 @@ import networkx as nx
 from .config import load_config
 from .graph import build_graph
 from .recipes import load_recipes
+from .render_cache import RenderCache, tree_key
 from .state import StampStore
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
@@ -19,11 +21,18 @@ class Project:
         self.root = root.resolve()
         self.templates = self.root / "templates"
         self.config = load_config(self.root, command_line, environ)
-        self.recipes = load_recipes(self.root, self.templates)
-        self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
         self.build_dir = self.config.build_dir
+        self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.pickle")
+        self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
+
+    @cached_property
+    def render_cache(self) -> RenderCache:
+        config_view = self.config.model_dump_json(include={"kernel_config", "llvm_version", "target_llvm", "fragments"})
+        code = Path(__file__).with_name("render.py").read_text() + Path(__file__).parent.joinpath("steps", "build.py").read_text()
+        key = tree_key(self.templates, config_view, code)
+        return RenderCache(self.build_dir / "cache" / "render.pickle", key)
 
     def _make_step(self, name: str, data: dict):
         kind, arch = data["kind"], data["arch"]

@@ -1,19 +1,24 @@
 """Load recipes/*.toml into validated Recipe models and check how they refer to each other."""
 
 import difflib
+import hashlib
+import pickle
 import tomllib
+from functools import cache
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .errors import InputError
+from . import models
 from .models import PATTERN_HINTS, Recipe
+from .state import write_atomic
 from .validation import describe
 
 
-def load_recipe(path: Path, label: str) -> Recipe:
+def load_recipe(path: Path, label: str, text: str | None = None) -> Recipe:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text() if text is None else text)
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"{label}: not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -27,18 +32,50 @@ def load_recipe(path: Path, label: str) -> Recipe:
     return recipe
 
 
-def load_recipes(project: Path, templates: Path) -> dict[str, Recipe]:
-    """Every recipe of the project, checked for duplicates and dangling references."""
-    recipes: dict[str, Recipe] = {}
-    labels: dict[str, str] = {}
-    for path in sorted((project / "recipes").glob("*.toml")):
-        label = f"recipes/{path.name}"
-        recipe = load_recipe(path, label)
-        recipes[recipe.name] = recipe
-        labels[recipe.name] = label
+def load_recipes(project: Path, templates: Path, cache_file: Path | None = None) -> dict[str, Recipe]:
+    """Every recipe of the project, checked for duplicates and dangling references.
+
+    Validated models are cached in cache_file, keyed by the content of every
+    recipe file and of the model code, so a no-op run skips parsing.
+    """
+    paths = sorted((project / "recipes").glob("*.toml"))
+    texts = {path: path.read_bytes() for path in paths}
+    key = _content_key(texts)
+    recipes = _read_cache(cache_file, key)
+    if recipes is None:
+        recipes = {}
+        for path in paths:
+            try:
+                text = texts[path].decode()
+            except UnicodeDecodeError:
+                raise InputError(f"recipes/{path.name}: not UTF-8 text") from None
+            recipe = load_recipe(path, f"recipes/{path.name}", text)
+            recipes[recipe.name] = recipe
+        _write_cache(cache_file, key, recipes)
     for name, recipe in recipes.items():
-        _check_references(recipe, labels[name], recipes, project, templates)
+        _check_references(recipe, f"recipes/{name}.toml", recipes, project, templates)
     return recipes
+
+
+def _content_key(texts: dict[Path, bytes]) -> str:
+    digest = hashlib.sha256(Path(models.__file__).read_bytes())
+    for path, data in texts.items():
+        digest.update(f"{path.name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def _read_cache(cache_file: Path | None, key: str) -> dict | None:
+    try:
+        with open(cache_file, "rb") as handle:
+            stored_key, recipes = pickle.load(handle)
+    except (OSError, TypeError, pickle.UnpicklingError, EOFError, ValueError, AttributeError):
+        return None
+    return recipes if stored_key == key else None
+
+
+def _write_cache(cache_file: Path | None, key: str, recipes: dict) -> None:
+    if cache_file is not None:
+        write_atomic(cache_file, pickle.dumps((key, recipes), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, templates: Path) -> None:
@@ -49,7 +86,7 @@ def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, 
         if not owner.sources:
             raise InputError(f"{label}: source: recipe {recipe.source!r} has no sources of its own")
     for arch in recipe.arches:
-        for index, dep in enumerate(recipe.for_arch(arch).depends):
+        for index, dep in enumerate(recipe.depends_for(arch)):
             field = "depends" if dep in recipe.depends else f"arch.{arch}.depends"
             if dep not in recipes:
                 raise InputError(f"{label}: {field}: unknown recipe {dep!r}{_did_you_mean(dep, recipes)}")
@@ -71,11 +108,19 @@ def _template_exists(templates: Path, name: str, label: str, field: str) -> None
 
 
 def _file_inside(folder: Path, name: str, label: str, field: str) -> None:
+    problem = _file_problem(folder, name)
+    if problem:
+        raise InputError(f"{label}: {field}: {problem}")
+
+
+@cache
+def _file_problem(folder: Path, name: str) -> str | None:
     path = (folder / name).resolve()
     if not path.is_relative_to(folder.resolve()):
-        raise InputError(f"{label}: {field}: {name!r} points outside {folder.name}/")
+        return f"{name!r} points outside {folder.name}/"
     if not path.is_file():
-        raise InputError(f"{label}: {field}: no file {folder.name}/{name}")
+        return f"no file {folder.name}/{name}"
+    return None
 
 
 def _did_you_mean(name: str, known) -> str:

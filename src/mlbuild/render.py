@@ -30,6 +30,7 @@ def _environment(templates: Path, for_shell: bool) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        auto_reload=False,  # templates do not change during a run: no stat() per render
         finalize=_shell_word if for_shell else None,
     )
     env.filters["unquoted"] = Unquoted

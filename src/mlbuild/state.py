@@ -49,25 +49,40 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 
 class StampStore:
+    """Stamps on disk, with a per-process cache: only this process writes them while it holds the tree lock."""
+
     def __init__(self, folder: Path):
         self.folder = folder
+        self._cache: dict[str, dict | None] = {}
 
     def path(self, task: str) -> Path:
         return self.folder / (task.replace(":", "_") + ".json")
 
     def read(self, task: str) -> dict | None:
-        try:
-            return json.loads(self.path(task).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        if task not in self._cache:
+            try:
+                self._cache[task] = json.loads(self.path(task).read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                self._cache[task] = None
+        return self._cache[task]
 
-    def write(self, task: str, inputs: dict, output_hash: str, extra: dict | None = None) -> None:
+    def write(self, task: str, inputs: dict, output_hash: str, text: str | None = None) -> None:
+        """Record a finished task; text (its build script) is kept beside it for `mlbuild explain`."""
+        if text is not None:
+            write_atomic(self.path(task).with_suffix(".sh"), text.encode())
         record = {"task": task, "signature": signature_of(inputs), "inputs": inputs, "output_hash": output_hash}
-        record.update(extra or {})
         write_atomic(self.path(task), json.dumps(record, indent=1, sort_keys=True).encode())
+        self._cache[task] = json.loads(json.dumps(record))  # exactly what a later read gives
+
+    def read_text(self, task: str) -> str:
+        try:
+            return self.path(task).with_suffix(".sh").read_text()
+        except FileNotFoundError:
+            return ""
 
     def forget(self, task: str) -> None:
         self.path(task).unlink(missing_ok=True)
+        self._cache[task] = None
 
 
 def hash_tree(root: Path) -> str:

@@ -13,9 +13,13 @@ LLVM_TOOLS = ("clang", "clang++", "ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy"
 
 def llvm_bin(config: Config) -> Path:
     """The folder holding unversioned clang, ld.lld, llvm-ar… of the chosen toolchain."""
-    if config.toolchain == "llvm":
+    return _llvm_bin(config.toolchain, config.llvm_version)
+
+
+@cache
+def _llvm_bin(toolchain: str, version: str) -> Path:
+    if toolchain == "llvm":
         raise MlbuildError("toolchain = 'llvm' needs build:toolchain, which this version does not build yet; use toolchain = 'host'")
-    version = config.llvm_version
     candidates = [Path(f"/usr/lib/llvm-{version}/bin")]
     clang = shutil.which(f"clang-{version}")
     if clang:

@@ -46,10 +46,6 @@ class Step:
     def output_hash(self, folder: Path) -> str:
         return hash_tree(folder)
 
-    def extra_record(self) -> dict:
-        """More to keep in the stamp (for `mlbuild explain`)."""
-        return {}
-
 
 @cache
 def code_hash(*modules: str) -> str:

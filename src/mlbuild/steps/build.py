@@ -31,10 +31,9 @@ BUILD_ENVIRONMENT = {
 }
 
 
-def script_context(recipe, arch: str, config) -> dict:
+def script_context(recipe, merged, arch: str, config) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing."""
     facts = ARCHES[arch]
-    merged = recipe.for_arch(arch)
     return {
         "recipe": recipe,
         "arch": arch,
@@ -75,8 +74,13 @@ class BuildStep(Step):
         return self.project.build_dir / "work" / self.slug
 
     @cached_property
+    def merged(self):
+        """The recipe's depends, files and vars for this arch."""
+        return self.recipe.for_arch(self.arch)
+
+    @cached_property
     def context(self) -> dict:
-        return script_context(self.recipe, self.arch, self.project.config)
+        return script_context(self.recipe, self.merged, self.arch, self.project.config)
 
     @cached_property
     def script(self) -> str:
@@ -87,7 +91,7 @@ class BuildStep(Step):
         """Config files for $FILES: rendered recipe files, then the user's own fragments as they are."""
         rendered = {
             _file_name(name): render(self.project.templates, name, self.context)
-            for name in self.recipe.for_arch(self.arch).files
+            for name in self.merged.files
         }
         for fragment in self.project.config.fragments.get(self.recipe.name, []):
             path = self.project.root / fragment
@@ -97,23 +101,39 @@ class BuildStep(Step):
                 raise MlbuildError(f"configuration: fragments.{self.recipe.name}: cannot read {fragment}: {error.strerror}") from None
         return rendered
 
+    @cached_property
+    def _recipe_fields(self) -> dict:
+        # Sources and patches are the fetch task's inputs; vars, files and depends come merged for the arch.
+        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends"}
+        return self.recipe.model_dump(mode="json", exclude=not_here)
+
     def inputs(self) -> dict:
-        recipe = self.recipe.model_dump(mode="json", exclude=self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends"})
-        merged = self.recipe.for_arch(self.arch)
+        recipe = self._recipe_fields
+        merged = self.merged
         return {
             **{f"recipe:{key}": value for key, value in recipe.items()},
             "recipe:vars": merged.vars,
             "recipe:depends": merged.depends,
             "arch": self.arch,
             "environment": BUILD_ENVIRONMENT,
-            "script": hashlib.sha256(self.script.encode()).hexdigest(),
-            **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.files.items()},
+            **self.rendered_hashes,
             "toolchain": identity(llvm_bin(self.project.config)),
             **self.dep_inputs(),
         }
 
-    def extra_record(self) -> dict:
-        return {"script_text": self.script}
+    @cached_property
+    def rendered_hashes(self) -> dict:
+        """Hashes of the script and config files, from the render cache when nothing they depend on changed."""
+        fragments = [(self.project.root / f).read_bytes() for f in self.project.config.fragments.get(self.recipe.name, []) if (self.project.root / f).is_file()]
+        key = hashlib.sha256(self.recipe.model_dump_json().encode() + self.arch.encode() + b"\0".join(fragments)).hexdigest()
+        hashes = self.project.render_cache.get(self.name, key)
+        if hashes is None:
+            hashes = {
+                "script": hashlib.sha256(self.script.encode()).hexdigest(),
+                **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.files.items()},
+            }
+            self.project.render_cache.put(self.name, key, hashes)
+        return hashes
 
     def run(self, staging: Path, log) -> None:
         work = self.work

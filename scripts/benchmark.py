@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Measure mlbuild's engine and record the figures in docs/performance.md.
+
+    scripts/benchmark.py engine [--recipes 2000]   synthetic graph: load+plan, no-op run, peak RSS
+    scripts/benchmark.py noop                      the real project: no-op `doit` and `doit list` (build it first)
+
+Each run replaces its own section of docs/performance.md (between marker comments).
+"""
+
+import argparse
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "performance.md"
+
+
+def timed(command: list[str], cwd: Path, env: dict, repeat: int) -> tuple[list[float], int]:
+    """Wall times of `repeat` runs and the peak RSS (KiB) of the largest one."""
+    times, peak = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if result.returncode != 0:
+            sys.exit(f"benchmark: {' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return times, peak
+
+
+def doit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "doit", *args]
+
+
+def environment() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src")
+    return env
+
+
+def make_synthetic(root: Path, count: int) -> None:
+    """count recipes, each depending on up to two earlier ones, built for both arches."""
+    rng = random.Random(42)
+    (root / "recipes").mkdir(parents=True)
+    (root / "templates" / "build").mkdir(parents=True)
+    (root / "templates" / "target" / "etc").mkdir(parents=True)
+    source = root / "src.tar.gz"
+    subprocess.run(["tar", "czf", source, "-C", REPO, "pyproject.toml"], check=True)
+    sha = subprocess.run(["sha256sum", source], capture_output=True, text=True, check=True).stdout.split()[0]
+    (root / "templates" / "build" / "file.sh.j2").write_text('mkdir -p "$OUT/share/{{ recipe.name }}"\necho {{ vars.text }} > "$OUT/share/{{ recipe.name }}/{{ arch }}"\n')
+    (root / "templates" / "target" / "etc" / "hostname.j2").write_text("bench\n")
+    for index in range(count):
+        deps = sorted({f"r{rng.randrange(index)}" for _ in range(2)}) if index else []
+        (root / "recipes" / f"r{index}.toml").write_text(
+            f'name = "r{index}"\nversion = "1.0"\nsummary = "synthetic"\nhomepage = "https://example.org/"\n'
+            f'license = "MIT"\nbuild = "file"\ndepends = {deps!r}\n'.replace("'", '"')
+            + ('source = "r0"\n' if index else f'[[sources]]\nurl = "file://{source}"\nsha256 = "{sha}"\n')
+            + f'[vars]\ntext = "recipe {index}"\n'
+        )
+    (root / "pyproject.toml").write_text(
+        f'[tool.mlbuild]\narches = ["x86_64", "arm64"]\ndownload_dir = "{root}/dl"\nccache_dir = "{root}/ccache"\n'
+    )
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+
+
+def record(section: str, lines: list[str]) -> None:
+    DOC.parent.mkdir(exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Performance\n\nFigures recorded by `scripts/benchmark.py` on the machine named in each section.\n"
+    begin, end = f"<!-- {section} begin -->", f"<!-- {section} end -->"
+    block = "\n".join([begin, *lines, end])
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)
+    print("\n".join(lines))
+
+
+def machine() -> str:
+    return f"{platform.node() or 'host'}: {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+
+
+def figure(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}, n={len(times)})"
+
+
+def bench_engine(count: int, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        make_synthetic(root, count)
+        env = environment()
+        load, load_rss = timed([sys.executable, "-c", "from mlbuild.project import Project; Project(__import__('pathlib').Path('.'))"], root, env, repeat)
+        listing, list_rss = timed(doit("list", "--all"), root, env, repeat)
+        started = time.perf_counter()
+        first = subprocess.run(doit("-n", "2"), cwd=root, env=env, capture_output=True, text=True)
+        build_time = time.perf_counter() - started
+        if first.returncode != 0:
+            sys.exit(f"benchmark: first build failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
+        noop, noop_rss = timed(doit(), root, env, repeat)
+        tasks = sum(line.startswith(".  ") for line in first.stdout.splitlines())
+    record("engine", [
+        f"## Engine: synthetic graph of {count} recipes × 2 arches",
+        "",
+        f"Machine: {machine()}. Command: `scripts/benchmark.py engine --recipes {count}`.",
+        "",
+        "| measure | figure | target |",
+        "| --- | --- | --- |",
+        f"| load recipes, validate, build graph and steps | {figure(load)}, peak RSS {load_rss // 1024} MB | ≤ 2 s |",
+        f"| `doit list --all` | {figure(listing)}, peak RSS {list_rss // 1024} MB | ≤ 2 s |",
+        f"| no-op `doit` (everything up to date) | {figure(noop)}, peak RSS {noop_rss // 1024} MB | ≤ 2 s, ≤ 200 MB |",
+        f"| first build, `doit -n 2` ({tasks} tasks ran) | {build_time:.1f} s | — |",
+    ])
+
+
+def bench_noop(repeat: int) -> None:
+    env = environment()
+    noop, noop_rss = timed(doit(), REPO, env, repeat)
+    listing, list_rss = timed(doit("list"), REPO, env, repeat)
+    record("noop", [
+        "## The real project: no-op",
+        "",
+        f"Machine: {machine()}. Command: `scripts/benchmark.py noop`, after a full build.",
+        "",
+        "| measure | figure | target |",
+        "| --- | --- | --- |",
+        f"| no-op `doit` | {figure(noop)}, peak RSS {noop_rss // 1024} MB | ≤ 0.5 s |",
+        f"| `doit list` | {figure(listing)}, peak RSS {list_rss // 1024} MB | ≤ 0.5 s |",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["engine", "noop"])
+    parser.add_argument("--recipes", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    if args.what == "engine":
+        bench_engine(args.recipes, args.repeat)
+    else:
+        bench_noop(args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what mlbuild needs on Debian/Ubuntu: the host LLVM, QEMU, the kernel's
+# build tools (apt), and mlbuild itself with its Python packages (.venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLVM_VERSION=19
+PACKAGES=(
+  "clang-$LLVM_VERSION" "lld-$LLVM_VERSION" "llvm-$LLVM_VERSION"  # the cross compiler for both arches
+  ccache make patch bc flex bison libelf-dev libssl-dev          # kernel, musl, busybox builds
+  cmake ninja-build                                              # compiler-rt and LLVM
+  xz-utils bzip2 cpio e2fsprogs file                             # sources and images
+  qemu-system-x86 qemu-system-arm                                # booting the targets
+  graphviz                                                       # mlbuild graph → SVG
+  python3-venv
+)
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: ready (.venv/bin/doit, .venv/bin/mlbuild)"
