@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable from a checkout without `pip install`
 
 from mlbuild.dodo_support import doit_config, load_project_or_exit  # noqa: E402
-from mlbuild.tasks import boot_tasks, group_tasks  # noqa: E402
+from mlbuild.tasks import boot_tasks, group_tasks, menuconfig_tasks  # noqa: E402
 
 project = load_project_or_exit(ROOT)
 DOIT_CONFIG = doit_config(project)
@@ -29,3 +29,7 @@ def task_run_in_qemu():
 
 def task_boottest():
     yield from boot_tasks(project, "boottest")
+
+
+def task_menuconfig():
+    yield from menuconfig_tasks(project)

@@ -20,6 +20,7 @@ def load_project_or_exit(root: Path) -> Project:
     command_line = {key: get_var(key) for key in Config.model_fields if get_var(key) is not None}
     try:
         project = Project(root, command_line)
+        project.render_all()
     except MlbuildError as error:
         print(f"mlbuild: {error}", file=sys.stderr)
         sys.exit(error.exit_status)

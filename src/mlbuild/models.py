@@ -98,6 +98,7 @@ class Recipe(Strict):
     arches: list[str] = list(ARCHES)
     arch: dict[str, ArchOverride] = {}
     target: bool = True  # whether the output goes into the target root filesystem
+    menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
 
     @field_validator("arches")
     @classmethod

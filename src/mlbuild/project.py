@@ -27,6 +27,14 @@ class Project:
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
 
+    def render_all(self) -> None:
+        """Render every template now (cached), so a template error stops the run before any task."""
+        for step in self.steps.values():
+            if isinstance(step, BuildStep):
+                step.rendered_hashes
+            elif isinstance(step, TargetStep):
+                step.etc_files
+
     @cached_property
     def render_cache(self) -> RenderCache:
         config_view = self.config.model_dump_json(include={"kernel_config", "llvm_version", "target_llvm", "fragments"})

@@ -5,6 +5,7 @@ from doit.exceptions import TaskFailed
 from .arches import ARCHES
 from .errors import MlbuildError
 from .graph import images_task, target_task
+from .menuconfig import run_menuconfig
 from .qemu import boot_test, qemu_command, run_interactive
 from .incremental import execute, is_up_to_date
 from .state import remove_tree
@@ -105,3 +106,27 @@ def boot_tasks(project, basename: str):
             "task_dep": [images_task(arch)],
             "verbosity": 2,
         }
+
+
+def _menuconfig_action(step):
+    def run():
+        try:
+            run_menuconfig(step)
+        except MlbuildError as error:
+            return TaskFailed(str(error))
+    return run
+
+
+def menuconfig_tasks(project):
+    """menuconfig:<recipe>-<arch> for Kconfig-based recipes: interactive, always run."""
+    yield {"basename": "menuconfig", "name": None, "doc": "edit a Kconfig configuration; changes are saved in fragments/"}
+    for step in project.ordered_steps():
+        if step.name.startswith("build:") and getattr(step, "recipe", None) and step.recipe.menuconfig:
+            yield {
+                "basename": "menuconfig",
+                "name": step.slug,
+                "doc": f"edit the {step.recipe.name} configuration for {step.arch}",
+                "actions": [_menuconfig_action(step)],
+                "task_dep": [dep for dep in step.deps],
+                "verbosity": 2,
+            }

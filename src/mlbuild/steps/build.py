@@ -31,7 +31,7 @@ BUILD_ENVIRONMENT = {
 }
 
 
-def script_context(recipe, merged, arch: str, config) -> dict:
+def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing."""
     facts = ARCHES[arch]
     return {
@@ -41,7 +41,7 @@ def script_context(recipe, merged, arch: str, config) -> dict:
         "karch": facts.karch,
         "kernel_image": facts.kernel_image,
         "vars": merged.vars,
-        "files": [_file_name(name) for name in merged.files] + [Path(p).name for p in config.fragments.get(recipe.name, [])],
+        "files": [_file_name(name) for name in merged.files] + [path.name for path in user_fragments],
         "config": {
             "kernel_config": config.kernel_config,
             "llvm_version": config.llvm_version,
@@ -80,7 +80,20 @@ class BuildStep(Step):
 
     @cached_property
     def context(self) -> dict:
-        return script_context(self.recipe, self.merged, self.arch, self.project.config)
+        return script_context(self.recipe, self.merged, self.arch, self.project.config, self.user_fragments)
+
+    @cached_property
+    def user_fragments(self) -> list[Path]:
+        """The user's own config fragments: those named in the configuration, then
+        fragments/<recipe>.config and fragments/<recipe>-<arch>.config if present
+        (where `doit menuconfig:<recipe>-<arch>` saves changes)."""
+        root = self.project.root
+        named = [root / name for name in self.project.config.fragments.get(self.recipe.name, [])]
+        for path in named:
+            if not path.is_file():
+                raise MlbuildError(f"configuration: fragments.{self.recipe.name}: no file {self.project.relative(path)}")
+        found = [root / "fragments" / f"{self.recipe.name}{suffix}.config" for suffix in ("", f"-{self.arch}")]
+        return named + [path for path in found if path.is_file()]
 
     @cached_property
     def script(self) -> str:
@@ -93,12 +106,8 @@ class BuildStep(Step):
             _file_name(name): render(self.project.templates, name, self.context)
             for name in self.merged.files
         }
-        for fragment in self.project.config.fragments.get(self.recipe.name, []):
-            path = self.project.root / fragment
-            try:
-                rendered[path.name] = path.read_text()
-            except OSError as error:
-                raise MlbuildError(f"configuration: fragments.{self.recipe.name}: cannot read {fragment}: {error.strerror}") from None
+        for path in self.user_fragments:
+            rendered[path.name] = path.read_text()
         return rendered
 
     @cached_property
@@ -124,8 +133,8 @@ class BuildStep(Step):
     @cached_property
     def rendered_hashes(self) -> dict:
         """Hashes of the script and config files, from the render cache when nothing they depend on changed."""
-        fragments = [(self.project.root / f).read_bytes() for f in self.project.config.fragments.get(self.recipe.name, []) if (self.project.root / f).is_file()]
-        key = hashlib.sha256(self.recipe.model_dump_json().encode() + self.arch.encode() + b"\0".join(fragments)).hexdigest()
+        fragments = b"\0".join(path.name.encode() + b"\0" + path.read_bytes() for path in self.user_fragments)
+        key = hashlib.sha256(self.recipe.model_dump_json().encode() + self.arch.encode() + b"\0" + fragments).hexdigest()
         hashes = self.project.render_cache.get(self.name, key)
         if hashes is None:
             hashes = {
@@ -136,6 +145,13 @@ class BuildStep(Step):
         return hashes
 
     def run(self, staging: Path, log) -> None:
+        script, environment = self.prepare(staging)
+        log(f"# running {self.project.relative(script)} (log of the commands follows)")
+        _run_script(script, self.work, environment, log, self.name)
+        log(_ccache_summary(Path(environment["CCACHE_STATSLOG"]), environment))
+
+    def prepare(self, staging: Path) -> tuple[Path, dict]:
+        """Write the script, the config files and the sysroot into the work folder; the script's environment."""
         work = self.work
         work.mkdir(parents=True, exist_ok=True)
         _stop_leftover(work)
@@ -150,10 +166,7 @@ class BuildStep(Step):
         script.write_text(self.script)
         stats_log = work / "ccache-stats.log"
         stats_log.unlink(missing_ok=True)
-        environment = self._environment(staging, sysroot, files, stats_log)
-        log(f"# running {self.project.relative(script)} (log of the commands follows)")
-        _run_script(script, work, environment, log, self.name)
-        log(_ccache_summary(stats_log, environment))
+        return script, self._environment(staging, sysroot, files, stats_log)
 
     def _assemble_sysroot(self, sysroot: Path) -> None:
         """The union of the outputs of every build task this one depends on (hard links: cheap)."""
