@@ -1,0 +1,83 @@
+"""The real system: build both arches from the real recipes, boot them, rebuild exactly what a change affects.
+
+Slow (about 15–25 minutes from cold caches on 2 cores): `pytest -m "not distribution"` skips it.
+It builds in the repository's own build/ and target/ folders, as a user would.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.distribution
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHES = ("x86_64", "arm64")
+
+
+def doit(*args: str, timeout: int = 3600) -> tuple[int, set[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    executed = {line[3:].strip() for line in result.stdout.splitlines() if line.startswith(".  ")}
+    return result.returncode, executed, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def built_system():
+    code, executed, output = doit("-n", "2", "build")
+    assert code == 0, output[-5000:]
+    yield executed
+    for name in ("busybox.config", "linux-arm64.config"):
+        (REPO / "fragments" / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_system_boots_to_a_shell_and_passes_the_guest_checks(built_system, arch):
+    code, _, output = doit(f"boottest:{arch}", timeout=900)
+    assert code == 0, output[-5000:]
+    for check in ("shell ready", "kernel: Linux", "applets:", "file: written-and-read-back", "disk:", "setuid:", "powered off"):
+        assert check in output
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_target_is_static_and_complete(built_system, arch):
+    root = REPO / "target" / arch
+    busybox = root / "bin" / "busybox"
+    assert busybox.stat().st_mode & 0o4000, "busybox is not setuid"
+    headers = subprocess.run(["readelf", "-lh", busybox], capture_output=True, text=True).stdout
+    assert "INTERP" not in headers and "DYNAMIC" not in headers, "busybox is not statically linked"
+    expected_machine = {"x86_64": "X86-64", "arm64": "AArch64"}[arch]
+    assert expected_machine in headers
+    for path in ("usr/lib/libc.a", "usr/include/stdio.h", "usr/include/linux/version.h", "etc/inittab",
+                 "etc/init.d/rcS", "bin/sh", f"boot/{'bzImage' if arch == 'x86_64' else 'Image'}"):
+        assert (root / path).exists() or (root / path).is_symlink(), path
+    motd = (root / "etc" / "motd").read_text()
+    assert re.search(r"linux 6\.1\.176", motd) and "musl 1.2.3" in motd and "busybox 1.35.0" in motd
+
+
+def test_a_second_build_runs_nothing(built_system):
+    code, executed, output = doit("-n", "2", "build")
+    assert code == 0, output[-3000:]
+    assert executed == set()
+
+
+def test_changing_the_busybox_fragment_rebuilds_busybox_and_the_images_only(built_system):
+    fragment = REPO / "fragments" / "busybox.config"
+    fragment.parent.mkdir(exist_ok=True)
+    fragment.write_text("CONFIG_FEATURE_EDITING_HISTORY=64\n")
+    code, executed, output = doit("-n", "2", "build")
+    assert code == 0, output[-3000:]
+    assert executed == {f"build:{name}-{arch}" for arch in ARCHES for name in ("busybox", "target", "images")}
+
+
+def test_changing_the_arm64_kernel_fragment_rebuilds_the_arm64_kernel_and_images_only(built_system):
+    fragment = REPO / "fragments" / "linux-arm64.config"
+    fragment.parent.mkdir(exist_ok=True)
+    fragment.write_text("CONFIG_LOG_BUF_SHIFT=15\n")
+    code, executed, output = doit("-n", "2", "build")
+    assert code == 0, output[-3000:]
+    assert executed == {"build:linux-arm64", "build:target-arm64", "build:images-arm64"}
