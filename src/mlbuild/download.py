@@ -1,5 +1,6 @@
 """Downloads into a cache keyed by sha256: nothing unverified is ever used."""
 
+import fcntl
 import hashlib
 import os
 import re
@@ -136,9 +137,16 @@ def debian_orig(package: str, sha256: str, cache: Path) -> Path:
         raise MlbuildError("apt-get is not installed (needed for Debian source packages)")
     apt = _apt(cache)
     lists = cache / ".apt" / "state" / "lists"
-    if not any(lists.glob("*Sources*")) or time.time() - lists.stat().st_mtime > 86400:
-        _run(apt + ["update"], "apt-get update")
-        lists.touch()
+    # One apt at a time on the private state (fetches may run in parallel).
+    with open(cache / ".apt" / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(lists.glob("*Sources*")) or time.time() - lists.stat().st_mtime > 86400:
+            _run(apt + ["update"], "apt-get update")
+            lists.touch()
+        return _apt_source(apt, package, sha256, cache)
+
+
+def _apt_source(apt: list[str], package: str, sha256: str, cache: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as work:
         _run(apt + ["source", "--download-only", "--tar-only", package], f"apt-get source {package}", cwd=work)
         origs = [path for path in Path(work).iterdir() if ".orig.tar." in path.name]

@@ -8,6 +8,8 @@ import difflib
 import json
 import time
 
+from .errors import MlbuildError
+from . import state
 from .state import TreeLock, remove_tree, replace_tree
 
 
@@ -16,7 +18,7 @@ def is_up_to_date(step) -> bool:
     if stamp is None or not step.output.exists():
         return False
     # Comparing the inputs themselves is the same test as comparing their hashes, and cheaper.
-    return stamp["inputs"] == step.inputs()
+    return stamp.get("format") == state.ENGINE_FORMAT and stamp["inputs"] == step.inputs()
 
 
 def reasons(step) -> list[str]:
@@ -25,6 +27,8 @@ def reasons(step) -> list[str]:
     if stamp is None:
         return ["it has not been built yet (or its last build did not finish)"]
     found = []
+    if stamp.get("format") != state.ENGINE_FORMAT:
+        found.append("it was built by another version of mlbuild's engine")
     if not step.output.exists():
         found.append(f"its output {step.project.relative(step.output)} is missing")
     old, new = stamp["inputs"], step.inputs()
@@ -89,7 +93,11 @@ class Log:
 def execute(step) -> None:
     """Run the step into a staging folder, then commit output and stamp, in that order."""
     project = step.project
-    TreeLock(project.build_dir / ".lock").acquire()
+    if TreeLock(project.build_dir / ".lock").acquire():
+        project.stamps.refresh()
+    for dep in step.deps:
+        if not project.steps[dep].output.exists():
+            raise MlbuildError(f"{step.name}: the output of {dep} is missing ({project.relative(project.steps[dep].output)}); run again")
     inputs = step.inputs()
     stamps = project.stamps
     stamps.forget(step.name)  # from here on, an interruption leaves the task "not built"

@@ -68,7 +68,7 @@ def _read_cache(cache_file: Path | None, key: str) -> dict | None:
     try:
         with open(cache_file, "rb") as handle:
             stored_key, recipes = pickle.load(handle)
-    except (OSError, TypeError, pickle.UnpicklingError, EOFError, ValueError, AttributeError):
+    except Exception:  # a cache from another version, or damaged: just rebuild it
         return None
     return recipes if stored_key == key else None
 

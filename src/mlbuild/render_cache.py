@@ -6,6 +6,7 @@ unchanged (the global key); per task, while its recipe and arch are unchanged.
 
 import atexit
 import hashlib
+import os
 import pickle
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from .state import write_atomic
 
 def tree_key(folder: Path, *extra: str) -> str:
     digest = hashlib.sha256("\0".join(extra).encode())
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
+    files = [Path(top, name) for top, _, names in os.walk(folder, followlinks=True) for name in names]
+    for path in sorted(files):
+        digest.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -31,7 +32,7 @@ class RenderCache:
                 stored_key, entries = pickle.load(handle)
             if stored_key == global_key:
                 self.entries = entries
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        except Exception:  # a cache from another version, or damaged: start empty
             pass
         atexit.register(self.save)
 

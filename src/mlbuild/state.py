@@ -70,7 +70,7 @@ class StampStore:
         """Record a finished task; text (its build script) is kept beside it for `mlbuild explain`."""
         if text is not None:
             write_atomic(self.path(task).with_suffix(".sh"), text.encode())
-        record = {"task": task, "signature": signature_of(inputs), "inputs": inputs, "output_hash": output_hash}
+        record = {"task": task, "format": ENGINE_FORMAT, "signature": signature_of(inputs), "inputs": inputs, "output_hash": output_hash}
         write_atomic(self.path(task), json.dumps(record, indent=1, sort_keys=True).encode())
         self._cache[task] = json.loads(json.dumps(record))  # exactly what a later read gives
 
@@ -79,6 +79,10 @@ class StampStore:
             return self.path(task).with_suffix(".sh").read_text()
         except FileNotFoundError:
             return ""
+
+    def refresh(self) -> None:
+        """Drop the cache: called once the tree lock is held, since others may have written before."""
+        self._cache.clear()
 
     def forget(self, task: str) -> None:
         self.path(task).unlink(missing_ok=True)
@@ -122,6 +126,27 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def merge_tree(source: Path, destination: Path, owner: str, owners: dict[str, str]) -> None:
+    """Copy a folder into another, refusing a path that an earlier source (in owners) already brought."""
+    if not source.is_dir():
+        raise MlbuildError(f"{owner}: its output {source} is missing; run again")
+    for folder, dirs, names in os.walk(source):
+        relative = Path(folder).relative_to(source)
+        target_folder = destination / relative
+        target_folder.mkdir(exist_ok=True)
+        shutil.copymode(folder, target_folder)
+        for name in names + [d for d in dirs if Path(folder, d).is_symlink()]:
+            key = (relative / name).as_posix()
+            if key in owners:
+                raise MlbuildError(f"{owner}: installs {key}, which {owners[key]} installs too")
+            owners[key] = owner
+            src = Path(folder, name)
+            if src.is_symlink():
+                (target_folder / name).symlink_to(os.readlink(src))
+            else:
+                shutil.copy2(src, target_folder / name)
+
+
 def replace_tree(staging: Path, final: Path) -> None:
     """Put staging where final is: the old tree is moved aside first, then deleted."""
     old = final.with_name(f".{final.name}.old")
@@ -141,10 +166,11 @@ class TreeLock:
     def __init__(self, path: Path):
         self.path = path
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
+        """Hold the lock for the rest of this process; True when it was taken just now."""
         with self._mutex:
             if self.path in self._held:
-                return
+                return False
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -159,3 +185,4 @@ class TreeLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             self._held[self.path] = fd
+            return True

@@ -8,7 +8,7 @@ from .graph import images_task, target_task
 from .menuconfig import run_menuconfig
 from .qemu import boot_test, qemu_command, run_interactive
 from .incremental import execute, is_up_to_date
-from .state import remove_tree
+from .state import TreeLock, remove_tree
 
 
 def _uptodate(step):
@@ -31,6 +31,7 @@ def _action(step):
 
 def _clean(step):
     def clean():
+        TreeLock(step.project.build_dir / ".lock").acquire()
         step.project.stamps.forget(step.name)
         remove_tree(step.output)
         if step.work:

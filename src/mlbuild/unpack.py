@@ -24,7 +24,7 @@ def _check_member(member: tarfile.TarInfo, name: str, archive: str) -> None:
         target = member.linkname
         if target.startswith("/"):
             refuse(f"symbolic link to an absolute path {target!r}")
-        if posixpath.normpath(posixpath.join(posixpath.dirname(name), target)).startswith(".."):
+        if posixpath.normpath(posixpath.join(posixpath.dirname(name), target)).split("/")[0] == "..":
             refuse(f"symbolic link {target!r} points outside the destination")
     if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
         refuse(f"hard link to {member.linkname!r} outside the destination")

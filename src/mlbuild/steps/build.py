@@ -2,10 +2,10 @@
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from ..arches import ARCHES
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
 from ..render import render
-from ..state import remove_tree
+from ..state import merge_tree, remove_tree
 from ..toolchain import identity, llvm_bin
 from .base import Step
 
@@ -169,11 +169,14 @@ class BuildStep(Step):
         return script, self._environment(staging, sysroot, files, stats_log)
 
     def _assemble_sysroot(self, sysroot: Path) -> None:
-        """The union of the outputs of every build task this one depends on (hard links: cheap)."""
+        """The union of the outputs of every build task this one depends on.
+
+        Copies, not hard links: a script writing into $SYSROOT must not change a dependency's output."""
         remove_tree(sysroot)
         sysroot.mkdir()
+        owners: dict[str, str] = {}
         for dep in build_ancestors(self.project.graph, self.name):
-            _link_tree(self.project.steps[dep].output, sysroot)
+            merge_tree(self.project.steps[dep].output, sysroot, dep, owners)
 
     def _environment(self, staging: Path, sysroot: Path, files: Path, stats_log: Path) -> dict:
         config = self.project.config
@@ -201,23 +204,6 @@ class BuildStep(Step):
         }
 
 
-def _link_tree(source: Path, destination: Path) -> None:
-    for folder, dirs, names in os.walk(source):
-        relative = Path(folder).relative_to(source)
-        (destination / relative).mkdir(exist_ok=True)
-        for name in names + [d for d in dirs if Path(folder, d).is_symlink()]:
-            src, dst = Path(folder, name), destination / relative / name
-            if dst.exists() or dst.is_symlink():
-                dst.unlink()
-            if src.is_symlink():
-                dst.symlink_to(os.readlink(src))
-            else:
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst)
-
-
 def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> None:
     """bash -eu -o pipefail in its own process group, killed with everything it started on interrupt."""
     process = subprocess.Popen(
@@ -240,14 +226,18 @@ def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> N
 
 
 def _kill_group(pgid: int) -> None:
+    """SIGTERM, up to 2 s to exit, then SIGKILL."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        if sig == signal.SIGTERM:
-            import time
-            time.sleep(2)
+        for _ in range(20 if sig == signal.SIGTERM else 0):
+            time.sleep(0.1)
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
 
 
 def _stop_leftover(work: Path) -> None:

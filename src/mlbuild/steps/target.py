@@ -5,13 +5,13 @@ Assembled anew each time, so a component rebuilt with fewer files leaves nothing
 
 import hashlib
 import os
-import shutil
 from functools import cached_property
 from pathlib import Path
 
 from ..arches import ARCHES
 from ..errors import MlbuildError
 from ..render import render
+from ..state import merge_tree
 from .base import Step, code_hash
 
 # Folders every system has even when no component installs into them.
@@ -65,7 +65,7 @@ class TargetStep(Step):
         owners: dict[str, str] = {}
         for step in self.components:
             log(f"adding {step.recipe.name} from {self.project.relative(step.output)}")
-            _copy_tree(step.output, staging, step.name, owners)
+            merge_tree(step.output, staging, step.name, owners)
         for name in SKELETON:
             (staging / name).mkdir(exist_ok=True)
         os.chmod(staging / "tmp", 0o1777)
@@ -79,21 +79,3 @@ class TargetStep(Step):
             os.chmod(path, 0o755 if "/init.d/" in f"/{name}" else 0o644)
         log(f"{len(owners)} files from {len(self.components)} components")
 
-
-def _copy_tree(source: Path, destination: Path, owner: str, owners: dict[str, str]) -> None:
-    """Copy a component's output, refusing a file two components both install."""
-    for folder, dirs, names in os.walk(source):
-        relative = Path(folder).relative_to(source)
-        target_folder = destination / relative
-        target_folder.mkdir(exist_ok=True)
-        shutil.copymode(folder, target_folder)
-        for name in names + [d for d in dirs if Path(folder, d).is_symlink()]:
-            key = (relative / name).as_posix()
-            if key in owners:
-                raise MlbuildError(f"{owner}: installs {key}, which {owners[key]} installs too")
-            owners[key] = owner
-            src = Path(folder, name)
-            if src.is_symlink():
-                (target_folder / name).symlink_to(os.readlink(src))
-            else:
-                shutil.copy2(src, target_folder / name)

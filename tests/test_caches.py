@@ -1,0 +1,79 @@
+"""The engine's own caches (build/cache/*.pickle) only ever save time: they never change what runs."""
+
+import os
+import pickle
+import shutil
+
+import pytest
+
+from conftest import x86
+
+
+def test_deleting_the_engine_caches_changes_nothing(built):
+    assert {p.name for p in built.path("build/cache").iterdir()} == {"recipes.pickle", "render.pickle"}
+    shutil.rmtree(built.path("build/cache"))
+    result = built.doit()
+    assert result.returncode == 0, result.stderr
+    assert result.executed == set()
+
+
+def test_an_unreadable_cache_file_is_ignored(built):
+    for data in [b"", b"not a pickle at all", pickle.dumps(5), pickle.dumps(("key", "value", "extra"))]:
+        for name in ("recipes.pickle", "render.pickle"):
+            built.path(f"build/cache/{name}").write_bytes(data)
+        result = built.doit("list")
+        assert result.returncode == 0, (data, result.stderr)
+    result = built.doit()
+    assert result.returncode == 0, result.stderr
+    assert result.executed == set()
+    # and a change is still seen
+    built.update_recipe("app", vars={"message": "seen"})
+    assert built.doit().executed == x86("app", "target", "images")
+
+
+@pytest.mark.parametrize("cache, data", [
+    ("recipes.pickle", b"cmlbuild.old_models\nRecipe\n."),
+    ("render.pickle", b"cmlbuild.old_models\nRecipe\n."),
+    ("render.pickle", b"cmlbuild.models\nOldRecipe\n."),
+], ids=["recipes-missing-module", "render-missing-module", "render-missing-class"])
+def test_a_cache_file_written_by_another_version_is_ignored(built, cache, data):
+    built.path(f"build/cache/{cache}").write_bytes(data)
+    result = built.doit()
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 0
+    assert result.executed == set()
+
+
+def test_a_user_fragment_appearing_or_changing_reruns_its_recipe(built):
+    built.write("fragments/app.config", "CONFIG_A=y\n")
+    result = built.doit()
+    assert result.executed == x86("app")  # a new $FILES entry; same binary, so nothing downstream
+    assert (built.path("build/work/app-x86_64/files/app.config")).read_text() == "CONFIG_A=y\n"
+    built.write("fragments/app.config", "CONFIG_A=n\n")
+    assert built.doit().executed == x86("app")
+    assert built.doit().executed == set()
+
+
+def test_editing_a_template_in_a_symlinked_templates_folder_rebuilds(built, tmp_path):
+    shared = tmp_path / "shared-templates"
+    shared.mkdir()
+    (shared / "flags.sh.j2").write_text("echo flags one\n")
+    os.symlink(shared, built.path("templates/shared"))
+    built.edit("templates/build/app.sh.j2", "mkdir", "{% include 'shared/flags.sh.j2' %}\nmkdir")
+    assert built.doit().executed == x86("app")
+
+    (shared / "flags.sh.j2").write_text("echo flags two\n")
+    result = built.doit()
+    assert result.executed == x86("app")
+
+
+def test_bumping_the_engine_format_makes_every_task_out_of_date(built, monkeypatch):
+    import mlbuild.state
+    from mlbuild.incremental import is_up_to_date
+    from mlbuild.project import Project
+
+    project = Project(built.root, environ={})
+    assert all(is_up_to_date(step) for step in project.steps.values())
+    monkeypatch.setattr(mlbuild.state, "ENGINE_FORMAT", mlbuild.state.ENGINE_FORMAT + "-next")
+    project = Project(built.root, environ={})
+    assert not any(is_up_to_date(step) for step in project.steps.values())
