@@ -81,3 +81,36 @@ def test_changing_the_arm64_kernel_fragment_rebuilds_the_arm64_kernel_and_images
     code, executed, output = doit("-n", "2", "build")
     assert code == 0, output[-3000:]
     assert executed == {"build:linux-arm64", "build:target-arm64", "build:images-arm64"}
+
+
+CXX_HELLO = r"""
+#include <iostream>
+#include <stdexcept>
+#include <string>
+int main() {
+    try {
+        throw std::runtime_error("unwound");
+    } catch (const std::exception &error) {
+        std::cout << "hello from C++, exception " << error.what() << std::endl;
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_static_cxx_hello_built_against_the_target_runs(built_system, arch, tmp_path):
+    """libc++, libc++abi, libunwind and compiler-rt in target/<arch> link a static C++ program."""
+    root = REPO / "target" / arch
+    triple = {"x86_64": "x86_64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}[arch]
+    source = tmp_path / "hello.cpp"
+    source.write_text(CXX_HELLO)
+    program = tmp_path / "hello"
+    subprocess.run(["/usr/lib/llvm-19/bin/clang++", f"--target={triple}", f"--sysroot={root}",
+                    f"-resource-dir={root}/usr/lib/clang/19", "-stdlib=libc++", "--rtlib=compiler-rt",
+                    "--unwindlib=libunwind", "-fuse-ld=lld", "-static", "-O2", source, "-o", program], check=True)
+    headers = subprocess.run(["readelf", "-lh", program], capture_output=True, text=True).stdout
+    assert "INTERP" not in headers
+    runner = [] if arch == "x86_64" else ["qemu-aarch64-static"]
+    result = subprocess.run([*runner, program], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "hello from C++, exception unwound"

@@ -136,14 +136,26 @@ def debian_orig(package: str, sha256: str, cache: Path) -> Path:
     if not shutil.which("apt-get"):
         raise MlbuildError("apt-get is not installed (needed for Debian source packages)")
     apt = _apt(cache)
-    lists = cache / ".apt" / "state" / "lists"
     # One apt at a time on the private state (fetches may run in parallel).
+    updated = cache / ".apt" / "updated"  # written only after a complete `apt-get update`
     with open(cache / ".apt" / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not any(lists.glob("*Sources*")) or time.time() - lists.stat().st_mtime > 86400:
-            _run(apt + ["update"], "apt-get update")
-            lists.touch()
-        return _apt_source(apt, package, sha256, cache)
+        fresh = updated.exists() and time.time() - updated.stat().st_mtime < 86400
+        if not fresh:
+            _update(apt, updated)
+        try:
+            return _apt_source(apt, package, sha256, cache)
+        except MlbuildError:
+            if not fresh:
+                raise
+            _update(apt, updated)  # the lists may be old: the archive moves on
+            return _apt_source(apt, package, sha256, cache)
+
+
+def _update(apt: list[str], updated: Path) -> None:
+    updated.unlink(missing_ok=True)
+    _run(apt + ["update"], "apt-get update")
+    updated.touch()
 
 
 def _apt_source(apt: list[str], package: str, sha256: str, cache: Path) -> Path:

@@ -2,6 +2,7 @@
 
 import networkx as nx
 
+from .arches import HOST
 from .errors import InputError
 from .models import Config, Recipe
 
@@ -15,6 +16,9 @@ def fetch_task(recipe: Recipe) -> str:
 
 def build_task(recipe_name: str, arch: str) -> str:
     return f"build:{recipe_name}-{arch}"
+
+
+TOOLCHAIN_TASK = "build:toolchain"
 
 
 def target_task(arch: str) -> str:
@@ -49,17 +53,22 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
     for recipe in recipes.values():
         if recipe.sources:
             graph.add_node(f"fetch:{recipe.name}", kind="fetch", recipe=recipe.name, arch=None)
+    _add_host_recipes(graph, recipes)
     for arch in config.arches:
         target = target_task(arch)
         graph.add_node(target, kind="target", recipe=None, arch=arch)
         graph.add_node(images_task(arch), kind="images", recipe=None, arch=arch)
         graph.add_edge(target, images_task(arch))
         for recipe in recipes.values():
-            if not recipe.build or arch not in recipe.arches:
+            if not recipe.build or recipe.host or arch not in recipe.arches:
                 continue
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
             graph.add_edge(fetch_task(recipe), task)
+            if config.toolchain == "llvm":
+                if TOOLCHAIN_TASK not in graph:
+                    raise InputError("configuration: toolchain: 'llvm' needs a host recipe (host = true) that builds it")
+                graph.add_edge(TOOLCHAIN_TASK, task)
             for dep in recipe.depends_for(arch):
                 graph.add_edge(build_task(dep, arch), task)
             if recipe.target:
@@ -67,15 +76,29 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
     return graph
 
 
+def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe]) -> None:
+    """Host recipes: build:<name>-host each, gathered by build:toolchain into toolchain/."""
+    for recipe in recipes.values():
+        if recipe.build and recipe.host:
+            task = build_task(recipe.name, HOST)
+            graph.add_node(task, kind="build", recipe=recipe.name, arch=HOST)
+            graph.add_edge(fetch_task(recipe), task)
+            for dep in recipe.depends:
+                graph.add_edge(build_task(dep, HOST), task)
+            graph.add_node(TOOLCHAIN_TASK, kind="toolchain", recipe=None, arch=None)
+            graph.add_edge(task, TOOLCHAIN_TASK)
+
+
 def build_ancestors(graph: nx.DiGraph, task: str) -> list[str]:
-    """The build tasks a task depends on, directly or not, in dependency order."""
-    ancestors = nx.ancestors(graph, task)
-    order = [node for node in nx.topological_sort(graph.subgraph(ancestors)) if graph.nodes[node]["kind"] == "build"]
-    return order
+    """The build tasks of the same arch a task depends on, directly or not, in dependency order."""
+    arch = graph.nodes[task]["arch"]
+    ancestors = graph.subgraph(nx.ancestors(graph, task))
+    return [node for node in nx.topological_sort(ancestors)
+            if graph.nodes[node]["kind"] == "build" and graph.nodes[node]["arch"] == arch]
 
 
 def to_dot(graph: nx.DiGraph) -> str:
-    shapes = {"fetch": "note", "build": "box", "target": "box3d", "images": "cylinder"}
+    shapes = {"fetch": "note", "build": "box", "target": "box3d", "images": "cylinder", "toolchain": "box3d"}
     lines = ["digraph mlbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
     for node, data in graph.nodes(data=True):
         lines.append(f'  "{node}" [shape={shapes[data["kind"]]}];')

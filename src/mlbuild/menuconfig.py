@@ -7,9 +7,6 @@ merged into fragments/<recipe>-<arch>.config, which the next build applies
 (and checks) after the recipe's own fragments.
 """
 
-import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 from .errors import MlbuildError
@@ -44,15 +41,9 @@ def merge_into_fragment(fragment: Path, changes: dict[str, str]) -> None:
 
 def run_menuconfig(step) -> None:
     TreeLock(step.project.build_dir / ".lock").acquire()
-    with tempfile.TemporaryDirectory(dir=step.project.build_dir) as staging:
-        script, environment = step.prepare(Path(staging))
-        environment.update(MLBUILD_ACTION="menuconfig", TERM=os.environ.get("TERM", "xterm"))
-        for name in ("LINES", "COLUMNS"):
-            if name in os.environ:
-                environment[name] = os.environ[name]
-        result = subprocess.run(["bash", "-eu", "-o", "pipefail", str(script)], cwd=step.work, env=environment)
-    if result.returncode != 0:
-        raise MlbuildError(f"menuconfig:{step.slug}: the configuration step failed (exit status {result.returncode})")
+    status = step.run_action("menuconfig")
+    if status != 0:
+        raise MlbuildError(f"menuconfig:{step.slug}: the configuration step failed (exit status {status})")
     before, after = step.work / "menuconfig.before", step.work / "menuconfig.after"
     if not after.exists():
         raise MlbuildError(f"menuconfig:{step.slug}: templates/build/{step.recipe.build}.sh.j2 does not support MLBUILD_ACTION=menuconfig")

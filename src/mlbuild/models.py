@@ -99,18 +99,12 @@ class Recipe(Strict):
     arch: dict[str, ArchOverride] = {}
     target: bool = True  # whether the output goes into the target root filesystem
     menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
+    host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
 
-    @field_validator("arches")
+    @field_validator("arches", "arch")
     @classmethod
     def _arches_known(cls, value):
-        for name in value:
-            _known_arch(name)
-        return value
-
-    @field_validator("arch")
-    @classmethod
-    def _overrides_known(cls, value):
-        for name in value:
+        for name in value:  # a list of arches, or the keys of the per-arch table
             _known_arch(name)
         return value
 
@@ -156,6 +150,7 @@ class Config(Strict):
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     build_dir: Path = Path("build")
     target_dir: Path = Path("target")
+    toolchain_dir: Path = Path("toolchain")
     download_dir: Path = Field(default_factory=lambda: _default_cache() / "downloads")
     ccache_dir: Path = Field(default_factory=lambda: _default_cache() / "ccache")
     mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from .arches import HOST
 from .config import load_config
 from .graph import build_graph
 from .recipes import load_recipes
@@ -14,6 +15,7 @@ from .steps.build import BuildStep
 from .steps.fetch import FetchStep
 from .steps.images import ImagesStep
 from .steps.target import TargetStep
+from .steps.toolchain import ToolchainStep
 
 
 class Project:
@@ -51,7 +53,14 @@ class Project:
             return BuildStep(self, name, recipe, arch)
         if kind == "target":
             return TargetStep(self, name, arch)
+        if kind == "toolchain":
+            return ToolchainStep(self, name)
         return ImagesStep(self, name, arch)
+
+    def in_default_build(self, name: str) -> bool:
+        """Whether `doit build` includes a task: not the LLVM toolchain unless the system is built with it."""
+        kind, arch = self.graph.nodes[name]["kind"], self.graph.nodes[name]["arch"]
+        return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST)
 
     def ordered_steps(self):
         return [self.steps[name] for name in nx.lexicographical_topological_sort(self.graph)]

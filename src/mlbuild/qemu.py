@@ -7,6 +7,7 @@ import re
 import subprocess
 import threading
 import time
+from functools import cache
 from pathlib import Path
 
 from .arches import ARCHES
@@ -25,9 +26,25 @@ CHECKS = [
 ]
 
 
+@cache
 def _kvm_usable(arch: str) -> bool:
+    """KVM for this arch, if it really works: nested virtualisation can offer
+    /dev/kvm and still abort QEMU at start ("failed to set MSR"), so try it."""
     host = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
-    return host == arch and os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if host != arch or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    probe = [QEMU[arch][0], "-M", QEMU[arch][1], "-accel", "kvm", "-cpu", "host",
+             "-display", "none", "-nodefaults", "-monitor", "none", "-S"]
+    try:
+        subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=1.5)
+    except subprocess.TimeoutExpired:
+        return True  # still running, stopped at its first instruction: KVM works
+    except OSError:
+        return False
+    return False
+
+
+QEMU = {"x86_64": ("qemu-system-x86_64", "q35"), "arm64": ("qemu-system-aarch64", "virt")}
 
 
 def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool) -> list[str]:

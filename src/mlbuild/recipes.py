@@ -92,7 +92,10 @@ def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, 
                 raise InputError(f"{label}: {field}: unknown recipe {dep!r}{_did_you_mean(dep, recipes)}")
             if not recipes[dep].build:
                 raise InputError(f"{label}: {field}: {dep!r} is a source-only recipe; use source = {dep!r}")
-            if arch not in recipes[dep].arches:
+            if recipes[dep].host != recipe.host:
+                kinds = {True: "a host (toolchain) recipe", False: "a target recipe"}
+                raise InputError(f"{label}: {field}: {dep!r} is {kinds[recipes[dep].host]}, {recipe.name!r} is {kinds[recipe.host]}")
+            if not recipe.host and arch not in recipes[dep].arches:
                 raise InputError(f"{label}: {field}: {dep!r} is not built for {arch}")
     if recipe.build:
         _template_exists(templates, f"build/{recipe.build}.sh.j2", label, "build")

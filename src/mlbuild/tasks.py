@@ -20,10 +20,11 @@ def _uptodate(step):
     return check
 
 
-def _action(step):
+def _reporting(function, *args):
+    """A doit action: our errors become doit's TaskFailed with their one-line message."""
     def run():
         try:
-            execute(step)
+            function(*args)
         except MlbuildError as error:
             return TaskFailed(str(error))
     return run
@@ -46,7 +47,7 @@ def step_task(step) -> dict:
         "basename": basename,
         "name": subname,
         "doc": step.doc,
-        "actions": [_action(step)],
+        "actions": [_reporting(execute, step)],
         "uptodate": [_uptodate(step)],
         "task_dep": step.deps,
         "clean": [_clean(step)],
@@ -60,7 +61,12 @@ def group_tasks(project, basename: str):
     yield {"basename": basename, "name": None, "doc": docs[basename]}
     for step in project.ordered_steps():
         if step.name.startswith(basename + ":"):
-            yield step_task(step)
+            task = step_task(step)
+            if not project.in_default_build(step.name):
+                # A top-level task of that full name: `doit build` leaves it out
+                # (hours of LLVM), `doit build:toolchain` still runs it.
+                task["basename"], task["name"] = step.name, None
+            yield task
 
 
 def _boot_files(project, arch: str):
@@ -69,33 +75,23 @@ def _boot_files(project, arch: str):
     return kernel, images / "initramfs.cpio", images / "rootfs.ext4"
 
 
-def _run_action(project, arch: str):
-    def run():
-        try:
-            run_interactive(qemu_command(arch, *_boot_files(project, arch), interactive=True))
-        except MlbuildError as error:
-            return TaskFailed(str(error))
-    return run
+def _run(project, arch: str) -> None:
+    run_interactive(qemu_command(arch, *_boot_files(project, arch), interactive=True))
 
 
-def _boottest_action(project, arch: str):
-    def run():
-        log_path = project.log_path(f"boottest:{arch}")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = qemu_command(arch, *_boot_files(project, arch), interactive=False)
-        try:
-            for line in boot_test(arch, command, log_path, project.config.boot_timeout):
-                print(f"   {line}")
-        except MlbuildError as error:
-            return TaskFailed(str(error))
-    return run
+def _boottest(project, arch: str) -> None:
+    log_path = project.log_path(f"boottest:{arch}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = qemu_command(arch, *_boot_files(project, arch), interactive=False)
+    for line in boot_test(arch, command, log_path, project.config.boot_timeout):
+        print(f"   {line}")
 
 
 def boot_tasks(project, basename: str):
     """run:<arch> (interactive) and boottest:<arch> (headless, checked); they always run."""
     make, doc = {
-        "run": (_run_action, "boot the {arch} system in QEMU on the serial console"),
-        "boottest": (_boottest_action, "boot the {arch} system headless, run checks in it, power off"),
+        "run": (_run, "boot the {arch} system in QEMU on the serial console"),
+        "boottest": (_boottest, "boot the {arch} system headless, run checks in it, power off"),
     }[basename]
     yield {"basename": basename, "name": None, "doc": doc.format(arch="chosen")}
     for arch in project.config.arches:
@@ -103,19 +99,10 @@ def boot_tasks(project, basename: str):
             "basename": basename,
             "name": arch,
             "doc": doc.format(arch=arch),
-            "actions": [make(project, arch)],
+            "actions": [_reporting(make, project, arch)],
             "task_dep": [images_task(arch)],
             "verbosity": 2,
         }
-
-
-def _menuconfig_action(step):
-    def run():
-        try:
-            run_menuconfig(step)
-        except MlbuildError as error:
-            return TaskFailed(str(error))
-    return run
 
 
 def menuconfig_tasks(project):
@@ -127,7 +114,7 @@ def menuconfig_tasks(project):
                 "basename": "menuconfig",
                 "name": step.slug,
                 "doc": f"edit the {step.recipe.name} configuration for {step.arch}",
-                "actions": [_menuconfig_action(step)],
+                "actions": [_reporting(run_menuconfig, step)],
                 "task_dep": [dep for dep in step.deps],
                 "verbosity": 2,
             }

@@ -11,15 +11,26 @@ from .models import Config
 LLVM_TOOLS = ("clang", "clang++", "ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-strip", "llvm-ranlib")
 
 
-def llvm_bin(config: Config) -> Path:
-    """The folder holding unversioned clang, ld.lld, llvm-ar… of the chosen toolchain."""
-    return _llvm_bin(config.toolchain, config.llvm_version)
+def llvm_bin(config: Config, for_host: bool = False) -> Path:
+    """The folder holding unversioned clang, ld.lld, llvm-ar… of the chosen toolchain.
+
+    Host recipes (the toolchain itself) are always built by the host's LLVM: stage 1.
+    """
+    if config.toolchain == "llvm" and not for_host:
+        return config.toolchain_dir / "bin"
+    return _host_llvm_bin(config.llvm_version)
+
+
+def toolchain_identity(config: Config, for_host: bool = False) -> str:
+    """What compiles: the host's clang --version, or mlbuild's own LLVM (whose
+    output hash is already an input of every task it compiles, through build:toolchain)."""
+    if config.toolchain == "llvm" and not for_host:
+        return "LLVM built by mlbuild (build:toolchain)"
+    return identity(_host_llvm_bin(config.llvm_version))
 
 
 @cache
-def _llvm_bin(toolchain: str, version: str) -> Path:
-    if toolchain == "llvm":
-        raise MlbuildError("toolchain = 'llvm' needs build:toolchain, which this version does not build yet; use toolchain = 'host'")
+def _host_llvm_bin(version: str) -> Path:
     candidates = [Path(f"/usr/lib/llvm-{version}/bin")]
     clang = shutil.which(f"clang-{version}")
     if clang:

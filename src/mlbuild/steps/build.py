@@ -5,16 +5,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
 
-from ..arches import ARCHES
+from ..arches import ARCHES, HOST, host_arch
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
 from ..render import render
 from ..state import merge_tree, remove_tree
-from ..toolchain import identity, llvm_bin
+from ..toolchain import llvm_bin, toolchain_identity
 from .base import Step
 
 # Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
@@ -33,7 +34,7 @@ BUILD_ENVIRONMENT = {
 
 def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing."""
-    facts = ARCHES[arch]
+    facts = host_arch() if arch == HOST else ARCHES[arch]
     return {
         "recipe": recipe,
         "arch": arch,
@@ -60,6 +61,10 @@ class BuildStep(Step):
         self.recipe = recipe
         self.arch = arch
         self.doc = f"build {recipe.name} {recipe.version} for {arch}"
+
+    @property
+    def is_host(self) -> bool:
+        return self.arch == HOST
 
     @property
     def slug(self) -> str:
@@ -112,9 +117,11 @@ class BuildStep(Step):
 
     @cached_property
     def _recipe_fields(self) -> dict:
-        # Sources and patches are the fetch task's inputs; vars, files and depends come merged for the arch.
-        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends"}
-        return self.recipe.model_dump(mode="json", exclude=not_here)
+        # Sources and patches are the fetch task's inputs; vars, files and depends come merged
+        # for the arch; menuconfig only adds a task. Fields left at their defaults are left
+        # out, so a new recipe field (with a default) rebuilds nothing.
+        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends", "menuconfig"}
+        return self.recipe.model_dump(mode="json", exclude=not_here, exclude_defaults=True)
 
     def inputs(self) -> dict:
         recipe = self._recipe_fields
@@ -126,7 +133,7 @@ class BuildStep(Step):
             "arch": self.arch,
             "environment": BUILD_ENVIRONMENT,
             **self.rendered_hashes,
-            "toolchain": identity(llvm_bin(self.project.config)),
+            "toolchain": toolchain_identity(self.project.config, self.is_host),
             **self.dep_inputs(),
         }
 
@@ -149,6 +156,18 @@ class BuildStep(Step):
         log(f"# running {self.project.relative(script)} (log of the commands follows)")
         _run_script(script, self.work, environment, log, self.name)
         log(_ccache_summary(Path(environment["CCACHE_STATSLOG"]), environment))
+
+    def run_action(self, action: str) -> int:
+        """Run the script with MLBUILD_ACTION=action (menuconfig, configure) on the caller's terminal.
+
+        Nothing is committed: such a run never makes the task up to date."""
+        with tempfile.TemporaryDirectory(dir=self.project.build_dir) as staging:
+            script, environment = self.prepare(Path(staging))
+            environment.update(MLBUILD_ACTION=action, TERM=os.environ.get("TERM", "xterm"))
+            for name in ("LINES", "COLUMNS"):
+                if name in os.environ:
+                    environment[name] = os.environ[name]
+            return subprocess.run(["bash", "-eu", "-o", "pipefail", str(script)], cwd=self.work, env=environment).returncode
 
     def prepare(self, staging: Path) -> tuple[Path, dict]:
         """Write the script, the config files and the sysroot into the work folder; the script's environment."""
@@ -180,7 +199,7 @@ class BuildStep(Step):
 
     def _environment(self, staging: Path, sysroot: Path, files: Path, stats_log: Path) -> dict:
         config = self.project.config
-        tools = llvm_bin(config)
+        tools = llvm_bin(config, self.is_host)
         package_root = Path(__file__).resolve().parents[2]
         return {
             **BUILD_ENVIRONMENT,

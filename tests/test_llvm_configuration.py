@@ -1,0 +1,72 @@
+"""The full LLVM build's configuration, checked by a real CMake configure run.
+
+Building clang takes hours on 2 cores, so CI does not; it renders
+templates/llvm/toolchain.cmake.j2 through the real recipe and build script
+(MLBUILD_ACTION=configure stops after CMake) and checks what CMake made of it.
+Needs the llvm-project source (fetched by the distribution build).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.distribution
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cmake_cache(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith(("#", "//")) and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.split(":")[0]] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def configured():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    fetch = subprocess.run([sys.executable, "-m", "doit", "fetch:llvm-project"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.project import Project
+
+    step = Project(REPO).steps["build:llvm-host"]
+    assert step.run_action("configure") == 0
+    return step.work / "build"
+
+
+def test_the_toolchain_targets_both_arches_with_llvm_defaults_and_no_libgcc(configured):
+    cache = cmake_cache(configured / "CMakeCache.txt")
+    assert cache["LLVM_TARGETS_TO_BUILD"] == "X86;AArch64"
+    assert cache["LLVM_ENABLE_PROJECTS"] == "clang;lld"
+    assert cache["LLVM_DEFAULT_TARGET_TRIPLE"] == "x86_64-unknown-linux-musl"
+    assert cache["CLANG_DEFAULT_LINKER"] == "lld"
+    assert cache["CLANG_DEFAULT_RTLIB"] == "compiler-rt"
+    assert cache["CLANG_DEFAULT_CXX_STDLIB"] == "libc++"
+    assert cache["CLANG_DEFAULT_UNWINDLIB"] == "libunwind"
+
+
+def test_the_toolchain_does_not_need_the_hosts_cxx_library_and_builds_little(configured):
+    cache = cmake_cache(configured / "CMakeCache.txt")
+    assert cache["LLVM_STATIC_LINK_CXX_STDLIB"] == "ON"
+    assert cache["LLVM_LINK_LLVM_DYLIB"] == "OFF"
+    for off in ("LLVM_INCLUDE_TESTS", "LLVM_INCLUDE_EXAMPLES", "LLVM_INCLUDE_DOCS", "LLVM_ENABLE_ZLIB",
+                "LLVM_ENABLE_ZSTD", "LLVM_ENABLE_LIBXML2", "LLVM_ENABLE_TERMINFO",
+                "CLANG_ENABLE_STATIC_ANALYZER", "CLANG_ENABLE_ARCMT"):
+        assert cache[off] == "OFF", off
+    assert cache["CMAKE_CXX_COMPILER_LAUNCHER"] == "ccache"
+    assert cache["CMAKE_GENERATOR"] == "Ninja"
+
+
+def test_the_distribution_targets_are_exactly_the_toolchain(configured):
+    cache = cmake_cache(configured / "CMakeCache.txt")
+    components = set(cache["LLVM_DISTRIBUTION_COMPONENTS"].split(";"))
+    assert {"clang", "lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-ranlib",
+            "llvm-readelf", "llvm-readobj", "llvm-size", "llvm-strings", "llvm-strip"} <= components
+    ninja = (configured / "build.ninja").read_text()
+    assert "build distribution:" in ninja and "build install-distribution:" in ninja
