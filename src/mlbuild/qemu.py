@@ -22,7 +22,7 @@ CHECKS = [
     ("applets", "busybox --list | wc -l", r"^\s*[1-9][0-9]{2,}\s*$"),
     ("file", "echo written-and-read-back > /tmp/check && cat /tmp/check", r"^written-and-read-back$"),
     ("disk", "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", r"^\S+$"),
-    ("setuid", "ls -l /bin/busybox", r"^-rwsr-xr-x\s+1 root\s+root "),
+    ("setuid", "stat -c '%A %U %G' /bin/busybox", r"^-rwsr-xr-x root root$"),
 ]
 
 
