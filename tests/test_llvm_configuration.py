@@ -70,3 +70,29 @@ def test_the_distribution_targets_are_exactly_the_toolchain(configured):
             "llvm-readelf", "llvm-readobj", "llvm-size", "llvm-strings", "llvm-strip"} <= components
     ninja = (configured / "build.ninja").read_text()
     assert "build distribution:" in ninja and "build install-distribution:" in ninja
+
+
+@pytest.fixture(scope="module")
+def configured_target_clang():
+    """clang for the arm64 target, configured against the arm64 sysroot the distribution build made."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.project import Project
+
+    project = Project(REPO, {"target_llvm": "1", "arches": "arm64"})
+    step = project.steps["build:clang-arm64"]
+    for dep in step.deps:
+        assert project.steps[dep].output.exists(), f"{dep} is not built: run the distribution build first"
+    assert step.run_action("configure") == 0
+    return step.work / "build"
+
+
+def test_the_target_clang_is_a_static_cross_build_defaulting_to_its_own_system(configured_target_clang):
+    cache = cmake_cache(configured_target_clang / "CMakeCache.txt")
+    assert cache["LLVM_HOST_TRIPLE"] == "aarch64-unknown-linux-musl"
+    assert cache["LLVM_DEFAULT_TARGET_TRIPLE"] == "aarch64-unknown-linux-musl"
+    assert cache["LLVM_TARGETS_TO_BUILD"] == "AArch64"
+    assert cache["LLVM_BUILD_STATIC"] == "ON" and cache["LLVM_ENABLE_LIBCXX"] == "ON"
+    assert cache["CMAKE_SYSTEM_NAME"] == "Linux"
+    assert cache["CLANG_DEFAULT_RTLIB"] == "compiler-rt" and cache["CLANG_DEFAULT_CXX_STDLIB"] == "libc++"
+    assert "-static" in cache["CMAKE_EXE_LINKER_FLAGS"]
+    assert cache["CMAKE_SYSROOT"].endswith("build/work/clang-arm64/sysroot")

@@ -60,8 +60,11 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
         graph.add_node(images_task(arch), kind="images", recipe=None, arch=arch)
         graph.add_edge(target, images_task(arch))
         for recipe in recipes.values():
-            if not recipe.build or recipe.host or arch not in recipe.arches:
+            if not recipe.build or recipe.host or arch not in recipe.arches or not enabled(recipe, config):
                 continue
+            for dep in recipe.depends_for(arch):
+                if not enabled(recipes[dep], config):
+                    raise InputError(f"recipes/{recipe.name}.toml: depends: {dep!r} is off ({recipes[dep].when} = false)")
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
             graph.add_edge(fetch_task(recipe), task)
@@ -74,6 +77,10 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
             if recipe.target:
                 graph.add_edge(task, target)
     return graph
+
+
+def enabled(recipe: Recipe, config: Config) -> bool:
+    return recipe.when is None or getattr(config, recipe.when)
 
 
 def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe]) -> None:
