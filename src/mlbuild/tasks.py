@@ -65,7 +65,8 @@ def group_tasks(project, basename: str):
             if not project.in_default_build(step.name):
                 # A top-level task of that full name: `doit build` leaves it out
                 # (hours of LLVM), `doit build:toolchain` still runs it.
-                task["basename"], task["name"] = step.name, None
+                task["basename"] = step.name
+                del task["name"]  # `name: None` would make it a group, whose actions doit drops
             yield task
 
 

@@ -1,0 +1,74 @@
+"""Host recipes, build:toolchain, the toolchain switch and recipes that exist only `when` a switch is on.
+
+The "toolchain" here is a host recipe whose output is bin/clang & co: wrappers
+around the host's LLVM, so the test takes seconds, not the hours of a real
+LLVM build.
+"""
+
+from conftest import x86
+
+WRAPPER_SH = """\
+mkdir -p "$OUT/bin"
+for tool in clang clang++ ld.lld llvm-ar llvm-nm llvm-objcopy llvm-strip llvm-ranlib; do
+    printf '#!/bin/sh\\nexec /usr/lib/llvm-19/bin/%s "$@"\\n' "$tool" > "$OUT/bin/$tool"
+    chmod +x "$OUT/bin/$tool"
+done
+"""
+
+
+def add_wrapper_toolchain(project):
+    project.write("templates/build/wrapper.sh.j2", WRAPPER_SH)
+    recipe = {key: project.recipes["hello"][key] for key in ("version", "summary", "homepage", "license", "sources")}
+    project.write_recipe("fake-llvm", {"name": "fake-llvm", **recipe, "host": True, "build": "wrapper"})
+
+
+def test_the_toolchain_is_not_part_of_the_default_build(built):
+    add_wrapper_toolchain(built)
+    listing = built.doit("list").stdout
+    assert "build:toolchain" in listing and "build:fake-llvm-host" in listing
+    result = built.doit("build")
+    assert result.returncode == 0, result.stderr
+    assert result.executed == set()
+    result = built.doit("build:toolchain")
+    assert result.executed == {"fetch:fake-llvm", "build:fake-llvm-host", "build:toolchain"}
+    assert (built.path("toolchain/bin/clang")).exists()
+
+
+def test_switching_to_the_llvm_toolchain_rebuilds_what_it_compiles_and_nothing_else(built):
+    add_wrapper_toolchain(built)
+    result = built.doit("toolchain=llvm")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every target build task is compiled by the new toolchain; its binaries are the
+    # same bytes (it wraps the same clang), so the target and images stay as they are.
+    toolchain = {"fetch:fake-llvm", "build:fake-llvm-host", "build:toolchain"}
+    assert result.executed == toolchain | x86("hello", "extra", "app")
+    explain = built.cli("explain", "build:hello-x86_64", env={"MLBUILD_TOOLCHAIN": "llvm"}).stdout
+    assert "up to date" in explain
+    again = built.doit("toolchain=llvm")
+    assert again.executed == set()
+    back = built.doit()  # and back to the host's LLVM
+    assert back.executed == x86("hello", "extra", "app")
+
+
+def test_a_recipe_that_is_off_has_no_task_and_turning_it_on_builds_it(built):
+    recipe = {**built.recipes["extra"], "name": "optional", "when": "target_llvm", "target": False}
+    built.write_recipe("optional", recipe)
+    assert "optional" not in built.doit("list", "--all").stdout
+    result = built.doit("build", "target_llvm=1")
+    assert result.returncode == 0, result.stderr
+    assert result.executed == {"build:optional-x86_64"}
+
+
+def test_when_must_name_a_boolean_configuration_key(project):
+    project.write_recipe("extra", {**project.recipes["extra"], "when": "jobs"})
+    result = project.doit("list")
+    assert result.returncode == 2
+    assert "recipes/extra.toml: when: expected a boolean configuration key (target_llvm)" in result.stderr
+
+
+def test_a_target_recipe_cannot_depend_on_a_host_recipe(project):
+    add_wrapper_toolchain(project)
+    project.write_recipe("app", {**project.recipes["app"], "depends": ["hello", "fake-llvm"]})
+    result = project.doit("list")
+    assert result.returncode == 2
+    assert "recipes/app.toml: depends: 'fake-llvm' is a host (toolchain) recipe, 'app' is a target recipe" in result.stderr
