@@ -8,6 +8,7 @@ LLVM_VERSION=19
 PACKAGES=(
   "clang-$LLVM_VERSION" "lld-$LLVM_VERSION" "llvm-$LLVM_VERSION"  # the cross compiler for both arches
   ccache make patch bc flex bison libelf-dev libssl-dev rsync    # kernel, musl, busybox builds
+  libncurses-dev                                                 # menuconfig
   cmake ninja-build                                              # compiler-rt and LLVM
   xz-utils bzip2 cpio e2fsprogs file                             # sources and images
   qemu-system-x86 qemu-system-arm qemu-user-static               # booting the targets, running their programs
