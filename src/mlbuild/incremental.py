@@ -40,10 +40,11 @@ def reasons(step) -> list[str]:
 
 def _describe_change(key: str, old, new, stamp: dict, step) -> str:
     kind, _, what = key.partition(":")
+    nouns = {"file": "config file", "dep": "dependency", "recipe": "recipe field"}
     if old is None:
-        return f"new input {key}"
+        return f"new {nouns.get(kind, 'input')} {what or key}"
     if new is None:
-        return f"input {key} is gone"
+        return f"{nouns.get(kind, 'input')} {what or key} is gone"
     if kind == "dep":
         if new == "not built":
             return f"dependency {what} is not built yet"
