@@ -63,7 +63,9 @@ class Project:
         return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST)
 
     def ordered_steps(self):
-        return [self.steps[name] for name in nx.lexicographical_topological_sort(self.graph)]
+        if not hasattr(self, "_ordered"):
+            self._ordered = [self.steps[name] for name in nx.lexicographical_topological_sort(self.graph)]
+        return self._ordered
 
     def relative(self, path: Path) -> str:
         try:
