@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import InputError, MlbuildError
 from .graph import to_dot
 from .incremental import is_up_to_date, reasons
+from .models import Config
 from .project import Project
 from .render import _environment
 from .steps.build import BuildStep
@@ -32,6 +33,9 @@ def cmd_check(project: Project, args) -> int:
             environment.parse(path.read_text(), name=name, filename=str(path))
         except Exception as error:
             raise InputError(f"templates/{name}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
+    # Recipes that are off (`when`) are checked too: render with every switch on.
+    switches = {name: "1" for name, field in Config.model_fields.items() if field.annotation is bool}
+    project = Project(project.root, switches)
     rendered = 0
     for step in project.ordered_steps():
         if isinstance(step, BuildStep):
