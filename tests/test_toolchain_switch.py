@@ -72,3 +72,12 @@ def test_a_target_recipe_cannot_depend_on_a_host_recipe(project):
     result = project.doit("list")
     assert result.returncode == 2
     assert "recipes/app.toml: depends: 'fake-llvm' is a host (toolchain) recipe, 'app' is a target recipe" in result.stderr
+
+
+def test_a_missing_host_llvm_is_one_clear_error_saying_what_to_install(built):
+    result = built.doit("llvm_version=99")
+    assert result.returncode != 0
+    assert ("LLVM 99 is not installed: need clang, clang++, ld.lld, llvm-ar, llvm-nm, llvm-objcopy, llvm-strip, "
+            "llvm-ranlib (on Debian/Ubuntu: apt-get install clang-99 lld-99 llvm-99)") in result.stdout + result.stderr
+    # doit stops at the first task that needs the compiler: one build task was tried, and failed.
+    assert len(result.executed) == 1 and result.executed <= {"build:hello-x86_64", "build:extra-x86_64"}
