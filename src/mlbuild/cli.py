@@ -12,7 +12,7 @@ from .graph import to_dot
 from .incremental import is_up_to_date, reasons
 from .models import Config
 from .project import Project
-from .render import _environment
+from .render import environment
 from .steps.build import BuildStep
 
 
@@ -25,12 +25,12 @@ def find_root(start: Path) -> Path:
 
 def cmd_check(project: Project, args) -> int:
     """Validate every recipe and template and render every build script and config file."""
-    environment = _environment(project.templates, True)
+    jinja = environment(project.templates, True)
     templates = [p for p in project.templates.rglob("*") if p.is_file()]
     for path in templates:
         name = path.relative_to(project.templates).as_posix()
         try:
-            environment.parse(path.read_text(), name=name, filename=str(path))
+            jinja.parse(path.read_text(), name=name, filename=str(path))
         except Exception as error:
             raise InputError(f"templates/{name}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
     # Recipes that are off (`when`) are checked too: render with every switch on.

@@ -63,9 +63,11 @@ class Project:
         return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST)
 
     def ordered_steps(self):
-        if not hasattr(self, "_ordered"):
-            self._ordered = [self.steps[name] for name in nx.lexicographical_topological_sort(self.graph)]
-        return self._ordered
+        return self._ordered_steps
+
+    @cached_property
+    def _ordered_steps(self) -> list:
+        return [self.steps[name] for name in nx.lexicographical_topological_sort(self.graph)]
 
     def relative(self, path: Path) -> str:
         try:

@@ -98,16 +98,12 @@ def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, 
             if not recipe.host and arch not in recipes[dep].arches:
                 raise InputError(f"{label}: {field}: {dep!r} is not built for {arch}")
     if recipe.build:
-        _template_exists(templates, f"build/{recipe.build}.sh.j2", label, "build")
+        _file_inside(templates, f"build/{recipe.build}.sh.j2", label, "build")
     for field, names in [("files", recipe.files)] + [(f"arch.{a}.files", o.files) for a, o in recipe.arch.items()]:
         for name in names:
-            _template_exists(templates, name, label, field)
+            _file_inside(templates, name, label, field)
     for patch in recipe.patches:
         _file_inside(project / "recipes" / recipe.name, patch, label, "patches")
-
-
-def _template_exists(templates: Path, name: str, label: str, field: str) -> None:
-    _file_inside(templates, name, label, field)
 
 
 def _file_inside(folder: Path, name: str, label: str, field: str) -> None:

@@ -24,7 +24,7 @@ def _shell_word(value) -> str:
 
 
 @cache
-def _environment(templates: Path, for_shell: bool) -> jinja2.Environment:
+def environment(templates: Path, for_shell: bool) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
@@ -40,7 +40,7 @@ def _environment(templates: Path, for_shell: bool) -> jinja2.Environment:
 def render(templates: Path, name: str, context: dict, for_shell: bool = False) -> str:
     """Render templates/<name>; any error names the template and the line."""
     try:
-        template = _environment(templates, for_shell).get_template(name)
+        template = environment(templates, for_shell).get_template(name)
         return template.render(context)
     except jinja2.TemplateSyntaxError as error:
         raise InputError(f"templates/{error.name or name}:{error.lineno}: {error.message}") from None
