@@ -9,6 +9,7 @@ import threading
 import time
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from .arches import ARCHES
 from .errors import MlbuildError
@@ -16,14 +17,42 @@ from .errors import MlbuildError
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
 PANIC = re.compile(r"Kernel panic|end Kernel panic|Attempted to kill init")
 
-# name, command run in the guest, regex its output must match
+
+class Check(NamedTuple):
+    name: str
+    command: str  # run by the guest's shell
+    expected: str  # a regex one output line must match
+    seconds: int = 0  # time allowed beyond the boot timeout (compiling under emulation is slow)
+
+
 CHECKS = [
-    ("kernel", "uname -a", r"^Linux \S+ \d+\.\d+\.\d+.* (x86_64|aarch64)"),
-    ("applets", "busybox --list | wc -l", r"^\s*[1-9][0-9]{2,}\s*$"),
-    ("file", "echo written-and-read-back > /tmp/check && cat /tmp/check", r"^written-and-read-back$"),
-    ("disk", "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", r"^\S+$"),
-    ("setuid", "stat -c '%A %U %G' /bin/busybox", r"^-rwsr-xr-x root root$"),
+    Check("kernel", "uname -a", r"^Linux \S+ \d+\.\d+\.\d+.* (x86_64|aarch64)"),
+    Check("applets", "busybox --list | wc -l", r"^\s*[1-9][0-9]{2,}\s*$"),
+    Check("file", "echo written-and-read-back > /tmp/check && cat /tmp/check", r"^written-and-read-back$"),
+    Check("disk", "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", r"^\S+$"),
+    Check("setuid", "stat -c '%A %U %G' /bin/busybox", r"^-rwsr-xr-x root root$"),
 ]
+
+# For a target with LLVM in it (target_llvm): its compiler builds and runs C and C++ in the guest.
+COMPILER_CHECKS = [
+    Check("cc", "cd /tmp && printf '#include <stdio.h>\\nint main(void) { puts(\"hello from C\"); return 0; }\\n' > hello.c"
+          " && cc hello.c -o hello && ./hello", r"^hello from C$", seconds=600),
+    Check("c++", "cd /tmp && printf '#include <iostream>\\nint main() { std::cout << \"hello from C++\" << std::endl; }\\n' > hello.cpp"
+          " && c++ hello.cpp -o hello++ && ./hello++", r"^hello from C\+\+$", seconds=900),
+]
+
+
+def checks_for(root: Path) -> list[Check]:
+    """The guest checks for a target tree: the compiler ones when it has a cc."""
+    has_cc = os.path.lexists(root / "usr/bin/cc")
+    return CHECKS + (COMPILER_CHECKS if has_cc else [])
+
+
+def guest_memory_mib(initramfs: Path) -> int:
+    """RAM for the guest: the initramfs is held twice while it is unpacked into
+    RAM, and a target with a compiler needs room to run it."""
+    size_mib = initramfs.stat().st_size // 2**20 if initramfs.exists() else 0
+    return max(256, -(-(2 * size_mib + 256) // 64) * 64)
 
 
 @cache
@@ -50,11 +79,12 @@ QEMU = {"x86_64": ("qemu-system-x86_64", "q35"), "arm64": ("qemu-system-aarch64"
 def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool) -> list[str]:
     facts = ARCHES[arch]
     append = f"console={facts.console} rdinit=/sbin/init panic=-1 quiet"
+    memory = f"{guest_memory_mib(initramfs)}M"
     if arch == "x86_64":
-        command = ["qemu-system-x86_64", "-M", "q35", "-m", "256M"]
+        command = ["qemu-system-x86_64", "-M", "q35", "-m", memory]
         disk_options = ["-drive", f"file={disk},if=virtio,format=raw,snapshot=on"]
     else:
-        command = ["qemu-system-aarch64", "-M", "virt", "-m", "256M"]
+        command = ["qemu-system-aarch64", "-M", "virt", "-m", memory]
         disk_options = ["-drive", f"file={disk},if=none,format=raw,snapshot=on,id=disk",
                         "-device", "virtio-blk-pci,drive=disk"]
     command += ["-enable-kvm", "-cpu", "host"] if _kvm_usable(arch) else (["-cpu", "cortex-a57"] if arch == "arm64" else [])
@@ -78,7 +108,8 @@ class SerialConsole:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._reader, daemon=True).start()
+        self.reader = threading.Thread(target=self._reader, daemon=True)
+        self.reader.start()
 
     def _reader(self):
         for raw in iter(self.process.stdout.readline, b""):
@@ -117,11 +148,12 @@ class SerialConsole:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        self.reader.join(timeout=5)  # it still writes to the log until QEMU's output ends
         self.log.close()
 
 
-def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, extra_checks=()) -> list[str]:
-    """Boot, run CHECKS in the guest, power off; returns a line per passed check."""
+def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[Check]) -> list[str]:
+    """Boot, run the checks in the guest, power off; returns a line per passed check."""
     console = SerialConsole(command, log_path)
     started = time.monotonic()
     deadline = started + timeout
@@ -130,16 +162,20 @@ def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, extra
         console.wait_for(re.escape(READY_MARKER), deadline)
         ready = time.monotonic() - started
         passed.append(f"shell ready after {ready:.1f} s")
-        for name, guest_command, expected in [*CHECKS, *extra_checks]:
+        for name, guest_command, expected, seconds in checks:
+            deadline += seconds
+            check_started = time.monotonic()
             # The markers are split in the command so that the echoed command line never matches.
             console.send(f'echo "@@begin""-{name}"; {guest_command}; echo "@@end""-{name} rc=$?"')
             console.wait_for(f"^@@begin-{name}$", deadline)
             output = console.wait_for(f"^@@end-{name} rc=", deadline)
             status = output[-1].rsplit("rc=", 1)[1].strip()
-            body = [line for line in output[:-1]]
-            if status != "0" or not any(re.search(expected, line) for line in body):
+            body = output[:-1]
+            matched = next((line.strip() for line in body if re.search(expected, line)), None)
+            if status != "0" or matched is None:
                 raise MlbuildError(f"check {name!r} failed: `{guest_command}` gave exit status {status} and {body[-3:]!r}, expected a line matching {expected!r}")
-            passed.append(f"{name}: {body[0].strip() if body else ''}")
+            took = f" ({time.monotonic() - check_started:.1f} s)" if seconds else ""
+            passed.append(f"{name}: {matched}{took}")
         console.send("poweroff -f" if arch == "arm64" else "reboot -f")
         try:
             console.process.wait(timeout=max(5, deadline - time.monotonic()))

@@ -6,7 +6,7 @@ from .arches import ARCHES
 from .errors import MlbuildError
 from .graph import images_task, target_task
 from .menuconfig import run_menuconfig
-from .qemu import boot_test, qemu_command, run_interactive
+from .qemu import boot_test, checks_for, qemu_command, run_interactive
 from .incremental import execute, is_up_to_date
 from .state import TreeLock, remove_tree
 
@@ -33,7 +33,7 @@ def _reporting(function, *args):
 def _clean(step):
     def clean():
         TreeLock(step.project.build_dir / ".lock").acquire()
-        step.project.stamps.forget(step.name)
+        step.project.stamps.forget(step.stamp)
         remove_tree(step.output)
         if step.work:
             remove_tree(step.work)
@@ -84,7 +84,8 @@ def _boottest(project, arch: str) -> None:
     log_path = project.log_path(f"boottest:{arch}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = qemu_command(arch, *_boot_files(project, arch), interactive=False)
-    for line in boot_test(arch, command, log_path, project.config.boot_timeout):
+    checks = checks_for(project.steps[target_task(arch)].output)
+    for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks):
         print(f"   {line}")
 
 
