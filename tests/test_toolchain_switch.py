@@ -38,16 +38,26 @@ def test_switching_to_the_llvm_toolchain_rebuilds_what_it_compiles_and_nothing_e
     add_wrapper_toolchain(built)
     result = built.doit("toolchain=llvm")
     assert result.returncode == 0, result.stdout + result.stderr
-    # Every target build task is compiled by the new toolchain; its binaries are the
-    # same bytes (it wraps the same clang), so the target and images stay as they are.
+    # Everything compiled for the target is built again, with the new toolchain,
+    # into a tree of its own beside the host toolchain's: the sources are shared.
     toolchain = {"fetch:fake-llvm", "build:fake-llvm-host", "build:toolchain"}
-    assert result.executed == toolchain | x86("hello", "extra", "app")
+    assert result.executed == toolchain | x86("hello", "extra", "app") | {"build:target-x86_64", "build:images-x86_64"}
+    assert built.path("target-llvm/x86_64/bin/hello").exists()
+    assert built.path("build/toolchain-llvm/out/hello-x86_64").is_dir()
     explain = built.cli("explain", "build:hello-x86_64", env={"MLBUILD_TOOLCHAIN": "llvm"}).stdout
     assert "up to date" in explain
     again = built.doit("toolchain=llvm")
     assert again.executed == set()
-    back = built.doit()  # and back to the host's LLVM
-    assert back.executed == x86("hello", "extra", "app")
+
+
+def test_both_toolchains_results_live_side_by_side(built):
+    add_wrapper_toolchain(built)
+    host_hello = built.path("target/x86_64/bin/hello").read_bytes()
+    assert built.doit("toolchain=llvm").returncode == 0
+    back = built.doit()  # back to the host's LLVM: its results are still there
+    assert back.returncode == 0 and back.executed == set()
+    assert built.path("target/x86_64/bin/hello").read_bytes() == host_hello
+    assert built.doit("toolchain=llvm").executed == set()
 
 
 def test_a_recipe_that_is_off_has_no_task_and_turning_it_on_builds_it(built):

@@ -71,7 +71,7 @@ def cmd_explain(project: Project, args) -> int:
     pending = [dep for dep in _ancestors(project, name) if not is_up_to_date(project.steps[dep])]
     why = reasons(step)
     if not why and not pending:
-        stamp = project.stamps.read(name)
+        stamp = project.stamps.read(step.stamp)
         print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)})")
         return 0
     print(f"{name} would run:" if why else f"{name} is up to date, but may run after its dependencies:")

@@ -14,7 +14,7 @@ from .state import TreeLock, remove_tree, replace_tree
 
 
 def is_up_to_date(step) -> bool:
-    stamp = step.project.stamps.read(step.name)
+    stamp = step.project.stamps.read(step.stamp)
     if stamp is None or not step.output.exists():
         return False
     # Comparing the inputs themselves is the same test as comparing their hashes, and cheaper.
@@ -23,7 +23,7 @@ def is_up_to_date(step) -> bool:
 
 def reasons(step) -> list[str]:
     """Why the task would run, in plain words; empty when it is up to date."""
-    stamp = step.project.stamps.read(step.name)
+    stamp = step.project.stamps.read(step.stamp)
     if stamp is None:
         return ["it has not been built yet (or its last build did not finish)"]
     found = []
@@ -54,7 +54,7 @@ def _describe_change(key: str, old, new, stamp: dict, step) -> str:
     if kind == "file":
         return f"file {what} changed"
     if kind == "script":
-        old_script = step.project.stamps.read_text(step.name)
+        old_script = step.project.stamps.read_text(step.stamp)
         diff = difflib.unified_diff(old_script.splitlines(), step.script.splitlines(), lineterm="", n=0)
         changed = [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
         return "its build script changed: " + " | ".join(changed[:6]) + (" | …" if len(changed) > 6 else "")
@@ -101,7 +101,7 @@ def execute(step) -> None:
             raise MlbuildError(f"{step.name}: the output of {dep} is missing ({project.relative(project.steps[dep].output)}); run again")
     inputs = step.inputs()
     stamps = project.stamps
-    stamps.forget(step.name)  # from here on, an interruption leaves the task "not built"
+    stamps.forget(step.stamp)  # from here on, an interruption leaves the task "not built"
     staging = step.output.with_name(f".{step.output.name}.staging")
     remove_tree(staging)
     staging.mkdir(parents=True)
@@ -114,4 +114,4 @@ def execute(step) -> None:
         output_hash = step.output_hash(staging)
         log(f"# output hash {output_hash}; {time.monotonic() - started:.1f} s")
     replace_tree(staging, step.output)
-    stamps.write(step.name, inputs, output_hash, getattr(step, "script", None))
+    stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None))

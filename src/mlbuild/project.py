@@ -24,6 +24,13 @@ class Project:
         self.templates = self.root / "templates"
         self.config = load_config(self.root, command_line, environ)
         self.build_dir = self.config.build_dir
+        # What the target toolchain builds goes to a tree of its own per toolchain:
+        # switching toolchains and back rebuilds nothing.
+        toolchain = self.config.toolchain
+        self.toolchain_suffix = "" if toolchain == "host" else f"@{toolchain}"
+        self.target_build_dir = self.build_dir if toolchain == "host" else self.build_dir / f"toolchain-{toolchain}"
+        target_dir = self.config.target_dir
+        self.target_dir = target_dir if toolchain == "host" else target_dir.with_name(f"{target_dir.name}-{toolchain}")
         self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.pickle")
         self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
         self.stamps = StampStore(self.build_dir / "state")

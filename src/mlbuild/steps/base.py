@@ -14,9 +14,17 @@ class Step:
     name: str  # the doit task name, e.g. build:musl-arm64
     doc: str  # first line shown by `doit list`
 
+    # Built by the target toolchain: kept per toolchain, so results of both live side by side.
+    per_toolchain = False
+
     def __init__(self, project, name: str):
         self.project = project
         self.name = name
+
+    @property
+    def stamp(self) -> str:
+        """The key of this step's stamp (its task name, plus the toolchain where that applies)."""
+        return self.name + self.project.toolchain_suffix if self.per_toolchain else self.name
 
     @property
     def deps(self) -> list[str]:
@@ -37,8 +45,8 @@ class Step:
 
     def dep_inputs(self) -> dict:
         """Each dependency's output hash: a dependency rebuilt to the same bytes changes nothing."""
-        stamps = self.project.stamps
-        return {f"dep:{dep}": (stamps.read(dep) or {}).get("output_hash", "not built") for dep in self.deps}
+        stamps, steps = self.project.stamps, self.project.steps
+        return {f"dep:{dep}": (stamps.read(steps[dep].stamp) or {}).get("output_hash", "not built") for dep in self.deps}
 
     def run(self, staging: Path, log) -> None:
         raise NotImplementedError

@@ -71,12 +71,20 @@ class BuildStep(Step):
         return f"{self.recipe.name}-{self.arch}"
 
     @property
+    def per_toolchain(self) -> bool:
+        return not self.is_host
+
+    @property
+    def tree(self) -> Path:
+        return self.project.build_dir if self.is_host else self.project.target_build_dir
+
+    @property
     def output(self) -> Path:
-        return self.project.build_dir / "out" / self.slug
+        return self.tree / "out" / self.slug
 
     @property
     def work(self) -> Path:
-        return self.project.build_dir / "work" / self.slug
+        return self.tree / "work" / self.slug
 
     @cached_property
     def merged(self):

@@ -22,9 +22,11 @@ class ImagesStep(Step):
         self.arch = arch
         self.doc = f"pack the {arch} system into an initramfs and an ext4 disk image"
 
+    per_toolchain = True
+
     @property
     def output(self) -> Path:
-        return self.project.build_dir / "images" / self.arch
+        return self.project.target_build_dir / "images" / self.arch
 
     @property
     def root(self) -> Path:

@@ -24,9 +24,11 @@ class TargetStep(Step):
         self.arch = arch
         self.doc = f"assemble the {arch} system in {project.relative(self.output)}/"
 
+    per_toolchain = True
+
     @property
     def output(self) -> Path:
-        return self.project.config.target_dir / self.arch
+        return self.project.target_dir / self.arch
 
     @cached_property
     def etc_files(self) -> dict[str, str]:
