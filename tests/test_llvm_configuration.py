@@ -69,7 +69,7 @@ def test_the_distribution_targets_are_exactly_the_toolchain(configured):
     assert {"clang", "lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-objdump", "llvm-ranlib",
             "llvm-readelf", "llvm-readobj", "llvm-size", "llvm-strings", "llvm-strip"} <= components
     ninja = (configured / "build.ninja").read_text()
-    assert "build distribution:" in ninja and "build install-distribution:" in ninja
+    assert "build distribution:" in ninja and "build install-distribution-stripped:" in ninja
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,7 @@ def test_the_target_clang_is_a_static_cross_build_defaulting_to_its_own_system(c
     assert cache["LLVM_HOST_TRIPLE"] == "aarch64-unknown-linux-musl"
     assert cache["LLVM_DEFAULT_TARGET_TRIPLE"] == "aarch64-unknown-linux-musl"
     assert cache["LLVM_TARGETS_TO_BUILD"] == "AArch64"
+    assert cache["CMAKE_BUILD_TYPE"] == "MinSizeRel"
     assert cache["LLVM_BUILD_STATIC"] == "ON" and cache["LLVM_ENABLE_LIBCXX"] == "ON"
     assert cache["CMAKE_SYSTEM_NAME"] == "Linux"
     assert cache["CLANG_DEFAULT_RTLIB"] == "compiler-rt" and cache["CLANG_DEFAULT_CXX_STDLIB"] == "libc++"
