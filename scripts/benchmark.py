@@ -5,6 +5,11 @@
     scripts/benchmark.py noop                      the real project: no-op `doit` and `doit list` (build it first)
     scripts/benchmark.py distribution              the real system: cold build (empty ccache), then warm
                                                    (build folders wiped, ccache kept), boot times
+    scripts/benchmark.py llvm --task build:toolchain
+    scripts/benchmark.py llvm --task build:clang-x86_64 target_llvm=1
+                                                   one LLVM build (hours): wall time, peak memory of the
+                                                   largest process and of the whole machine, ninja steps,
+                                                   ccache; says whether it started cold or resumed
 
 Each run replaces its own section of docs/performance.md (between marker comments).
 """
@@ -201,9 +206,79 @@ def bench_distribution() -> None:
     record("distribution", lines)
 
 
+class MemorySampler:
+    """The machine's memory in use (MemTotal - MemAvailable), sampled every few seconds in a thread."""
+
+    def __init__(self, interval: float = 2.0):
+        import threading
+
+        self.peak_kib, self.interval = 0, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.stopped.wait(self.interval):
+            info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+            used = int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])
+            self.peak_kib = max(self.peak_kib, used)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def bench_llvm(task: str, settings: list[str]) -> None:
+    sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.project import Project
+
+    project = Project(REPO, dict(setting.split("=", 1) for setting in settings))
+    step = project.steps[task]
+    if step.work is None:  # build:toolchain gathers; build:llvm-host does the work
+        step = project.steps[step.deps[0]]
+    resumed = step.work is not None and (step.work / "build" / "build.ninja").exists()
+    baseline = Path("/proc/meminfo").read_text()
+    idle = dict(line.split(":", 1) for line in baseline.splitlines())
+    idle_kib = int(idle["MemTotal"].split()[0]) - int(idle["MemAvailable"].split()[0])
+    started = time.perf_counter()
+    with MemorySampler() as memory:
+        result = subprocess.run(doit(task, *settings), cwd=REPO, env=environment(), capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"benchmark: {task} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    log = project.log_path(step.name).read_text(errors="replace")
+    totals = re.findall(r"^\[1/(\d+)\]", log, re.MULTILINE)  # one per ninja run
+    ccache = re.findall(r"^# ccache: .*$", log, re.MULTILINE)
+    binaries = sorted(step.output.rglob("bin/clang*"))
+    size = f"{binaries[0].stat().st_size / 2**20:.0f} MB" if binaries else "—"
+    hours, minutes = divmod(round(wall / 60), 60)
+    lines = [
+        f"## LLVM: `doit {' '.join([task, *settings])}`",
+        "",
+        f"Machine: {machine()}. Command: `scripts/benchmark.py llvm --task {' '.join([task, *settings])}`.",
+        "",
+        "| measure | result |",
+        "| --- | --- |",
+        f"| started | {'resumed: the build folder of an interrupted run was kept' if resumed else 'cold: no build folder'} |",
+        f"| ninja steps run | {' + '.join(totals) if totals else '—'} |",
+        f"| wall time | {hours} h {minutes:02d} min ({wall:.0f} s) |",
+        f"| peak memory, largest process | {largest // 1024} MB |",
+        f"| peak memory in use, whole machine | {memory.peak_kib // 1024} MB ({idle_kib // 1024} MB before the build) |",
+        f"| ccache | {ccache[-1].removeprefix('# ccache: ') if ccache else '—'} |",
+        f"| size of {binaries[0].relative_to(step.output) if binaries else 'clang'} | {size} |",
+    ]
+    record(f"llvm {task}", lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm"])
+    parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
+    parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
@@ -211,6 +286,8 @@ def main() -> None:
         bench_engine(args.recipes, args.repeat)
     elif args.what == "noop":
         bench_noop(args.repeat)
+    elif args.what == "llvm":
+        bench_llvm(args.task, args.settings)
     else:
         bench_distribution()
 
