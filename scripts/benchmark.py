@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.what == "engine":
         bench_engine(args.recipes, args.repeat)
     elif args.what == "noop":

@@ -26,6 +26,13 @@ def doit(*args: str, timeout: int = 3600) -> tuple[int, set[str], str]:
     return result.returncode, executed, result.stdout + result.stderr
 
 
+def up_to_date(task: str, **environ: str) -> bool:
+    """Whether `mlbuild explain` finds the task built and up to date (for the hours-long LLVM tasks)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **environ}
+    explain = subprocess.run([sys.executable, "-m", "mlbuild.cli", "explain", task], cwd=REPO, env=env, capture_output=True, text=True)
+    return f"{task} is up to date" in explain.stdout
+
+
 @pytest.fixture(scope="module")
 def built_system():
     code, executed, output = doit("-n", "2", "build")
