@@ -236,6 +236,8 @@ def bench_llvm(task: str, settings: list[str]) -> None:
     from mlbuild.project import Project
 
     project = Project(REPO, dict(setting.split("=", 1) for setting in settings))
+    if task not in project.steps:
+        sys.exit(f"benchmark: no task {task!r} with {settings or 'the default settings'}; `doit list --all` shows them")
     step = project.steps[task]
     if step.work is None:  # build:toolchain gathers; build:llvm-host does the work
         step = project.steps[step.deps[0]]
