@@ -94,11 +94,13 @@ CXX_HELLO = r"""
 #include <iostream>
 #include <stdexcept>
 #include <string>
+// A thread_local with a destructor: libc++abi's __cxa_thread_atexit (musl has no _impl of it).
+thread_local std::string greeting = std::string("hello from ") + "C++";
 int main() {
     try {
         throw std::runtime_error("unwound");
     } catch (const std::exception &error) {
-        std::cout << "hello from C++, exception " << error.what() << std::endl;
+        std::cout << greeting << ", exception " << error.what() << std::endl;
     }
     return 0;
 }
