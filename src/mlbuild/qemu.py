@@ -167,8 +167,8 @@ def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, check
             check_started = time.monotonic()
             # The markers are split in the command so that the echoed command line never matches.
             console.send(f'echo "@@begin""-{name}"; {guest_command}; echo "@@end""-{name} rc=$?"')
-            console.wait_for(f"^@@begin-{name}$", deadline)
-            output = console.wait_for(f"^@@end-{name} rc=", deadline)
+            console.wait_for(f"^@@begin-{re.escape(name)}$", deadline)
+            output = console.wait_for(f"^@@end-{re.escape(name)} rc=", deadline)
             status = output[-1].rsplit("rc=", 1)[1].strip()
             body = output[:-1]
             matched = next((line.strip() for line in body if re.search(expected, line)), None)
