@@ -249,8 +249,6 @@ def bench_llvm(task: str, settings: list[str]) -> None:
     with MemorySampler() as memory:
         result = subprocess.run(doit(task, *settings), cwd=REPO, env=environment(), capture_output=True, text=True)
     wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"benchmark: {task} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     log = project.log_path(step.name).read_text(errors="replace")
     totals = re.findall(r"^\[1/(\d+)\]", log, re.MULTILINE)  # one per ninja run
@@ -265,6 +263,7 @@ def bench_llvm(task: str, settings: list[str]) -> None:
         "",
         "| measure | result |",
         "| --- | --- |",
+        f"| result | {'built' if result.returncode == 0 else f'failed (exit status {result.returncode}); log: {project.relative(project.log_path(step.name))}'} |",
         f"| started | {'resumed: the build folder of an interrupted run was kept' if resumed else 'cold: no build folder'} |",
         f"| ninja steps run | {' + '.join(totals) if totals else '—'} |",
         f"| wall time | {hours} h {minutes:02d} min ({wall:.0f} s) |",
@@ -273,7 +272,9 @@ def bench_llvm(task: str, settings: list[str]) -> None:
         f"| ccache | {ccache[-1].removeprefix('# ccache: ') if ccache else '—'} |",
         f"| size of {binaries[0].relative_to(step.output) if binaries else 'clang'} | {size} |",
     ]
-    record(f"llvm {task}", lines)
+    record(f"llvm {task}", lines)  # a failed run too: its time and memory up to the failure
+    if result.returncode != 0:
+        sys.exit(f"benchmark: {task} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
 def main() -> None:
