@@ -46,7 +46,7 @@ class Project:
 
     @cached_property
     def render_cache(self) -> RenderCache:
-        config_view = self.config.model_dump_json(include={"kernel_config", "llvm_version", "target_llvm", "fragments"})
+        config_view = self.config.model_dump_json(include={"kernel_config", "llvm_version", "target_llvm", "toolchain", "fragments"})
         code = Path(__file__).with_name("render.py").read_text() + Path(__file__).parent.joinpath("steps", "build.py").read_text()
         key = tree_key(self.templates, config_view, code)
         return RenderCache(self.build_dir / "cache" / "render.pickle", key)

@@ -47,6 +47,7 @@ def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]
             "kernel_config": config.kernel_config,
             "llvm_version": config.llvm_version,
             "target_llvm": config.target_llvm,
+            "toolchain": config.toolchain,
         },
     }
 
