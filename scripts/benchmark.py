@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -206,21 +207,23 @@ def bench_distribution() -> None:
     record("distribution", lines)
 
 
+def memory_in_use_kib() -> int:
+    """The machine's memory in use: MemTotal - MemAvailable."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])
+
+
 class MemorySampler:
-    """The machine's memory in use (MemTotal - MemAvailable), sampled every few seconds in a thread."""
+    """The machine's memory in use, sampled every few seconds in a thread."""
 
     def __init__(self, interval: float = 2.0):
-        import threading
-
         self.peak_kib, self.interval = 0, interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self.stopped.wait(self.interval):
-            info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-            used = int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])
-            self.peak_kib = max(self.peak_kib, used)
+            self.peak_kib = max(self.peak_kib, memory_in_use_kib())
 
     def __enter__(self):
         self.thread.start()
@@ -242,9 +245,7 @@ def bench_llvm(task: str, settings: list[str]) -> None:
     if step.work is None:  # build:toolchain gathers; build:llvm-host does the work
         step = project.steps[step.deps[0]]
     resumed = step.work is not None and (step.work / "build" / "build.ninja").exists()
-    baseline = Path("/proc/meminfo").read_text()
-    idle = dict(line.split(":", 1) for line in baseline.splitlines())
-    idle_kib = int(idle["MemTotal"].split()[0]) - int(idle["MemAvailable"].split()[0])
+    idle_kib = memory_in_use_kib()
     started = time.perf_counter()
     with MemorySampler() as memory:
         result = subprocess.run(doit(task, *settings), cwd=REPO, env=environment(), capture_output=True, text=True)

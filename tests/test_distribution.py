@@ -4,6 +4,7 @@ Slow (about 15–25 minutes from cold caches on 2 cores): `pytest -m "not distri
 It builds in the repository's own build/ and target/ folders, as a user would.
 """
 
+import functools
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ def doit(*args: str, timeout: int = 3600) -> tuple[int, set[str], str]:
     return result.returncode, executed, result.stdout + result.stderr
 
 
+@functools.cache
 def up_to_date(task: str, **environ: str) -> bool:
     """Whether `mlbuild explain` finds the task built and up to date (for the hours-long LLVM tasks)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **environ}

@@ -47,7 +47,8 @@ def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]
             "kernel_config": config.kernel_config,
             "llvm_version": config.llvm_version,
             "target_llvm": config.target_llvm,
-            "toolchain": config.toolchain,
+            # What compiles this script: host recipes are always built by the host's LLVM.
+            "toolchain": "host" if arch == HOST else config.toolchain,
         },
     }
 
