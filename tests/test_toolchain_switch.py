@@ -63,10 +63,15 @@ def test_both_toolchains_results_live_side_by_side(built):
 def test_a_recipe_that_is_off_has_no_task_and_turning_it_on_builds_it(built):
     recipe = {**built.recipes["extra"], "name": "optional", "when": "target_llvm", "target": False}
     built.write_recipe("optional", recipe)
-    assert "optional" not in built.doit("list", "--all").stdout
+    assert "optional" not in built.doit("list", "--all", "target_llvm=0").stdout
     result = built.doit("build", "target_llvm=1")
     assert result.returncode == 0, result.stderr
     assert result.executed == {"build:optional-x86_64"}
+
+
+def test_target_llvm_is_on_by_default(project):
+    project.write_recipe("optional", {**project.recipes["extra"], "name": "optional", "when": "target_llvm"})
+    assert "build:optional-x86_64" in project.doit("list", "--all").stdout
 
 
 def test_when_must_name_a_boolean_configuration_key(project):
