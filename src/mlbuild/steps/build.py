@@ -255,18 +255,35 @@ def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> N
 
 
 def _kill_group(pgid: int) -> None:
-    """SIGTERM, up to 2 s to exit, then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM, up to 2 s to exit, then SIGKILL and up to 10 s more: nothing of the group runs on after it."""
+    for sig, seconds in ((signal.SIGTERM, 2), (signal.SIGKILL, 10)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        for _ in range(20 if sig == signal.SIGTERM else 0):
-            time.sleep(0.1)
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
+        if _stopped_within(pgid, seconds):
+            return
+
+
+def _stopped_within(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _group_running(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs; a zombie (dead, not yet reaped by its parent) does not."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _stop_leftover(work: Path) -> None:
