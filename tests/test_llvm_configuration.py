@@ -68,9 +68,10 @@ def test_a_toolchain_program_needs_only_the_hosts_c_library(configured):
     """A real link with the toolchain's flags: LLVM's `not` (LLVMSupport and one file: minutes, not hours)."""
     sys.path.insert(0, str(REPO / "src"))
     from mlbuild.project import Project
+    from mlbuild.steps.build import ccache_environment
 
     assert "-static-libgcc" in cmake_cache(configured / "CMakeCache.txt")["CMAKE_EXE_LINKER_FLAGS"]
-    env = {**os.environ, "CCACHE_DIR": str(Project(REPO).config.ccache_dir)}
+    env = {**os.environ, **ccache_environment(Project(REPO))}
     build = subprocess.run(["ninja", "-C", configured, f"-j{os.cpu_count()}", "not"], env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:]
     program = configured / "bin" / "not"

@@ -225,12 +225,19 @@ class BuildStep(Step):
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,
             "PYTHONPATH": str(package_root),
-            "CCACHE_DIR": str(config.ccache_dir),
-            "CCACHE_BASEDIR": str(self.project.root),
-            "CCACHE_NOHASHDIR": "1",
-            "CCACHE_COMPILERCHECK": "content",
+            **ccache_environment(self.project),
             "CCACHE_STATSLOG": str(stats_log),
         }
+
+
+def ccache_environment(project) -> dict:
+    """ccache for every build: one cache, paths relative to the project (hits in another checkout too)."""
+    return {
+        "CCACHE_DIR": str(project.config.ccache_dir),
+        "CCACHE_BASEDIR": str(project.root),
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_COMPILERCHECK": "content",
+    }
 
 
 def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> None:
