@@ -156,7 +156,7 @@ class Config(Strict):
     llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = "19"
     kernel_config: Literal["qemu", "defconfig"] = "qemu"
     # clang in the target (recipes/clang.toml), on as in the original project:
-    # about an hour per arch on 2 cores, so the tests turn it off (docs/usage.md).
+    # an hour or more per arch on 2 cores, so the tests turn it off (docs/usage.md).
     target_llvm: bool = True
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     build_dir: Path = Path("build")
