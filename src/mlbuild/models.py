@@ -167,6 +167,8 @@ class Config(Strict):
     mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
     boot_timeout: int = Field(default=300, ge=10)
+    # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
 
     @field_validator("arches")
     @classmethod

@@ -1,16 +1,15 @@
 """Boot a target in QEMU: interactively (run:<arch>) or headless with checks (boottest:<arch>)."""
 
 import os
-import platform
 import queue
 import re
 import subprocess
 import threading
 import time
-from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
+from .accel import QEMU, Accelerator
 from .arches import ARCHES
 from .errors import MlbuildError
 
@@ -55,39 +54,16 @@ def guest_memory_mib(initramfs: Path) -> int:
     return max(256, -(-(2 * size_mib + 256) // 64) * 64)
 
 
-@cache
-def _kvm_usable(arch: str) -> bool:
-    """KVM for this arch, if it really works: nested virtualisation can offer
-    /dev/kvm and still abort QEMU at start ("failed to set MSR"), so try it."""
-    host = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
-    if host != arch or not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    probe = [QEMU[arch][0], "-M", QEMU[arch][1], "-accel", "kvm", "-cpu", "host",
-             "-display", "none", "-nodefaults", "-monitor", "none", "-S"]
-    try:
-        subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=1.5)
-    except subprocess.TimeoutExpired:
-        return True  # still running, stopped at its first instruction: KVM works
-    except OSError:
-        return False
-    return False
-
-
-QEMU = {"x86_64": ("qemu-system-x86_64", "q35"), "arm64": ("qemu-system-aarch64", "virt")}
-
-
-def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool) -> list[str]:
+def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator) -> list[str]:
     facts = ARCHES[arch]
+    program, machine = QEMU[arch]
     append = f"console={facts.console} rdinit=/sbin/init panic=-1 quiet"
-    memory = f"{guest_memory_mib(initramfs)}M"
+    command = [program, "-M", machine, "-m", f"{guest_memory_mib(initramfs)}M", *accelerator.qemu_options(arch)]
     if arch == "x86_64":
-        command = ["qemu-system-x86_64", "-M", "q35", "-m", memory]
         disk_options = ["-drive", f"file={disk},if=virtio,format=raw,snapshot=on"]
     else:
-        command = ["qemu-system-aarch64", "-M", "virt", "-m", memory]
         disk_options = ["-drive", f"file={disk},if=none,format=raw,snapshot=on,id=disk",
                         "-device", "virtio-blk-pci,drive=disk"]
-    command += ["-enable-kvm", "-cpu", "host"] if _kvm_usable(arch) else (["-cpu", "cortex-a57"] if arch == "arm64" else [])
     command += ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initramfs), "-append", append] + disk_options
     command += ["-nographic"] if interactive else ["-display", "none", "-serial", "stdio", "-monitor", "none"]
     return command
@@ -123,7 +99,7 @@ class SerialConsole:
         self.process.stdin.write(text.encode() + b"\n")
         self.process.stdin.flush()
 
-    def wait_for(self, pattern: str, deadline: float) -> list[str]:
+    def wait_for(self, pattern: str, deadline: float, what: str = "") -> list[str]:
         """Lines up to and including the first one matching pattern; fails on panic, exit or timeout."""
         collected = []
         while True:
@@ -134,7 +110,7 @@ class SerialConsole:
                 line = None
             if line is None and (remaining <= 0 or self.process.poll() is not None):
                 why = "timed out" if remaining <= 0 else f"QEMU exited (status {self.process.poll()})"
-                raise MlbuildError(f"{why} waiting for {pattern!r}")
+                raise MlbuildError(f"{why} waiting for {what or repr(pattern)}")
             if line is None:
                 continue
             collected.append(line)
@@ -152,14 +128,15 @@ class SerialConsole:
         self.log.close()
 
 
-def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[Check]) -> list[str]:
-    """Boot, run the checks in the guest, power off; returns a line per passed check."""
+def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[Check], accel: str = "tcg") -> list[str]:
+    """Boot, run the checks in the guest, power off; returns a line per passed check.
+    A failure says under which accelerator, after how long, and what the console showed last."""
     console = SerialConsole(command, log_path)
     started = time.monotonic()
     deadline = started + timeout
     passed = []
     try:
-        console.wait_for(re.escape(READY_MARKER), deadline)
+        console.wait_for(re.escape(READY_MARKER), deadline, what=f"the guest's {READY_MARKER!r}")
         ready = time.monotonic() - started
         passed.append(f"shell ready after {ready:.1f} s")
         for name, guest_command, expected, seconds in checks:
@@ -184,7 +161,9 @@ def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, check
         passed.append(f"powered off after {time.monotonic() - started:.1f} s")
         return passed
     except MlbuildError as error:
-        tail = "\n".join(console.seen[-20:])
-        raise MlbuildError(f"boottest:{arch}: {error}; serial log: {log_path}\n{tail}") from None
+        elapsed = time.monotonic() - started
+        tail = (f"last {min(20, len(console.seen))} console lines:\n" + "\n".join(f"  | {line}" for line in console.seen[-20:])
+                if console.seen else "(the console printed nothing)")
+        raise MlbuildError(f"boottest:{arch}: {error} (accel {accel}, after {elapsed:.1f} s); serial log: {log_path}\n{tail}") from None
     finally:
         console.close()

@@ -2,7 +2,9 @@
 
 from doit.exceptions import TaskFailed
 
+from . import accel
 from .arches import ARCHES
+from .boundary import EXPECTED, one_line
 from .errors import MlbuildError
 from .graph import images_task, target_task
 from .menuconfig import run_menuconfig
@@ -15,18 +17,18 @@ def _uptodate(step):
     def check() -> bool:
         try:
             return is_up_to_date(step)
-        except MlbuildError:
+        except EXPECTED:
             return False  # the action reports the error properly
     return check
 
 
-def _reporting(function, *args):
-    """A doit action: our errors become doit's TaskFailed with their one-line message."""
+def _reporting(function, *args, task: str | None = None):
+    """A doit action: every expected failure becomes doit's TaskFailed with one line naming the task."""
     def run():
         try:
             function(*args)
-        except MlbuildError as error:
-            return TaskFailed(str(error))
+        except EXPECTED as error:
+            return TaskFailed(one_line(error, task))
     return run
 
 
@@ -47,7 +49,7 @@ def step_task(step) -> dict:
         "basename": basename,
         "name": subname,
         "doc": step.doc,
-        "actions": [_reporting(execute, step)],
+        "actions": [_reporting(execute, step, task=step.name)],
         "uptodate": [_uptodate(step)],
         "task_dep": step.deps,
         "clean": [_clean(step)],
@@ -76,16 +78,27 @@ def _boot_files(project, arch: str):
     return kernel, images / "initramfs.cpio", images / "rootfs.ext4"
 
 
+def _accelerator(project, arch: str, kernel):
+    """The accelerator for this arch under the `accel` setting, said in one line."""
+    chosen = accel.choose(arch, project.config.accel, kernel, project.build_dir / "state" / f"accel-{arch}.json")
+    print(f"mlbuild: {chosen.reason}", flush=True)
+    return chosen
+
+
 def _run(project, arch: str) -> None:
-    run_interactive(qemu_command(arch, *_boot_files(project, arch), interactive=True))
+    kernel, initramfs, disk = _boot_files(project, arch)
+    chosen = _accelerator(project, arch, kernel)
+    run_interactive(qemu_command(arch, kernel, initramfs, disk, interactive=True, accelerator=chosen))
 
 
 def _boottest(project, arch: str) -> None:
     log_path = project.log_path(f"boottest:{arch}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = qemu_command(arch, *_boot_files(project, arch), interactive=False)
+    kernel, initramfs, disk = _boot_files(project, arch)
+    chosen = _accelerator(project, arch, kernel)
+    command = qemu_command(arch, kernel, initramfs, disk, interactive=False, accelerator=chosen)
     checks = checks_for(project.steps[target_task(arch)].output)
-    for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks):
+    for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name):
         print(f"   {line}")
 
 
@@ -101,7 +114,7 @@ def boot_tasks(project, basename: str):
             "basename": basename,
             "name": arch,
             "doc": doc.format(arch=arch),
-            "actions": [_reporting(make, project, arch)],
+            "actions": [_reporting(make, project, arch, task=f"{basename}:{arch}")],
             "task_dep": [images_task(arch)],
             "verbosity": 2,
         }
@@ -116,7 +129,7 @@ def menuconfig_tasks(project):
                 "basename": "menuconfig",
                 "name": step.slug,
                 "doc": f"edit the {step.recipe.name} configuration for {step.arch}",
-                "actions": [_reporting(run_menuconfig, step)],
+                "actions": [_reporting(run_menuconfig, step, task=f"menuconfig:{step.slug}")],
                 "task_dep": [dep for dep in step.deps],
                 "verbosity": 2,
             }
