@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 ARCHES = ("x86_64", "arm64")
 
 
-def doit(*args: str, timeout: int = 3600) -> tuple[int, set[str], str]:
+def doit(*args: str, timeout: int = 3600, **environ: str) -> tuple[int, set[str], str]:
     # The small system unless asked for more: clang in the target is hours of build.
-    env = {"MLBUILD_TARGET_LLVM": "0", **os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {"MLBUILD_TARGET_LLVM": "0", **os.environ, "PYTHONPATH": str(REPO / "src"), **environ}
     result = subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=timeout)
     executed = {line[3:].strip() for line in result.stdout.splitlines() if line.startswith(".  ")}
@@ -67,6 +67,42 @@ def test_the_target_is_static_and_complete(built_system, arch):
         assert (root / path).exists() or (root / path).is_symlink(), path
     motd = (root / "etc" / "motd").read_text()
     assert re.search(r"linux 6\.1\.176", motd) and "musl 1.2.3" in motd and "busybox 1.35.0" in motd
+
+
+# qemu-system-x86_64 where KVM accepts guests and then runs nothing: under -accel kvm it prints
+# nothing for ever; otherwise it is the real QEMU.
+HANGING_KVM_QEMU = """#!/bin/sh
+case " $* " in *" -accel kvm "*|*" -enable-kvm "*) exec sleep 600 ;; esac
+exec {real} "$@"
+"""
+
+
+def test_where_kvm_hangs_the_boot_test_falls_back_to_tcg_and_passes(built_system, tmp_path):
+    real = subprocess.run(["sh", "-c", "command -v qemu-system-x86_64"], capture_output=True, text=True).stdout.strip()
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text(HANGING_KVM_QEMU.format(real=real))
+    wrapper.chmod(0o755)
+    environ = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    code, _, output = doit("boottest:x86_64", "accel=auto", timeout=900, **environ)
+    assert code == 0, output[-5000:]
+    assert "powered off" in output
+    if os.uname().machine == "x86_64" and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert "mlbuild: kvm: no console output in 5 s, falling back to tcg" in output
+    else:
+        assert re.search(r"mlbuild: tcg: (no /dev/kvm|/dev/kvm cannot|kvm runs only the host's arch)", output)
+
+
+def test_kvm_boots_the_system_where_the_host_runs_kvm_guests(built_system):
+    from mlbuild.accel import probe_kvm
+
+    if os.uname().machine != "x86_64" or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("this host has no usable /dev/kvm for x86_64 guests")
+    works, reason = probe_kvm("x86_64", REPO / "target" / "x86_64" / "boot" / "bzImage")
+    if not works:
+        pytest.skip(f"this host's KVM does not run guests: {reason}")
+    code, _, output = doit("boottest:x86_64", "accel=kvm", timeout=900)
+    assert code == 0, output[-5000:]
+    assert "mlbuild: kvm: as configured (accel=kvm)" in output and "powered off" in output
 
 
 def test_a_second_build_runs_nothing(built_system):
