@@ -1,41 +1,89 @@
 """What dodo.py needs: load the project or exit with one line, and doit's configuration."""
 
-import signal
+import json
+import os
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
+from .boundary import EXPECTED, one_line
 from .errors import MlbuildError
-from .models import Config
+from .processes import install_interrupt_handling
 from .project import Project
+from .state import remove_tree
+
+DOIT_DB = "doit.sqlite3"
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _command_line_variables() -> dict[str, str]:
+    """Every key=value of doit's command line (config.py rejects the keys it does not know)."""
+    from doit import doit_cmd
+
+    return dict(doit_cmd._CMDLINE_VARS or {})
 
 
 def load_project_or_exit(root: Path) -> Project:
-    """The project, or a one-line error on stderr and exit status 2 (no task runs)."""
-    from doit import get_var
-
-    command_line = {key: get_var(key) for key in Config.model_fields if get_var(key) is not None}
+    """The project, or a one-line error on stderr and a non-zero exit (no task runs)."""
+    install_interrupt_handling()  # Ctrl-C/SIGTERM: builds stopped, one line, exit 130
     try:
-        project = Project(root, command_line)
+        project = Project(root, _command_line_variables())
         project.render_all()
-    except MlbuildError as error:
-        print(f"mlbuild: {error}", file=sys.stderr)
-        sys.exit(error.exit_status)
-    # doit keeps its records on Ctrl-C but loses them on SIGTERM: make both the same.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+        _prepare_state(project.build_dir)
+    except EXPECTED as error:
+        print(f"mlbuild: {one_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_status if isinstance(error, MlbuildError) else 1)
     return project
 
 
+def _prepare_state(build_dir: Path) -> None:
+    """build/ exists and doit's database can be opened; a damaged one is moved aside (doit's records only save time)."""
+    if build_dir.is_symlink() and not build_dir.exists():
+        raise MlbuildError(f"{build_dir}: a dangling symbolic link where the build folder should be")
+    if build_dir.exists() and not build_dir.is_dir():
+        raise MlbuildError(f"{build_dir}: expected the build folder, found a file; move it away and run again")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    database = build_dir / DOIT_DB
+    problem = _database_problem(database)
+    if problem:
+        aside = database.with_name(f"{DOIT_DB}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(database, aside)
+        for suffix in ("-journal", "-wal", "-shm"):
+            remove_tree(database.with_name(DOIT_DB + suffix))
+        print(f"mlbuild: warning: {database}: doit's database is damaged ({problem}); moved aside to {aside.name}, "
+              "a new one is started (stamps, not doit's records, decide what runs)", file=sys.stderr, flush=True)
+
+
+def _database_problem(database: Path) -> str | None:
+    if not database.exists() and not database.is_symlink():
+        return None
+    if not database.is_file():
+        return "not a regular file"
+    try:
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("select name from sqlite_master where type = 'table'")}
+            if "doit" in tables:
+                for (data,) in connection.execute("select task_data from doit"):
+                    if not isinstance(json.loads(data), dict):
+                        return "a record is not a JSON object"
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:
+        return None  # locked by a run writing it now, or the like: not damage
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    except (ValueError, TypeError):
+        return "a record is not JSON"
+    return None
+
+
 def doit_config(project: Project) -> dict:
-    project.build_dir.mkdir(parents=True, exist_ok=True)
     return {
         # Correctness never depends on doit's DB (see incremental.py); sqlite3
         # lets `doit list`/`doit info` read while a build runs.
         "backend": "sqlite3",
-        "dep_file": str(project.build_dir / "doit.sqlite3"),
+        "dep_file": str(project.build_dir / DOIT_DB),
         "par_type": "thread",
         "default_tasks": [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")],
         "action_string_formatting": "new",

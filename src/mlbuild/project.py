@@ -10,6 +10,7 @@ from .config import load_config
 from .graph import build_graph
 from .recipes import load_recipes
 from .render_cache import RenderCache, tree_key
+from .run_logs import RunLogs, new_run_id
 from .state import StampStore
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
@@ -31,7 +32,7 @@ class Project:
         self.target_build_dir = self.build_dir if toolchain == "host" else self.build_dir / f"toolchain-{toolchain}"
         target_dir = self.config.target_dir
         self.target_dir = target_dir if toolchain == "host" else target_dir.with_name(f"{target_dir.name}-{toolchain}")
-        self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.pickle")
+        self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.json")
         self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
@@ -49,7 +50,7 @@ class Project:
         config_view = self.config.model_dump_json(include={"kernel_config", "llvm_version", "target_llvm", "toolchain", "fragments"})
         code = Path(__file__).with_name("render.py").read_text() + Path(__file__).parent.joinpath("steps", "build.py").read_text()
         key = tree_key(self.templates, config_view, code)
-        return RenderCache(self.build_dir / "cache" / "render.pickle", key)
+        return RenderCache(self.build_dir / "cache" / "render.json", key)
 
     def _make_step(self, name: str, data: dict):
         kind, arch = data["kind"], data["arch"]
@@ -82,5 +83,15 @@ class Project:
         except ValueError:
             return str(path)
 
+    @cached_property
+    def run_logs(self) -> RunLogs:
+        """This run's log folder (build/logs/runs/<run id>/), made when its first task starts."""
+        return RunLogs(self.build_dir / "logs", new_run_id(), getattr(self.config, "log_runs", 10))
+
     def log_path(self, task: str) -> Path:
-        return self.build_dir / "logs" / (task.replace(":", "_") + ".log")
+        """The newest log of a task (a link into the run that wrote it)."""
+        return self.run_logs.link(task)
+
+    def new_log(self, task: str) -> Path:
+        """A new log for a task that starts now, kept in this run's folder; log_path(task) points at it."""
+        return self.run_logs.new(task)

@@ -11,6 +11,7 @@ from .menuconfig import run_menuconfig
 from .qemu import boot_test, checks_for, qemu_command, run_interactive
 from .incremental import execute, is_up_to_date
 from .state import TreeLock, remove_tree
+from .stats import measured
 
 
 def _uptodate(step):
@@ -49,7 +50,7 @@ def step_task(step) -> dict:
         "basename": basename,
         "name": subname,
         "doc": step.doc,
-        "actions": [_reporting(execute, step, task=step.name)],
+        "actions": [_reporting(measured, step, execute, step, task=step.name)],
         "uptodate": [_uptodate(step)],
         "task_dep": step.deps,
         "clean": [_clean(step)],
@@ -92,7 +93,7 @@ def _run(project, arch: str) -> None:
 
 
 def _boottest(project, arch: str) -> None:
-    log_path = project.log_path(f"boottest:{arch}")
+    log_path = project.new_log(f"boottest:{arch}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kernel, initramfs, disk = _boot_files(project, arch)
     chosen = _accelerator(project, arch, kernel)
