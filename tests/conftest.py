@@ -249,6 +249,7 @@ def make_project(base: Path, arches=(ARCH,)) -> Project:
         f"arches = {_toml_value(list(arches))}\n"
         'ccache_dir = ".cache/ccache"\n'
         'download_dir = ".cache/downloads"\n'
+        "cache = []\n"  # no artifact cache: these tests see tasks run (tests/test_artifact_cache*.py use one)
         "jobs = 2\n",
     )
     project.write("templates/build/hello.sh.j2", HELLO_SH)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import InputError, MlbuildError
 from .graph import to_dot
+from .artifacts import commands as cache_commands
 from .incremental import is_up_to_date, reasons
 from .models import Config
 from .project import Project
@@ -72,7 +73,8 @@ def cmd_explain(project: Project, args) -> int:
     why = reasons(step)
     if not why and not pending:
         stamp = project.stamps.read(step.stamp)
-        print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)})")
+        origin = f", restored from {stamp['restored_from']}" if stamp.get("restored_from") else ""
+        print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)}{origin})")
         return 0
     print(f"{name} would run:" if why else f"{name} is up to date, but may run after its dependencies:")
     for line in why:
@@ -99,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     graph.add_argument("-o", "--output", help="DOT file to write (default: build/graph.dot)")
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
+    cache_commands.add_parser(commands)
     args = parser.parse_args(argv)
-    handlers = {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain}
+    handlers = {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain, "cache": cache_commands.run}
     try:
         project = Project(find_root(Path(args.directory).resolve()))
         return handlers[args.command](project, args)

@@ -10,6 +10,7 @@ import time
 
 from .errors import MlbuildError
 from . import state
+from .artifacts import push_built, restore_or_run
 from .state import TreeLock, remove_tree, replace_tree
 
 
@@ -110,8 +111,10 @@ def execute(step) -> None:
     started = time.monotonic()
     with Log(log_path) as log:
         log(f"# {step.name}: {step.doc}")
-        step.run(staging, log)
+        restored_from = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
         output_hash = step.output_hash(staging)
         log(f"# output hash {output_hash}; {time.monotonic() - started:.1f} s")
     replace_tree(staging, step.output)
-    stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None))
+    stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None), restored_from=restored_from)
+    if restored_from is None:
+        push_built(step, inputs, output_hash, time.monotonic() - started)

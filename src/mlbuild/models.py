@@ -144,6 +144,13 @@ class Recipe(Strict):
         return Merged(self.depends + extra.depends, self.files + extra.files, {**self.vars, **extra.vars})
 
 
+# Artifact caches (docs/ci.md): file://, http(s):// (WebDAV PUT to write), s3://bucket/prefix; ro: in front, read only.
+CACHE_URL = r"^(ro:)?(file|https?|s3)://[^\s,]+$"
+PATTERN_HINTS[CACHE_URL] = "expected a cache URL: file:///folder, http(s)://host/path, s3://bucket/prefix, optionally ro: in front"
+CCACHE_REMOTE = r"^((redis|redis\+unix|https?|file):\S+( |$))*$"
+PATTERN_HINTS[CCACHE_REMOTE] = "expected ccache remote_storage URLs (redis://host:port, http://host/path), space-separated"
+
+
 def _default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlbuild"
 
@@ -165,6 +172,10 @@ class Config(Strict):
     download_dir: Path = Field(default_factory=lambda: _default_cache() / "downloads")
     ccache_dir: Path = Field(default_factory=lambda: _default_cache() / "ccache")
     mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
+    # Tried in order before a task runs, pushed to after it ran; shared by every clone of this user by default.
+    cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [(_default_cache() / "artifacts").as_uri()])
+    ccache_remote_storage: Annotated[str, StringConstraints(pattern=CCACHE_REMOTE)] = ""  # ccache's remote_storage for every compile
+    distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
     boot_timeout: int = Field(default=300, ge=10)
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).

@@ -17,6 +17,9 @@ class Step:
     # Built by the target toolchain: kept per toolchain, so results of both live side by side.
     per_toolchain = False
 
+    # Whether its output is stored in and restored from the artifact cache (by signature).
+    artifact = True
+
     def __init__(self, project, name: str):
         self.project = project
         self.name = name

@@ -11,6 +11,10 @@ from .base import Step
 
 
 class FetchStep(Step):
+    # An unpacked source is the download cache's tarball plus patches: unpacking it
+    # again is cheaper than moving a tree several times the tarball's size.
+    artifact = False
+
     def __init__(self, project, name: str, recipe):
         super().__init__(project, name)
         self.recipe = recipe
