@@ -1,14 +1,12 @@
-"""The `mlbuild` command: what doit has no verb for (check, graph, explain, savedefconfig)."""
+"""The `mlbuild` command: what doit has no verb for (check, graph, explain, stats, size, script, …)."""
 
 import argparse
 import difflib
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from .errors import InputError, MlbuildError
-from .graph import to_dot
+from . import graph_view, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .incremental import is_up_to_date, reasons
 from .models import Config
@@ -48,19 +46,6 @@ def cmd_check(project: Project, args) -> int:
     return 0
 
 
-def cmd_graph(project: Project, args) -> int:
-    """Write the task graph as DOT (and SVG when graphviz is installed)."""
-    output = Path(args.output) if args.output else project.build_dir / "graph.dot"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(to_dot(project.graph))
-    print(f"wrote {project.relative(output)}")
-    if shutil.which("dot"):
-        svg = output.with_suffix(".svg")
-        subprocess.run(["dot", "-Tsvg", str(output), "-o", str(svg)], check=True)
-        print(f"wrote {project.relative(svg)}")
-    return 0
-
-
 def cmd_explain(project: Project, args) -> int:
     """Say whether a task would run and why."""
     name = args.task if ":" in args.task else f"build:{args.task}"
@@ -97,16 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    graph = commands.add_parser("graph", help=cmd_graph.__doc__)
-    graph.add_argument("-o", "--output", help="DOT file to write (default: build/graph.dot)")
+    for module in (graph_view, stats_report, size_report, script_export):
+        module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
     cache_commands.add_parser(commands)
     args = parser.parse_args(argv)
-    handlers = {"check": cmd_check, "graph": cmd_graph, "explain": cmd_explain, "cache": cache_commands.run}
+    handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run}
     try:
         project = Project(find_root(Path(args.directory).resolve()))
-        return handlers[args.command](project, args)
+        return (getattr(args, "handler", None) or handlers[args.command])(project, args)
     except MlbuildError as error:
         print(f"mlbuild: {error}", file=sys.stderr)
         return error.exit_status

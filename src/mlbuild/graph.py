@@ -104,11 +104,18 @@ def build_ancestors(graph: nx.DiGraph, task: str) -> list[str]:
             if graph.nodes[node]["kind"] == "build" and graph.nodes[node]["arch"] == arch]
 
 
-def to_dot(graph: nx.DiGraph) -> str:
+def to_dot(graph: nx.DiGraph, colours: dict[str, str] | None = None, legend: dict[str, str] | None = None) -> str:
+    """DOT text of the graph; colours fills nodes ({task: colour}), legend explains them ({label: colour})."""
     shapes = {"fetch": "note", "build": "box", "target": "box3d", "images": "cylinder", "toolchain": "box3d"}
     lines = ["digraph mlbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
     for node, data in graph.nodes(data=True):
-        lines.append(f'  "{node}" [shape={shapes[data["kind"]]}];')
+        fill = f', style=filled, fillcolor="{colours[node]}"' if colours and node in colours else ""
+        lines.append(f'  "{node}" [shape={shapes[data["kind"]]}{fill}];')
+    if legend:
+        lines.append('  subgraph cluster_legend { label="next build"; fontname=Helvetica;')
+        for label, colour in legend.items():
+            lines.append(f'    "{label}" [shape=plaintext, style=filled, fillcolor="{colour}"];')
+        lines.append("  }")
     for source, target in graph.edges:
         lines.append(f'  "{source}" -> "{target}";')
     lines.append("}")
