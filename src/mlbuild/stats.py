@@ -235,20 +235,21 @@ def critical_path(durations: dict[str, float], deps: dict[str, list[str]]) -> li
     return chain[::-1]
 
 
-def shrink_if_free(durations: dict[str, float], deps: dict[str, list[str]], order: list[str], slots: int | None) -> dict[str, float]:
-    """For each task on the critical path: by how much the run's wall time would shrink if it took no time."""
+def shrink_if_free(durations: dict[str, float], deps: dict[str, list[str]], order: list[str], slots: int | None,
+                   tasks: list[str] | None = None) -> dict[str, float]:
+    """For each task (default: those on the critical path): by how much the wall time would shrink if it took no time."""
     whole = schedule(durations, deps, order, slots)
     return {
         task: round(whole - schedule({**durations, task: 0.0}, deps, order, slots), 3)
-        for task in critical_path(durations, deps)
+        for task in (critical_path(durations, deps) if tasks is None else tasks)
     }
 
 
 def analyse(run: dict) -> dict:
-    """The critical path of a recorded run and, per task on it, the shrink if that task were free."""
+    """The critical path of a recorded run and, per task, how much the run would shrink if that task were free."""
     records = [r for r in run.get("tasks", []) if "duration" in r]
     durations = {r["task"]: r["duration"] for r in records}
     deps = {r["task"]: r.get("deps", []) for r in records}
     order = [r["task"] for r in sorted(records, key=lambda r: r["start"])]
     slots = run.get("parallel") or 1
-    return {"critical_path": critical_path(durations, deps), "shrink": shrink_if_free(durations, deps, order, slots)}
+    return {"critical_path": critical_path(durations, deps), "shrink": shrink_if_free(durations, deps, order, slots, order)}
