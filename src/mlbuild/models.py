@@ -178,6 +178,10 @@ class Config(Strict):
     distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
     boot_timeout: int = Field(default=300, ge=10)
+    # What a build shows (progress.py): auto is a live panel on a terminal, plain lines elsewhere.
+    progress: Literal["auto", "live", "plain"] = "auto"
+    progress_interval: int = Field(default=30, ge=1)  # seconds between plain progress lines
+    log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
 

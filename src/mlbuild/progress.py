@@ -8,8 +8,9 @@ starts, `-- task` when it is up to date), one line when a task ends, and a
 progress line at most every 30 s while tasks run; never a control character.
 Either way the run ends with a summary and its statistics in build/stats/.
 
-MLBUILD_PROGRESS=live|plain chooses the display; MLBUILD_PROGRESS_INTERVAL the
-plain progress line's period in seconds.
+The configuration keys `progress` (auto, live, plain) and `progress_interval`
+(seconds between plain progress lines) choose; like every key they can be set
+as MLBUILD_PROGRESS=plain or `doit progress=plain`.
 """
 
 import os
@@ -113,9 +114,10 @@ class BuildReporter(ConsoleReporter):
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.lock = threading.RLock()
-        self.mode = self._choose_mode(outstream)
+        config = self.project.config
+        self.mode = self._choose_mode(outstream, getattr(config, "progress", "auto"))
         self.parallel = parallel_from_argv(sys.argv)
-        self.interval = float(os.environ.get("MLBUILD_PROGRESS_INTERVAL", "30"))
+        self.interval = float(getattr(config, "progress_interval", 30))
         self.started = time.time()
         self.started_monotonic = time.monotonic()
         self.times_at_start = os.times()
@@ -133,10 +135,9 @@ class BuildReporter(ConsoleReporter):
         self.last_progress_line = time.monotonic()
 
     @staticmethod
-    def _choose_mode(outstream) -> str:
-        forced = os.environ.get("MLBUILD_PROGRESS", "")
-        if forced in ("live", "plain"):
-            return forced
+    def _choose_mode(outstream, chosen: str) -> str:
+        if chosen in ("live", "plain"):
+            return chosen
         terminal = hasattr(outstream, "isatty") and outstream.isatty()
         return "live" if terminal and os.environ.get("TERM", "dumb") != "dumb" else "plain"
 

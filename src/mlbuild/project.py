@@ -86,7 +86,7 @@ class Project:
     @cached_property
     def run_logs(self) -> RunLogs:
         """This run's log folder (build/logs/runs/<run id>/), made when its first task starts."""
-        return RunLogs(self.build_dir / "logs", new_run_id(), getattr(self.config, "log_runs", 10))
+        return RunLogs(self.build_dir / "logs", new_run_id(), self.config.log_runs)
 
     def log_path(self, task: str) -> Path:
         """The newest log of a task (a link into the run that wrote it)."""

@@ -125,6 +125,8 @@ def chart(snapshot: dict, output: Path) -> Path:
     matplotlib.use("svg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: paths and names can be searched in the SVG
+
     components = sorted(snapshot["components"].items(), key=lambda item: item[1]["bytes"])
     palette = plt.get_cmap("tab20")
     colour = {name: palette(index % 20) for index, (name, _) in enumerate(reversed(components))}

@@ -78,6 +78,8 @@ def plot(run: dict, output: Path) -> Path:
     matplotlib.use("svg")  # no display needed, and the SVG backend alone
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: task names can be searched in the SVG
+
     records = [r for r in run["tasks"] if "end" in r]
     if not records:
         raise InputError(f"stats: run {run['run']} has no finished task to plot")
