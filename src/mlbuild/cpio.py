@@ -1,4 +1,7 @@
-"""Write a cpio "newc" archive (an initramfs) with chosen owners and modes, no root needed."""
+"""Write a cpio "newc" archive (an initramfs) with chosen owners and modes, no root needed.
+
+Modes are normalised (see normal_mode): the builder's umask never reaches an image.
+"""
 
 import os
 import stat
@@ -13,8 +16,21 @@ def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, name: str, r
     return header + b"\0" * (-len(header) % 4)
 
 
+def normal_mode(st_mode: int) -> int:
+    """The permission bits a file of the tree gets in an image, whatever umask it was created under.
+
+    0755 for folders and for files with any execute bit, 0644 for other files, 0777 for
+    links; set-id and sticky bits are kept (only an explicit chmod sets them, never a umask).
+    """
+    if stat.S_ISLNK(st_mode):
+        return 0o777
+    special = st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
+    executable = stat.S_ISDIR(st_mode) or st_mode & 0o111
+    return special | (0o755 if executable else 0o644)
+
+
 def write_initramfs(root: Path, archive: Path, mtime: int, modes: dict[str, int], devices: dict[str, tuple]) -> None:
-    """Pack root owned by root:root; modes overrides permission bits, devices adds nodes {path: ('c', major, minor)}."""
+    """Pack root owned by root:root with normal modes; modes overrides permission bits, devices adds nodes {path: ('c', major, minor)}."""
     entries = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -25,7 +41,7 @@ def write_initramfs(root: Path, archive: Path, mtime: int, modes: dict[str, int]
         for path in sorted(entries, key=lambda p: p.relative_to(root).as_posix()):
             name = path.relative_to(root).as_posix()
             info = path.lstat()
-            mode = stat.S_IFMT(info.st_mode) | modes.get(name, stat.S_IMODE(info.st_mode))
+            mode = stat.S_IFMT(info.st_mode) | modes.get(name, normal_mode(info.st_mode))
             if stat.S_ISLNK(info.st_mode):
                 data = os.readlink(path).encode()
             elif stat.S_ISREG(info.st_mode):

@@ -12,6 +12,7 @@ from .errors import MlbuildError
 from .processes import install_interrupt_handling
 from .project import Project
 from .state import remove_tree
+from .steps.build import BUILD_UMASK
 
 DOIT_DB = "doit.sqlite3"
 
@@ -26,6 +27,7 @@ def _command_line_variables() -> dict[str, str]:
 def load_project_or_exit(root: Path) -> Project:
     """The project, or a one-line error on stderr and a non-zero exit (no task runs)."""
     install_interrupt_handling()  # Ctrl-C/SIGTERM: builds stopped, one line, exit 130
+    os.umask(BUILD_UMASK)  # the builder's umask must not reach outputs, the target tree or the images
     try:
         project = Project(root, _command_line_variables())
         project.render_all()

@@ -29,7 +29,11 @@ BUILD_ENVIRONMENT = {
     "LC_ALL": "C",
     "TZ": "UTC",
     "TERM": "dumb",
+    "PYTHONHASHSEED": "0",  # generators written in Python iterate sets in a fixed order
 }
+# Every build runs under this umask, whatever the builder's (dodo_support sets it for the
+# whole run): outputs, the target tree and the images get 0755/0644, never 0700/0600.
+BUILD_UMASK = 0o022
 
 
 def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]) -> dict:
@@ -224,10 +228,26 @@ class BuildStep(Step):
             "LLVM_BIN": str(tools),
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,
+            "PREFIX_MAP_FLAGS": prefix_map_flags(self.recipe.name, self.project.steps[fetch_task(self.recipe)].output,
+                                                 self.work, sysroot),
             "PYTHONPATH": str(package_root),
             **ccache_environment(self.project),
             "CCACHE_STATSLOG": str(stats_log),
         }
+
+
+def prefix_map_flags(name: str, source: Path, work: Path, sysroot: Path) -> str:
+    """clang flags that write fixed paths instead of this checkout's into objects (debug info, __FILE__).
+
+    For every compile (the templates add $PREFIX_MAP_FLAGS to CC, HOSTCC, KCFLAGS and CMake's
+    flags): two checkouts in different folders then give the same objects, with or without
+    ccache. clang applies the longest matching prefix, so the sysroot inside the work folder
+    maps to / whatever the order. Only folders that are the same on every run of the task:
+    the kernel's make redoes its configuration when HOSTCC changes.
+    """
+    return " ".join(f"-ffile-prefix-map={path}={fixed}" for path, fixed in (
+        (source, f"/usr/src/{name}"), (work, f"/usr/obj/{name}"), (sysroot, ""),
+    ))
 
 
 def ccache_environment(project) -> dict:

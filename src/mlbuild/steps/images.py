@@ -1,17 +1,21 @@
 """build:images-<arch>: an initramfs and an ext4 disk image of the target, root-owned, no root needed."""
 
 import subprocess
+import stat
 from pathlib import Path
 
-from ..cpio import write_initramfs
+from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..state import hash_tree
 from .base import Step, code_hash
 from .build import SOURCE_DATE_EPOCH
+from .target import SKELETON_MODES
 
 # Device nodes the kernel needs before devtmpfs is mounted (its own default initramfs has these).
 DEVICES = {"dev/console": ("c", 5, 1), "dev/null": ("c", 1, 3)}
 SETUID = {"bin/busybox": 0o4755}
+# Every other path gets cpio.normal_mode: the modes of the images never depend on the builder's umask.
+MODES = {**SKELETON_MODES, **SETUID}
 ROOT_OWNED_AT_EPOCH = [("uid", 0), ("gid", 0)] + [(f"{kind}time", f"@{SOURCE_DATE_EPOCH}") for kind in "amc"]
 DISK_UUID = "6d6c6275-696c-4400-8000-000000000001"  # fixed: images are reproducible
 
@@ -36,7 +40,7 @@ class ImagesStep(Step):
         return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio"), **self.dep_inputs()}
 
     def run(self, staging: Path, log) -> None:
-        write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), SETUID, DEVICES)
+        write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), MODES, DEVICES)
         log(f"initramfs.cpio: {(staging / 'initramfs.cpio').stat().st_size} bytes")
         self._ext4(staging / "rootfs.ext4", log)
 
@@ -45,14 +49,16 @@ class ImagesStep(Step):
         environment = {"E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "mlbuild", "-U", DISK_UUID, "-E", f"hash_seed={DISK_UUID},root_owner=0:0",
               "-d", str(self.root), str(image), f"{size_mib}M"], environment, log)
-        # mke2fs -d copies the building user's uid/gid and mtimes: set root:root, fixed times,
-        # the setuid bit and the device nodes.
+        # mke2fs -d copies the building user's uid/gid, mtimes and modes (its umask's): set root:root,
+        # fixed times, the modes of the initramfs and the device nodes.
         commands = []
         for path in sorted(self.root.rglob("*")):
             name = "/" + path.relative_to(self.root).as_posix()
             commands += [f'sif "{name}" {field} {value}' for field, value in ROOT_OWNED_AT_EPOCH]
-        for name, mode in SETUID.items():
-            commands.append(f'sif "/{name}" mode 0{0o100000 | mode:o}')
+            st_mode = path.lstat().st_mode
+            if not stat.S_ISLNK(st_mode):  # a link's mode is always 0777
+                mode = MODES.get(name[1:], normal_mode(st_mode))
+                commands.append(f'sif "{name}" mode 0{stat.S_IFMT(st_mode) | mode:o}')
         for name, (kind, major, minor) in DEVICES.items():
             commands.append(f'mknod "/{name}" {kind} {major} {minor}')
         script = image.with_suffix(".debugfs")

@@ -16,6 +16,8 @@ from .base import Step, code_hash
 
 # Folders every system has even when no component installs into them.
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
+# Modes the system needs beyond the normal 0755/0644 (which the images give every other file).
+SKELETON_MODES = {"tmp": 0o1777}
 
 
 class TargetStep(Step):
@@ -70,7 +72,8 @@ class TargetStep(Step):
             merge_tree(step.output, staging, step.name, owners)
         for name in SKELETON:
             (staging / name).mkdir(exist_ok=True)
-        os.chmod(staging / "tmp", 0o1777)
+        for name, mode in SKELETON_MODES.items():
+            os.chmod(staging / name, mode)
         for name, text in self.etc_files.items():
             path = staging / name
             if name in owners:

@@ -1,0 +1,169 @@
+"""Reproducible builds: the same inputs give the same bytes in another folder, under another umask, TZ and locale.
+
+The synthetic project (conftest.py) is built twice with the real doit, in two different absolute
+paths, each with its own empty ccache, by processes with different umasks, time zones and
+locales; its scripts compile with debug info and __FILE__, make an archive, and create files
+under a private umask of their own. Every file of the system and both images must be identical.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+
+from conftest import ARCH, EXTRA_C, base_environment, make_project, parse_tasks, x86
+
+from mlbuild.cpio import normal_mode, write_initramfs
+from mlbuild.steps.images import MODES
+
+# hello.c with the things that carry build paths into objects: __FILE__ (assert) and debug info.
+HELLO_C = """\
+#include <assert.h>
+#include <stdio.h>
+#include "greeting.h"
+const char *where(void) { return __FILE__; }
+int main(int argc, char **argv) { assert(argv); puts(GREETING); return argc > 5 ? where()[0] : 0; }
+"""
+HELLO_SH = """\
+printf '#define GREETING "%s"\\n' {{ vars.greeting }} > greeting.h
+ccache clang -g -O1 $PREFIX_MAP_FLAGS -I. -c "$SRC/hello.c" -o hello.o
+ccache clang -g -O1 $PREFIX_MAP_FLAGS -c "$SRC/extra.c" -o extra.o
+clang hello.o -o hello
+mkdir -p "$OUT/bin" "$OUT/lib"
+cp hello "$OUT/bin/hello"
+llvm-ar rcs "$OUT/lib/libhello.a" hello.o extra.o
+# A component that creates private files on purpose: the images must not keep 0700/0600.
+(umask 077 && mkdir -p "$OUT/share/private" && echo secret > "$OUT/share/private/data")
+"""
+
+BUILDERS = [
+    {"umask": 0o022, "env": {"TZ": "UTC", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}},
+    {"umask": 0o077, "env": {"TZ": "Asia/Tokyo", "LANG": "POSIX", "LC_ALL": "POSIX"}},
+]
+
+
+def _build(project, builder: dict) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "doit"], cwd=project.root, env=base_environment(builder["env"]),
+        capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(builder["umask"]),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert x86("hello", "target", "images") <= parse_tasks(result.stdout)[0]
+
+
+def _files(root) -> dict[str, tuple[int, bytes]]:
+    """Every path below root: (mode, content or link target)."""
+    found = {}
+    for folder, dirs, names in os.walk(root):
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                content = os.readlink(path).encode()
+            elif stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as handle:
+                    content = handle.read()
+            else:
+                content = b""
+            found[os.path.relpath(path, root)] = (info.st_mode, content)
+    return found
+
+
+def _ext4_mode(image, path: str) -> int:
+    result = subprocess.run(["debugfs", "-R", f"stat {path}", str(image)], capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    for line in result.stdout.splitlines():
+        if "Mode:" in line:
+            return int(line.split("Mode:")[1].split()[0], 8)
+    raise AssertionError(f"debugfs found no {path} in {image}: {result.stderr}")
+
+
+def _cpio_modes(archive) -> dict[str, int]:
+    """name -> permission bits, read from the newc headers."""
+    data, modes, offset = archive.read_bytes(), {}, 0
+    while True:
+        header = data[offset:offset + 110]
+        mode, size, name_size = int(header[14:22], 16), int(header[54:62], 16), int(header[94:102], 16)
+        name = data[offset + 110:offset + 110 + name_size - 1].decode()
+        if name == "TRAILER!!!":
+            return modes
+        modes[name] = stat.S_IMODE(mode)
+        offset += 110 + name_size
+        offset += -offset % 4
+        offset += size + (-size % 4)
+
+
+def test_two_builds_in_different_folders_umasks_time_zones_and_locales_are_bit_identical(tmp_path):
+    projects = []
+    for base, builder in zip((tmp_path / "first", tmp_path / "second" / "deeper" / "elsewhere"), BUILDERS):
+        project = make_project(base)
+        project.write("templates/build/hello.sh.j2", HELLO_SH)
+        project.update_recipe("hello", sources=[project.new_source("hello", {"hello.c": HELLO_C, "extra.c": EXTRA_C}, "hello-1.0")])
+        _build(project, builder)
+        projects.append(project)
+    first, second = projects
+
+    systems = [_files(project.path(f"target/{ARCH}")) for project in projects]
+    assert systems[0].keys() == systems[1].keys()
+    differing = sorted(name for name in systems[0] if systems[0][name] != systems[1][name])
+    assert differing == []
+    for project in projects:
+        for name, (_, content) in _files(project.path(f"target/{ARCH}")).items():
+            assert str(project.root).encode() not in content, f"{name} holds the build path {project.root}"
+    # The debug info names the fixed work folder instead (ccache made the source's path relative to it).
+    assert b"/usr/obj/hello" in systems[0]["bin/hello"][1]
+
+    for image in ("initramfs.cpio", "rootfs.ext4"):
+        contents = [project.path(f"build/images/{ARCH}/{image}").read_bytes() for project in projects]
+        assert contents[0] == contents[1], f"{image} differs between the two builds"
+
+    # The run under umask 077 made a target tree with normal modes, and the images normalise
+    # what a script made private on purpose.
+    target = second.path(f"target/{ARCH}")
+    assert stat.S_IMODE((target / "bin").stat().st_mode) == 0o755
+    assert stat.S_IMODE((target / "etc/hostname").stat().st_mode) == 0o644
+    assert stat.S_IMODE((target / "share/private").stat().st_mode) == 0o700  # the script's own choice
+    modes = _cpio_modes(second.path(f"build/images/{ARCH}/initramfs.cpio"))
+    expected = {"bin": 0o755, "bin/hello": 0o755, "lib/libhello.a": 0o644, "etc/hostname": 0o644,
+                "share/private": 0o755, "share/private/data": 0o644, "tmp": 0o1777, "proc": 0o755}
+    assert {name: modes[name] for name in expected} == expected
+    ext4 = second.path(f"build/images/{ARCH}/rootfs.ext4")
+    assert {name: _ext4_mode(ext4, "/" + name) for name in expected} == expected
+
+
+def _tree(root, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        (root / "bin").mkdir(parents=True)
+        (root / "etc").mkdir()
+        (root / "tmp").mkdir()
+        os.chmod(root / "tmp", 0o1777)
+        (root / "bin" / "busybox").write_bytes(b"\x7fELF")
+        os.chmod(root / "bin" / "busybox", 0o777 & ~umask)
+        (root / "bin" / "sh").symlink_to("busybox")
+        (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    finally:
+        os.umask(old)
+
+
+def test_an_initramfs_of_a_tree_made_under_umask_077_has_normal_modes_and_equals_one_made_under_022(tmp_path):
+    archives = []
+    for umask in (0o022, 0o077):
+        root = tmp_path / f"root-{umask:o}"
+        _tree(root, umask)
+        archive = tmp_path / f"initramfs-{umask:o}.cpio"
+        write_initramfs(root, archive, 1672531200, MODES, {})  # the declared modes the images use
+        archives.append(archive)
+    assert stat.S_IMODE((tmp_path / "root-77" / "etc").stat().st_mode) == 0o700  # the tree is private
+    assert archives[0].read_bytes() == archives[1].read_bytes()
+    assert _cpio_modes(archives[1]) == {"bin": 0o755, "bin/busybox": 0o4755, "bin/sh": 0o777, "etc": 0o755,
+                                        "etc/passwd": 0o644, "tmp": 0o1777}
+
+
+def test_normal_modes_keep_only_the_execute_bit_and_the_special_bits():
+    assert normal_mode(stat.S_IFREG | 0o600) == 0o644
+    assert normal_mode(stat.S_IFREG | 0o700) == 0o755
+    assert normal_mode(stat.S_IFREG | 0o4700) == 0o4755
+    assert normal_mode(stat.S_IFDIR | 0o700) == 0o755
+    assert normal_mode(stat.S_IFDIR | 0o1700) == 0o1755
+    assert normal_mode(stat.S_IFLNK | 0o777) == 0o777
