@@ -10,6 +10,7 @@ from pathlib import Path
 from .boundary import EXPECTED, one_line
 from .errors import MlbuildError
 from .processes import install_interrupt_handling
+from .progress import reporter_for
 from .project import Project
 from .state import remove_tree
 from .steps.build import BUILD_UMASK
@@ -89,4 +90,6 @@ def doit_config(project: Project) -> dict:
         "par_type": "thread",
         "default_tasks": [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")],
         "action_string_formatting": "new",
+        # Live progress on a terminal, calm plain lines elsewhere, a summary and build/stats/ (progress.py).
+        "reporter": reporter_for(project),
     }
