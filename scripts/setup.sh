@@ -13,6 +13,7 @@ PACKAGES=(
   xz-utils bzip2 cpio e2fsprogs file                             # sources and images
   qemu-system-x86 qemu-system-arm qemu-user-static               # booting the targets, running their programs
   graphviz                                                       # mlbuild graph → SVG
+  diffoscope-minimal                                             # scripts/reproducibility.py: why two builds differ
   nginx-light redis-server distcc                                # artifact cache (WebDAV), ccache remote storage, distcc: tests start them on loopback
   python3-venv
 )

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Build the small systems twice, as differently as one machine allows, and compare the results byte for byte.
+
+    scripts/reproducibility.py [--arches x86_64 arm64] [--work DIR] [--rev HEAD] [--separate-ccache]
+
+Two fresh clones of this repository (at --rev) in two different absolute paths, each with its
+own build folders, build `build:images-<arch>` with MLBUILD_TARGET_LLVM=0 and no artifact cache:
+the first under umask 022, TZ=UTC and a UTF-8 locale, the second under umask 077,
+TZ=Asia/Tokyo and the POSIX locale, minutes later. ccache is the shared one unless
+--separate-ccache (then both start from an empty cache of their own: much slower).
+
+Compared per arch: initramfs.cpio, rootfs.ext4, the kernel image in target/<arch>/boot and every
+file of target/<arch> (content, mode, link target), also packed as a deterministic tarball.
+On a mismatch diffoscope (Debian's diffoscope-minimal) writes a report per differing file into
+<work>/diffoscope/. The summary goes to stdout and <work>/result.json; exit status 0 only when
+everything is identical.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from mlbuild.arches import ARCHES  # noqa: E402
+
+# The two builders: everything but the inputs differs.
+BUILDERS = [
+    {"path": "first/mlbuild", "umask": 0o022, "env": {"TZ": "UTC", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}},
+    {"path": "second/somewhere/much/deeper/mlbuild-clone", "umask": 0o077,
+     "env": {"TZ": "Asia/Tokyo", "LANG": "POSIX", "LC_ALL": "POSIX"}},
+]
+EPOCH = 1672531200
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arches", nargs="+", default=list(ARCHES), choices=list(ARCHES))
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "reproducibility")
+    parser.add_argument("--rev", default="HEAD", help="the commit both clones build (default: HEAD)")
+    parser.add_argument("--separate-ccache", action="store_true", help="an empty ccache for each build")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rev = _git("rev-parse", args.rev).strip()
+    print(f"reproducibility: {rev[:12]}, arches {' '.join(args.arches)}, in {work}", flush=True)
+
+    roots, timings = [], []
+    for number, builder in enumerate(BUILDERS, 1):
+        root = work / builder["path"]
+        root.parent.mkdir(parents=True)
+        subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO), str(root)], check=True)
+        subprocess.run(["git", "checkout", "-q", rev], cwd=root, check=True)
+        seconds = _build(root, builder, args.arches, work / f"build-{number}.log",
+                         work / f"ccache-{number}" if args.separate_ccache else None)
+        roots.append(root)
+        timings.append(round(seconds))
+        print(f"reproducibility: build {number} in {root} ({timings[-1]} s)", flush=True)
+
+    result = {"commit": rev, "arches": args.arches, "build_seconds": timings, "separate_ccache": args.separate_ccache,
+              "builders": [{**b, "umask": f"{b['umask']:03o}", "path": str(work / b["path"])} for b in BUILDERS],
+              "identical": [], "different": []}
+    for arch in args.arches:
+        for label, first, second in _pairs(roots, arch, work):
+            same = first.read_bytes() == second.read_bytes()
+            entry = {"arch": arch, "file": label, "sha256": _sha256(first)}
+            if same:
+                result["identical"].append(entry)
+            else:
+                entry["sha256"] = [_sha256(first), _sha256(second)]
+                entry["report"] = _diffoscope(first, second, work / "diffoscope" / f"{arch}-{label.replace('/', '_')}.txt")
+                result["different"].append(entry)
+        differing_files = _tree_differences(roots[0] / "target" / arch, roots[1] / "target" / arch)
+        if differing_files:
+            result["different"].append({"arch": arch, "file": f"target/{arch}/", "paths": differing_files[:200]})
+        else:
+            result["identical"].append({"arch": arch, "file": f"target/{arch}/ (every file, mode and link)"})
+    (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    for entry in result["identical"]:
+        print(f"identical  {entry['arch']:7} {entry['file']}")
+    for entry in result["different"]:
+        detail = entry.get("report") or ", ".join(entry.get("paths", [])[:10])
+        print(f"DIFFERENT  {entry['arch']:7} {entry['file']}: {detail}")
+    print(f"reproducibility: {'identical' if not result['different'] else 'DIFFERENT'}; {work / 'result.json'}")
+    return 0 if not result["different"] else 1
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path | None) -> float:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLBUILD_", "CCACHE_", "LC_"))}
+    environment.update(builder["env"])
+    environment.update(MLBUILD_TARGET_LLVM="0", MLBUILD_CACHE="", MLBUILD_ARCHES=" ".join(arches), MLBUILD_PROGRESS="plain")
+    if ccache is not None:
+        environment["MLBUILD_CCACHE_DIR"] = str(ccache)
+    command = [sys.executable, "-m", "doit", "-n", "2", *(f"build:images-{arch}" for arch in arches)]
+    started = time.monotonic()
+    with open(log, "w") as output:
+        status = subprocess.run(command, cwd=root, env=environment, stdout=output, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: os.umask(builder["umask"])).returncode
+    if status != 0:
+        sys.exit(f"reproducibility: the build in {root} failed (exit status {status}); log: {log}")
+    return time.monotonic() - started
+
+
+def _pairs(roots: list[Path], arch: str, work: Path):
+    """(label, first file, second file) of every single-file result compared for arch."""
+    for name in ("initramfs.cpio", "rootfs.ext4"):
+        yield f"images/{name}", *(root / "build" / "images" / arch / name for root in roots)
+    for kernel in sorted((roots[0] / "target" / arch / "boot").glob("*Image")):  # bzImage, Image
+        yield f"boot/{kernel.name}", *(root / "target" / arch / "boot" / kernel.name for root in roots)
+    tarballs = []
+    for number, root in enumerate(roots, 1):
+        tarball = work / f"target-{arch}-{number}.tar"
+        _pack(root / "target" / arch, tarball)
+        tarballs.append(tarball)
+    yield "target.tar", *tarballs
+
+
+def _pack(root: Path, tarball: Path) -> None:
+    """A tarball that depends only on the tree's names, contents, modes and link targets."""
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mtime = EPOCH
+        return info
+
+    with tarfile.open(tarball, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
+            tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False, filter=normalise)
+
+
+def _tree_differences(first: Path, second: Path) -> list[str]:
+    def listing(root: Path) -> dict[str, tuple]:
+        found = {}
+        for path in root.rglob("*"):
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                content = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                content = _sha256(path)
+            else:
+                content = ""
+            found[path.relative_to(root).as_posix()] = (oct(info.st_mode), content)
+        return found
+
+    a, b = listing(first), listing(second)
+    return sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _diffoscope(first: Path, second: Path, report: Path) -> str:
+    """diffoscope's text report of two differing files; its path, or why there is none."""
+    if shutil.which("diffoscope") is None:
+        return "no report: diffoscope is not installed (scripts/setup.sh installs diffoscope-minimal)"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["nice", "-n", "10", "diffoscope", "--text", str(report), "--max-report-size", "20000000",
+                        str(first), str(second)], capture_output=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return f"no report: diffoscope took more than 30 minutes on {first.name}"
+    return str(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
