@@ -16,6 +16,7 @@ from ..graph import build_ancestors, fetch_task
 from ..render import render
 from ..state import merge_tree, remove_tree
 from ..toolchain import llvm_bin, toolchain_identity
+from .. import remote_compile
 from .base import Step
 
 # Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
@@ -224,7 +225,7 @@ class BuildStep(Step):
             "OUT": str(staging),
             "SYSROOT": str(sysroot),
             "FILES": str(files),
-            "JOBS": str(config.jobs),
+            "JOBS": str(remote_compile.jobs(config)),  # more with distcc hosts
             "LLVM_BIN": str(tools),
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,
@@ -257,6 +258,7 @@ def ccache_environment(project) -> dict:
         "CCACHE_BASEDIR": str(project.root),
         "CCACHE_NOHASHDIR": "1",
         "CCACHE_COMPILERCHECK": "content",
+        **remote_compile.environment(project.config),
     }
 
 
