@@ -17,7 +17,8 @@ from mlbuild import accel
 from mlbuild.accel import QEMU, choose
 from mlbuild.config import load_config
 from mlbuild.errors import InputError, MlbuildError
-from mlbuild.qemu import Check, boot_test
+from mlbuild.models import GuestCheck
+from mlbuild.qemu import boot_test
 
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(os.uname().machine)
 OTHER_ARCH = "arm64" if HOST_ARCH == "x86_64" else "x86_64"
@@ -173,7 +174,7 @@ def test_a_boot_that_times_out_says_under_which_accelerator_after_how_long_and_w
     script.write_text(guest)
     with pytest.raises(MlbuildError) as failure:
         boot_test("x86_64", [sys.executable, str(script)], tmp_path / "serial.log", timeout=2,
-                  checks=[Check("never", "true", "^x$")], accel="kvm")
+                  checks=[GuestCheck(name="never", command="true", expect="^x$")], accel="kvm")
     message = str(failure.value)
     assert message.startswith("boottest:x86_64: timed out waiting for the guest's 'mlbuild: system ready' (accel kvm, after 2.")
     assert message.endswith(expected_tail)

@@ -9,7 +9,25 @@ from pathlib import Path
 import pytest
 
 from mlbuild.errors import MlbuildError
-from mlbuild.qemu import COMPILER_CHECKS, READY_MARKER, Check, boot_test, checks_for, guest_memory_mib
+import tomllib
+from xml.etree import ElementTree
+
+from mlbuild.errors import InputError
+from mlbuild.models import GuestCheck, Recipe
+from mlbuild.qemu import READY_MARKER, SYSTEM_CHECKS, boot_test, checks_for, guest_memory_mib
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def Check(name, command, expect, timeout=0):
+    return GuestCheck(name=name, command=command, expect=expect, timeout=timeout)
+
+
+def recipe(name):
+    return Recipe.model_validate(tomllib.loads((REPO / "recipes" / f"{name}.toml").read_text()))
+
+
+COMPILER_CHECKS = recipe("clang").checks
 
 # Prints the ready marker, runs each line it reads in sh, stops at the power-off command.
 FAKE_GUEST = f"""
@@ -56,15 +74,56 @@ def test_a_slow_check_gets_its_own_time_beyond_the_boot_timeout(guest, tmp_path)
     slow = Check("slow", "sleep 2; echo done", r"^done$")
     with pytest.raises(MlbuildError, match="timed out"):
         boot_test("x86_64", guest, tmp_path / "serial.log", timeout=1, checks=[slow])
-    lines = boot_test("x86_64", guest, tmp_path / "serial.log", timeout=1, checks=[slow._replace(seconds=10)])
+    lines = boot_test("x86_64", guest, tmp_path / "serial.log", timeout=1, checks=[slow.model_copy(update={"timeout": 10})])
     assert lines[1].startswith("slow: done (")
 
 
-def test_the_compiler_checks_apply_only_to_a_target_with_a_cc(tmp_path):
-    assert "cc" not in [check.name for check in checks_for(tmp_path)]
-    (tmp_path / "usr/bin").mkdir(parents=True)
-    (tmp_path / "usr/bin/cc").symlink_to("clang")  # dangling, as it is outside the guest
-    assert [check.name for check in checks_for(tmp_path)][-2:] == ["cc", "c++"]
+def test_the_checks_come_from_the_recipes_in_the_target_then_the_system_then_the_user():
+    own = [Check("mine", "cat /etc/hostname", r"^\S+$")]
+    small = checks_for([recipe("linux"), recipe("busybox")], own)
+    assert [check.name for check in small] == ["kernel", "applets", "setuid", "file", "disk", "mine"]
+    with_compiler = checks_for([recipe("linux"), recipe("busybox"), recipe("clang")], [])
+    assert [check.name for check in with_compiler][3:5] == ["cc", "c++"]
+    assert [check.timeout for check in with_compiler][3:5] == [600, 900]
+
+
+def test_two_checks_of_one_name_are_refused_naming_both_places():
+    with pytest.raises(InputError, match=r"^\[tool.mlbuild\] checks: check 'disk' is declared by mlbuild already"):
+        checks_for([recipe("busybox")], [Check("disk", "true", "x")])
+    with pytest.raises(InputError, match=r"check 'applets' is declared by recipes/busybox.toml already"):
+        checks_for([recipe("busybox"), recipe("busybox")], [])
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("command", "echo a\necho b", "expected one line"),
+    ("expect", "(unclosed", "expected a regular expression"),
+    ("name", "two words", "String should match pattern"),
+    ("timeout", -1, "greater than or equal to 0"),
+])
+def test_a_bad_check_is_refused(field, value, expected):
+    fields = {"name": "x", "command": "true", "expect": "^$", field: value}
+    with pytest.raises(ValueError, match=expected):
+        GuestCheck(**fields)
+
+
+def test_the_results_are_written_as_junit_xml_passed_or_failed(guest, tmp_path):
+    report = tmp_path / "reports" / "boottest-x86_64.xml"
+    checks = [Check("first", "echo one", r"^one$"), Check("second", "echo two", r"^three$"), Check("third", "true", "^$")]
+    with pytest.raises(MlbuildError):
+        boot_test("x86_64", guest, tmp_path / "serial.log", timeout=30, checks=checks, report=report)
+    suite = ElementTree.parse(report).getroot()
+    assert suite.tag == "testsuite" and suite.get("name") == "boottest-x86_64"
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == ["boot", "first", "second", "third", "poweroff"]
+    assert cases["first"].find("failure") is None and cases["first"].find("skipped") is None
+    assert "check 'second' failed" in cases["second"].find("failure").get("message")
+    assert cases["third"].find("skipped") is not None and cases["poweroff"].find("skipped") is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "2")
+
+    boot_test("x86_64", guest, tmp_path / "serial.log", timeout=30, checks=checks[:1], report=report)
+    suite = ElementTree.parse(report).getroot()
+    assert [case.get("name") for case in suite.iter("testcase")] == ["boot", "first", "poweroff"]
+    assert suite.get("failures") == "0" and not list(suite.iter("failure"))
 
 
 @pytest.mark.parametrize("check", COMPILER_CHECKS, ids=lambda check: check.name)
@@ -78,7 +137,7 @@ def test_the_compiler_checks_compile_and_run_with_a_real_compiler(check, tmp_pat
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
-    assert any(re.search(check.expected, line) for line in result.stdout.splitlines()), result.stdout
+    assert any(re.search(check.expect, line) for line in result.stdout.splitlines()), result.stdout
 
 
 def test_guest_memory_grows_with_the_initramfs(tmp_path):
@@ -89,3 +148,16 @@ def test_guest_memory_grows_with_the_initramfs(tmp_path):
     assert guest_memory_mib(small) == 320
     assert guest_memory_mib(large) == 896
     assert guest_memory_mib(Path("/nonexistent")) == 256
+
+
+def test_the_kernel_to_boot_is_where_its_recipe_says(project):
+    """The synthetic project has no kernel: the boot says which declaration is missing; one declared, it is found."""
+    from mlbuild.project import Project
+    from mlbuild.tasks import _boot_files
+
+    with pytest.raises(MlbuildError, match=r"build:target-x86_64: expected one recipe that declares the kernel to boot "
+                                           r"\(\[arch.x86_64\] kernel = \.\.\.\), found none"):
+        _boot_files(Project(project.root, environ={}), "x86_64")
+    project.update_recipe("hello", arch={"x86_64": {"kernel": "boot/vmlinuz"}})
+    kernel, initramfs, disk = _boot_files(Project(project.root, environ={}), "x86_64")
+    assert kernel.parts[-2:] == ("boot", "vmlinuz") and initramfs.name == "initramfs.cpio" and disk.name == "rootfs.ext4"

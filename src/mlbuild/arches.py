@@ -8,7 +8,6 @@ class Arch:
     name: str  # mlbuild's name, used in task names: build:musl-arm64
     triple: str  # LLVM target triple
     karch: str  # the kernel's ARCH=
-    kernel_image: str  # file name of the kernel image in /boot
     console: str  # serial console device for the kernel command line
 
 
@@ -20,10 +19,10 @@ def host_arch() -> Arch:
 
     machine = platform.machine()
     karch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine, machine)
-    return Arch(HOST, f"{machine}-unknown-linux-gnu", karch, "", "")
+    return Arch(HOST, f"{machine}-unknown-linux-gnu", karch, "")
 
 
 ARCHES = {
-    "x86_64": Arch("x86_64", "x86_64-unknown-linux-musl", "x86_64", "bzImage", "ttyS0"),
-    "arm64": Arch("arm64", "aarch64-unknown-linux-musl", "arm64", "Image", "ttyAMA0"),
+    "x86_64": Arch("x86_64", "x86_64-unknown-linux-musl", "x86_64", "ttyS0"),
+    "arm64": Arch("arm64", "aarch64-unknown-linux-musl", "arm64", "ttyAMA0"),
 }

@@ -68,12 +68,48 @@ class Source(Strict):
         return self
 
 
+class GuestCheck(Strict):
+    """A command the boot test types into the booted guest's shell, and what one line of its output must match."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9+_.-]*$", max_length=64)]
+    command: str = Field(min_length=1, max_length=4096)
+    expect: str = Field(min_length=1, max_length=1024)  # a Python regular expression
+    timeout: int = Field(default=0, ge=0, le=86400)  # seconds allowed beyond the boot timeout (compiling under emulation is slow)
+
+    @field_validator("command")
+    @classmethod
+    def _one_line(cls, value):
+        if "\n" in value or "\r" in value:
+            raise ValueError("expected one line: the guest's shell runs it as typed")
+        return value
+
+    @field_validator("expect")
+    @classmethod
+    def _a_regex(cls, value):
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"expected a regular expression: {error}") from None
+        return value
+
+
+def _relative_path(value):
+    if value is not None and ".." in value.split("/"):
+        raise ValueError("expected a path inside the target, without '..'")
+    return value
+
+
 class ArchOverride(Strict):
     """Per-arch additions: vars are merged over the recipe's, lists are appended."""
 
     depends: list[Name] = []
     files: list[TemplatePath] = []
     vars: dict[str, VarValue] = {}
+    kernel: TemplatePath | None = None  # the bootable kernel image it installs on this arch, relative to the target root
+
+    _kernel_inside = field_validator("kernel")(_relative_path)
 
 
 class Merged(NamedTuple):
@@ -101,6 +137,10 @@ class Recipe(Strict):
     menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
     host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
     when: str | None = None  # a boolean configuration key: the recipe is built only when it is on
+    kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
+    checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
+
+    _kernel_inside = field_validator("kernel")(_relative_path)
 
     @field_validator("when")
     @classmethod
@@ -130,7 +170,12 @@ class Recipe(Strict):
         return self
 
     # Fields that only document the recipe: changing them rebuilds nothing.
-    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license"})
+    # The kernel's location and the guest checks are read by the boot, not the build.
+    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks"})
+
+    def kernel_for(self, arch: str) -> str | None:
+        extra = self.arch.get(arch)
+        return extra.kernel if extra is not None and extra.kernel else self.kernel
 
     def depends_for(self, arch: str) -> list[str]:
         """The recipe's dependencies on arch (cheap: the graph asks for every recipe × arch)."""
@@ -178,6 +223,7 @@ class Config(Strict):
     distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
     boot_timeout: int = Field(default=300, ge=10)
+    checks: list[GuestCheck] = []  # your own boot checks, run after the recipes' ([[tool.mlbuild.checks]])
     # What a build shows (progress.py): auto is a live panel on a terminal, plain lines elsewhere.
     progress: Literal["auto", "live", "plain"] = "auto"
     progress_interval: int = Field(default=30, ge=1)  # seconds between plain progress lines

@@ -1,50 +1,68 @@
 """Boot a target in QEMU: interactively (run:<arch>) or headless with checks (boottest:<arch>)."""
 
-import os
 import queue
 import re
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
+from xml.etree import ElementTree
 
 from .accel import QEMU, Accelerator
 from .arches import ARCHES
-from .errors import MlbuildError
+from .errors import InputError, MlbuildError
+from .models import GuestCheck, Recipe
 
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
 PANIC = re.compile(r"Kernel panic|end Kernel panic|Attempted to kill init")
 
 
-class Check(NamedTuple):
+# Checks of the system as a whole, whatever its components: a writable /tmp and the disk image.
+# The components' own checks come from their recipes ([[checks]]), the user's from [[tool.mlbuild.checks]].
+SYSTEM_CHECKS = [
+    GuestCheck(name="file", command="echo written-and-read-back > /tmp/check && cat /tmp/check", expect=r"^written-and-read-back$"),
+    GuestCheck(name="disk", command="mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", expect=r"^\S+$"),
+]
+
+
+def checks_for(recipes: Iterable[Recipe], own: Iterable[GuestCheck]) -> list[GuestCheck]:
+    """The checks of the recipes in a target (in build order), the system's, then the user's."""
+    checks, origin = [], {}
+    sources = [(f"recipes/{recipe.name}.toml", recipe.checks) for recipe in recipes]
+    sources += [("mlbuild", SYSTEM_CHECKS), ("[tool.mlbuild] checks", own)]
+    for where, declared in sources:
+        for check in declared:
+            if check.name in origin:
+                raise InputError(f"{where}: check {check.name!r} is declared by {origin[check.name]} already; give it another name")
+            origin[check.name] = where
+            checks.append(check)
+    return checks
+
+
+class CheckResult(NamedTuple):
     name: str
-    command: str  # run by the guest's shell
-    expected: str  # a regex one output line must match
-    seconds: int = 0  # time allowed beyond the boot timeout (compiling under emulation is slow)
+    seconds: float
+    failure: str | None = None  # None: passed
+    skipped: bool = False
 
 
-CHECKS = [
-    Check("kernel", "uname -a", r"^Linux \S+ \d+\.\d+\.\d+.* (x86_64|aarch64)"),
-    Check("applets", "busybox --list | wc -l", r"^\s*[1-9][0-9]{2,}\s*$"),
-    Check("file", "echo written-and-read-back > /tmp/check && cat /tmp/check", r"^written-and-read-back$"),
-    Check("disk", "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", r"^\S+$"),
-    Check("setuid", "stat -c '%A %U %G' /bin/busybox", r"^-rwsr-xr-x root root$"),
-]
-
-# For a target with LLVM in it (target_llvm): its compiler builds and runs C and C++ in the guest.
-COMPILER_CHECKS = [
-    Check("cc", "cd /tmp && printf '#include <stdio.h>\\nint main(void) { puts(\"hello from C\"); return 0; }\\n' > hello.c"
-          " && cc hello.c -o hello && ./hello", r"^hello from C$", seconds=600),
-    Check("c++", "cd /tmp && printf '#include <iostream>\\nint main() { std::cout << \"hello from C++\" << std::endl; }\\n' > hello.cpp"
-          " && c++ hello.cpp -o hello++ && ./hello++", r"^hello from C\+\+$", seconds=900),
-]
-
-
-def checks_for(root: Path) -> list[Check]:
-    """The guest checks for a target tree: the compiler ones when it has a cc."""
-    has_cc = os.path.lexists(root / "usr/bin/cc")
-    return CHECKS + (COMPILER_CHECKS if has_cc else [])
+def write_junit(path: Path, arch: str, results: list[CheckResult]) -> None:
+    """The boot test's results as JUnit XML, which CI systems show per check."""
+    suite = ElementTree.Element("testsuite", name=f"boottest-{arch}", tests=str(len(results)),
+                                failures=str(sum(1 for r in results if r.failure)),
+                                skipped=str(sum(1 for r in results if r.skipped)),
+                                time=f"{sum(r.seconds for r in results):.3f}")
+    for result in results:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"boottest.{arch}", name=result.name, time=f"{result.seconds:.3f}")
+        if result.failure:
+            ElementTree.SubElement(case, "failure", message=result.failure.splitlines()[0]).text = result.failure
+        elif result.skipped:
+            ElementTree.SubElement(case, "skipped", message="not run: an earlier step failed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    ElementTree.ElementTree(suite).write(temporary, encoding="utf-8", xml_declaration=True)
+    temporary.replace(path)
 
 
 def guest_memory_mib(initramfs: Path) -> int:
@@ -128,42 +146,57 @@ class SerialConsole:
         self.log.close()
 
 
-def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[Check], accel: str = "tcg") -> list[str]:
+def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[GuestCheck],
+              accel: str = "tcg", report: Path | None = None) -> list[str]:
     """Boot, run the checks in the guest, power off; returns a line per passed check.
-    A failure says under which accelerator, after how long, and what the console showed last."""
+    A failure says under which accelerator, after how long, and what the console showed last.
+    With `report`, the results are also written there as JUnit XML, passed or not."""
     console = SerialConsole(command, log_path)
     started = time.monotonic()
     deadline = started + timeout
-    passed = []
+    passed: list[str] = []
+    results: list[CheckResult] = []
+    step, step_started = "boot", started
     try:
         console.wait_for(re.escape(READY_MARKER), deadline, what=f"the guest's {READY_MARKER!r}")
         ready = time.monotonic() - started
+        results.append(CheckResult("boot", ready))
         passed.append(f"shell ready after {ready:.1f} s")
-        for name, guest_command, expected, seconds in checks:
-            deadline += seconds
-            check_started = time.monotonic()
+        for check in checks:
+            name, step, step_started = check.name, check.name, time.monotonic()
+            deadline += check.timeout
             # The markers are split in the command so that the echoed command line never matches.
-            console.send(f'echo "@@begin""-{name}"; {guest_command}; echo "@@end""-{name} rc=$?"')
-            console.wait_for(f"^@@begin-{re.escape(name)}$", deadline)
-            output = console.wait_for(f"^@@end-{re.escape(name)} rc=", deadline)
+            console.send(f'echo "@@begin""-{name}"; {check.command}; echo "@@end""-{name} rc=$?"')
+            console.wait_for(f"^@@begin-{re.escape(name)}$", deadline, what=f"check {name!r} to start")
+            output = console.wait_for(f"^@@end-{re.escape(name)} rc=", deadline, what=f"check {name!r} to end")
             status = output[-1].rsplit("rc=", 1)[1].strip()
             body = output[:-1]
-            matched = next((line.strip() for line in body if re.search(expected, line)), None)
+            matched = next((line.strip() for line in body if re.search(check.expect, line)), None)
             if status != "0" or matched is None:
-                raise MlbuildError(f"check {name!r} failed: `{guest_command}` gave exit status {status} and {body[-3:]!r}, expected a line matching {expected!r}")
-            took = f" ({time.monotonic() - check_started:.1f} s)" if seconds else ""
-            passed.append(f"{name}: {matched}{took}")
+                raise MlbuildError(f"check {name!r} failed: `{check.command}` gave exit status {status} and {body[-3:]!r}, "
+                                   f"expected a line matching {check.expect!r}")
+            took = time.monotonic() - step_started
+            results.append(CheckResult(name, took))
+            passed.append(f"{name}: {matched}" + (f" ({took:.1f} s)" if check.timeout else ""))
+        step, step_started = "poweroff", time.monotonic()
         console.send("poweroff -f" if arch == "arm64" else "reboot -f")
         try:
             console.process.wait(timeout=max(5, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise MlbuildError("the guest did not power off") from None
+        results.append(CheckResult("poweroff", time.monotonic() - step_started))
         passed.append(f"powered off after {time.monotonic() - started:.1f} s")
         return passed
     except MlbuildError as error:
         elapsed = time.monotonic() - started
         tail = (f"last {min(20, len(console.seen))} console lines:\n" + "\n".join(f"  | {line}" for line in console.seen[-20:])
                 if console.seen else "(the console printed nothing)")
-        raise MlbuildError(f"boottest:{arch}: {error} (accel {accel}, after {elapsed:.1f} s); serial log: {log_path}\n{tail}") from None
+        message = f"boottest:{arch}: {error} (accel {accel}, after {elapsed:.1f} s); serial log: {log_path}\n{tail}"
+        results.append(CheckResult(step, time.monotonic() - step_started, failure=message))
+        done = {result.name for result in results}
+        results += [CheckResult(name, 0.0, skipped=True) for name in [c.name for c in checks] + ["poweroff"] if name not in done]
+        raise MlbuildError(message) from None
     finally:
         console.close()
+        if report is not None:
+            write_junit(report, arch, results)

@@ -3,7 +3,6 @@
 from doit.exceptions import TaskFailed
 
 from . import accel
-from .arches import ARCHES
 from .boundary import EXPECTED, one_line
 from .errors import MlbuildError
 from .graph import images_task, target_task
@@ -73,8 +72,19 @@ def group_tasks(project, basename: str):
             yield task
 
 
+def _target_recipes(project, arch: str) -> list:
+    """The recipes whose outputs make up the arch's target, in build order."""
+    parts = set(project.graph.predecessors(target_task(arch)))
+    return [step.recipe for step in project.ordered_steps() if step.name in parts and getattr(step, "recipe", None)]
+
+
 def _boot_files(project, arch: str):
-    kernel = project.steps[target_task(arch)].output / "boot" / ARCHES[arch].kernel_image
+    """The kernel (where the recipe that installs it says), the initramfs and the disk image."""
+    kernels = [(recipe.name, recipe.kernel_for(arch)) for recipe in _target_recipes(project, arch) if recipe.kernel_for(arch)]
+    if len(kernels) != 1:
+        which = ", ".join(f"recipes/{name}.toml" for name, _ in kernels) or "none"
+        raise MlbuildError(f"{target_task(arch)}: expected one recipe that declares the kernel to boot ([arch.{arch}] kernel = ...), found {which}")
+    kernel = project.steps[target_task(arch)].output / kernels[0][1]
     images = project.steps[images_task(arch)].output
     return kernel, images / "initramfs.cpio", images / "rootfs.ext4"
 
@@ -98,9 +108,13 @@ def _boottest(project, arch: str) -> None:
     kernel, initramfs, disk = _boot_files(project, arch)
     chosen = _accelerator(project, arch, kernel)
     command = qemu_command(arch, kernel, initramfs, disk, interactive=False, accelerator=chosen)
-    checks = checks_for(project.steps[target_task(arch)].output)
-    for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name):
-        print(f"   {line}")
+    checks = checks_for(_target_recipes(project, arch), project.config.checks)
+    report = project.build_dir / "reports" / f"boottest-{arch}.xml"
+    try:
+        for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name, report=report):
+            print(f"   {line}")
+    finally:
+        print(f"   results: {project.relative(report)} (JUnit XML)")
 
 
 def boot_tasks(project, basename: str):

@@ -16,7 +16,6 @@ from ..graph import build_ancestors, fetch_task
 from ..render import render
 from ..state import merge_tree, remove_tree
 from ..toolchain import llvm_bin, toolchain_identity
-from .. import remote_compile
 from .base import Step
 
 # Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
@@ -45,7 +44,6 @@ def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]
         "arch": arch,
         "triple": facts.triple,
         "karch": facts.karch,
-        "kernel_image": facts.kernel_image,
         "vars": merged.vars,
         "files": [_file_name(name) for name in merged.files] + [path.name for path in user_fragments],
         "config": {
@@ -225,7 +223,7 @@ class BuildStep(Step):
             "OUT": str(staging),
             "SYSROOT": str(sysroot),
             "FILES": str(files),
-            "JOBS": str(remote_compile.jobs(config)),  # more with distcc hosts
+            "JOBS": str(config.jobs),
             "LLVM_BIN": str(tools),
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,
@@ -258,7 +256,6 @@ def ccache_environment(project) -> dict:
         "CCACHE_BASEDIR": str(project.root),
         "CCACHE_NOHASHDIR": "1",
         "CCACHE_COMPILERCHECK": "content",
-        **remote_compile.environment(project.config),
     }
 
 
