@@ -1,0 +1,255 @@
+"""Seeing the build: progress in a pipe, the summary, statistics and the critical path, logs per run, sizes, the graph."""
+
+import json
+import re
+import time
+import xml.etree.ElementTree as ElementTree
+
+from conftest import ALL_TASKS, SLOW_APP_SH, wait_for, x86
+
+from mlbuild import stats
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+SUMMARY = re.compile(r"^mlbuild: (\d+) built, (\d+) restored, (\d+) up to date, (\d+) failed(?:, (\d+) not run \(a dependency failed\))?; "
+                     r"wall [^,]+, CPU [^,]+(?:, ccache (\d+) hits / (\d+) misses \(\d+ %\))?$")
+
+
+def summary(stdout: str) -> tuple[int, ...]:
+    """(built, restored, up to date, failed) from the summary line."""
+    lines = [line for line in stdout.splitlines() if line.startswith("mlbuild: ")]
+    assert len(lines) == 1, stdout
+    match = SUMMARY.match(lines[0])
+    assert match, lines[0]
+    return tuple(int(match.group(i)) for i in range(1, 5))
+
+
+def newest_run(project) -> dict:
+    runs = sorted(project.path("build/stats/runs").glob("*.json"))
+    return json.loads(runs[-1].read_text())
+
+
+# --- progress in a pipe ---------------------------------------------------------------------
+
+def test_progress_in_a_pipe_is_plain_lines_rate_limited_with_the_inner_step_counter_and_an_eta(built, tmp_path):
+    gate = tmp_path / "gate"
+    # A long task: prints a ninja-like step counter (with colour codes), then waits for the gate.
+    built.write("templates/build/app.sh.j2", 'printf "\\033[32m[3/10] Building C object app.o\\033[0m\\n"\n' + SLOW_APP_SH)
+    built.update_recipe("app", vars={"message": "after the wait", "gate": str(gate)})
+    started = time.monotonic()
+    process = built.doit_background(env={"MLBUILD_PROGRESS_INTERVAL": "1"})
+    wait_for(lambda: "started" in built.path("build/logs/build_app-x86_64.log").read_text()
+             if built.path("build/logs/build_app-x86_64.log").exists() else False, what="the slow script")
+    time.sleep(3.5)
+    gate.touch()
+    stdout, stderr = process.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 0, stdout + stderr
+
+    assert not CONTROL.search(stdout.replace("\n", "")), [line for line in stdout.splitlines() if CONTROL.search(line)]
+    lines = stdout.splitlines()
+    # A line when a task starts and one when it ends, in order.
+    start = lines.index(".  build:app-x86_64")
+    end = next((i for i, line in enumerate(lines) if line.startswith("ok build:app-x86_64 ")), None)
+    assert end is not None, stdout
+    assert start < end
+    progress = [line for line in lines[start:end] if line.startswith("progress ")]
+    # At most one progress line per interval (1 s here), and some while the task waited 3.5 s.
+    assert 2 <= len(progress) <= elapsed / 1 + 1, progress
+    for line in progress:
+        # done/total, the running task with its elapsed time and its step counter, an ETA:
+        # app took well under a second in the first build, so its history says it is overdue.
+        assert re.match(r"^progress \[\d+/7\] 1 running, ETA [0-9.]+ s: build:app-x86_64 [0-9.]+ s \[3/10\]$", line), line
+
+
+def test_progress_interval_of_thirty_seconds_prints_no_progress_line_in_a_short_build(built):
+    built.update_recipe("hello", vars={"greeting": "Howdy"})
+    result = built.doit()
+    assert result.returncode == 0, result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("progress ")]
+    # one line as each task starts and one as it ends
+    assert len([line for line in result.stdout.splitlines() if line.startswith(".  ")]) == 4
+    assert len([line for line in result.stdout.splitlines() if line.startswith("ok ")]) == 4
+
+
+# --- the summary --------------------------------------------------------------------------------
+
+def test_the_summary_counts_built_and_up_to_date_and_names_the_slowest_tasks(built):
+    built.update_recipe("hello", vars={"greeting": "Howdy"})
+    result = built.doit()
+    assert result.returncode == 0, result.stdout
+    assert result.executed == x86("hello", "app", "target", "images")
+    assert summary(result.stdout) == (4, 0, 3, 0)
+    # ccache's counts of this run: the sum of what the logs of the two compiling tasks say
+    logged = [re.search(r"^# ccache: (\d+) hits, (\d+) misses$", built.log(f"build:{name}-x86_64"), re.M) for name in ("hello", "app")]
+    hits_misses = re.search(r"ccache (\d+) hits / (\d+) misses", result.stdout)
+    assert hits_misses and (int(hits_misses[1]), int(hits_misses[2])) == (sum(int(m[1]) for m in logged), sum(int(m[2]) for m in logged))
+    assert int(hits_misses[2]) >= 1  # hello's new greeting is a new compile
+    slowest = next(line for line in result.stdout.splitlines() if line.startswith("slowest: "))
+    assert len(slowest.split(", ")) == 3 and all(name in x86("hello", "app", "target", "images")
+                                                  for name in re.findall(r"(build:\S+) ", slowest))
+
+    nothing = built.doit()
+    assert summary(nothing.stdout) == (0, 0, 7, 0)
+    assert "slowest" not in nothing.stdout
+
+
+def test_a_failure_in_the_summary_names_the_task_its_kept_log_and_shows_its_last_20_lines(built):
+    lines = "".join(f"echo 'line {n}'\n" for n in range(1, 31))
+    built.edit("templates/build/hello.sh.j2", "mkdir", lines + "printf '\\033[31mboom\\033[0m\\n' >&2\nexit 3\nmkdir")
+    result = built.doit()
+    assert result.returncode != 0
+    assert summary(result.stdout) == (0, 0, 3, 1)
+    out = result.stdout.splitlines()
+    failed = next(i for i, line in enumerate(out) if line.startswith("failed: build:hello-x86_64; log "))
+    log = re.match(r"failed: build:hello-x86_64; log (\S+); its last 20 lines:$", out[failed])[1]
+    assert re.fullmatch(r"build/logs/runs/[0-9]{8}-[0-9]{6}-[0-9]+/build_hello-x86_64\.log", log), log
+    tail = built.path(log).read_text().splitlines()[-20:]
+    assert out[failed + 1:failed + 21] == ["  | " + CONTROL.sub("", line.replace("\x1b[31m", "").replace("\x1b[0m", "")) for line in tail]
+    assert "  | line 30" in out and "  | boom" in out  # the colour codes are gone
+    assert "\x1b" not in result.stdout
+    assert newest_run(built)["outcome"] == "failed"
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+def test_each_run_records_start_end_cpu_ccache_and_output_size_of_every_task_it_ran(built):
+    run = newest_run(built)  # the first build, of the copied project
+    records = {record["task"]: record for record in run["tasks"]}
+    assert set(records) == ALL_TASKS and run["up_to_date"] == []
+    for name, record in records.items():
+        assert record["outcome"] == "built"
+        assert record["start"] <= record["end"] and abs(record["duration"] - (record["end"] - record["start"])) < 0.01
+        assert record["cpu"] >= 0
+        assert record["output_bytes"] > 0
+    for name in x86("hello", "extra", "app"):
+        assert (records[name]["ccache_hits"], records[name]["ccache_misses"]) == (0, 1)
+        assert records[name]["output_bytes"] == built.path(f"build/out/{name[6:]}/bin/{name[6:].split('-')[0]}").stat().st_size
+    assert records["build:app-x86_64"]["deps"] == ["build:hello-x86_64", "fetch:app"]
+    # an earlier task that it needs ended before it started
+    assert records["build:hello-x86_64"]["end"] <= records["build:app-x86_64"]["start"]
+
+    table = built.cli("stats")
+    assert table.returncode == 0, table.stderr
+    rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.split() and line.split()[0] in ALL_TASKS}
+    assert set(rows) == ALL_TASKS
+    assert rows["build:app-x86_64"].split()[1] == "built"
+    assert "critical path" in table.stdout
+
+
+def test_the_plot_is_an_svg_timeline_naming_each_task_and_outlining_the_critical_path(built):
+    result = built.cli("stats", "--plot")
+    assert result.returncode == 0, result.stderr
+    path = built.path(result.stdout.split()[-1])
+    root = ElementTree.parse(path).getroot()  # well-formed XML
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    text = "".join(root.itertext())
+    for name in ALL_TASKS:
+        assert name in text
+    assert "#d62728" in path.read_text()  # the critical path's outline
+
+
+def test_stats_without_a_recorded_run_is_one_line(project):
+    result = project.cli("stats")
+    assert result.returncode != 0
+    assert result.stderr.startswith("mlbuild: stats: no recorded run yet") and result.stderr.count("\n") == 1
+
+
+# --- the critical path on a graph with known durations ------------------------------------------------------
+
+#   a(3) -> b(2) -> d(4)
+#   a(3) -> c(6) -> d(4)        e(1) alone
+DURATIONS = {"a": 3.0, "b": 2.0, "c": 6.0, "d": 4.0, "e": 1.0}
+DEPS = {"b": ["a"], "c": ["a"], "d": ["b", "c"], "e": []}
+ORDER = ["a", "e", "b", "c", "d"]
+
+
+def test_the_critical_path_is_the_longest_chain_and_each_task_on_it_shrinks_the_build_by_hand_computed_amounts():
+    assert stats.critical_path(DURATIONS, DEPS) == ["a", "c", "d"]  # 3 + 6 + 4 = 13 (a-b-d is 9)
+    # As many slots as needed, and with two: a and e start at 0, b and c at 3, d at 9, end at 13.
+    for slots in (None, 2):
+        assert stats.schedule(DURATIONS, DEPS, ORDER, slots) == 13
+        assert stats.shrink_if_free(DURATIONS, DEPS, ORDER, slots, ["b", "e"]) == {"b": 0, "e": 0}
+    # Unlimited: a free: c ends at 6, d at 10 (-3); c free: b ends at 5, d at 9 (-4); d free: ends at 9 (-4).
+    assert stats.shrink_if_free(DURATIONS, DEPS, ORDER, None) == {"a": 3, "c": 4, "d": 4}
+    # Two slots: a free, b starts at 0 beside e, c only when e ends at 1: c ends at 7, d at 11 (-2).
+    assert stats.shrink_if_free(DURATIONS, DEPS, ORDER, 2) == {"a": 2, "c": 4, "d": 4}
+    # One slot: everything in a row (16 s), so every task shrinks it by its own duration.
+    assert stats.schedule(DURATIONS, DEPS, ORDER, 1) == 16
+    assert stats.shrink_if_free(DURATIONS, DEPS, ORDER, 1, ORDER) == DURATIONS
+
+
+# --- logs per run -----------------------------------------------------------------------------------------
+
+def test_logs_are_kept_per_run_with_a_latest_link_and_pruned_to_the_last_n_runs(built):
+    first_runs = sorted(p.name for p in built.path("build/logs/runs").iterdir())
+    assert len(first_runs) == 1
+    for greeting in ("one", "two", "three"):
+        built.update_recipe("hello", vars={"greeting": greeting})
+        assert built.doit("log_runs=2").returncode == 0
+        time.sleep(1.1)  # run ids have a resolution of a second (and the pid)
+    runs = sorted(p.name for p in built.path("build/logs/runs").iterdir())
+    assert len(runs) == 2 and first_runs[0] not in runs
+    latest = built.path("build/logs/latest")
+    assert latest.is_symlink() and latest.resolve().name == runs[-1]
+    # The stable name is the newest log of the task, whichever run wrote it.
+    assert built.path("build/logs/build_hello-x86_64.log").resolve().parent.name == runs[-1]
+    assert (latest / "build_hello-x86_64.log").read_text() == built.log("build:hello-x86_64")
+    # extra ran only in the pruned first run: its link is gone with it, not left dangling
+    assert not built.path("build/logs/build_extra-x86_64.log").is_symlink()
+    # a run that executes nothing leaves the logs alone
+    assert built.doit("log_runs=2").executed == set()
+    assert sorted(p.name for p in built.path("build/logs/runs").iterdir()) == runs
+
+
+# --- sizes ------------------------------------------------------------------------------------------------
+
+def test_size_report_per_component_with_the_change_since_the_previous_build_and_an_svg(built):
+    first = built.cli("size", "x86_64")
+    assert first.returncode == 0, first.stderr
+    hello_bytes = built.path("target/x86_64/bin/hello").stat().st_size
+    # "  hello  15.6 kB  33.3 %  1  [change]"
+    rows = {line.split()[0]: line.split() for line in first.stdout.splitlines() if line.startswith("  ")}
+    assert set(rows) >= {"hello", "extra", "app", "component"}
+    assert rows["hello"][5] == "1"  # one file
+    assert " ".join(rows["hello"][1:3]) == f"{hello_bytes / 1024:.1f} kB"
+
+    built.write("templates/build/extra.sh.j2", built.read("templates/build/extra.sh.j2")
+                + 'mkdir -p "$OUT/share"\nhead -c 5000 /dev/zero > "$OUT/share/data"\n')
+    assert built.doit().executed == x86("extra", "target", "images")
+    second = built.cli("size", "x86_64")
+    rows = {line.split()[0]: line.split() for line in second.stdout.splitlines() if line.startswith("  ")}
+    assert rows["extra"][-2:] == ["+4.9", "kB"]  # 5000 bytes more
+    assert rows["extra"][5] == "2"  # two files now
+    assert len(rows["hello"]) == 6  # no change column for hello
+    assert "share/data" in second.stdout
+    svg = built.path("build/stats/size-x86_64.svg")
+    root = ElementTree.parse(svg).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg" and "/bin/hello" in "".join(root.itertext())
+
+
+def test_size_of_an_unbuilt_target_is_one_line(project):
+    result = project.cli("size", "x86_64")
+    assert result.returncode != 0
+    assert result.stderr == "mlbuild: size: target/x86_64 is not built yet (doit build:target-x86_64)\n"
+
+
+# --- the graph ------------------------------------------------------------------------------------------------
+
+def test_graph_colours_tasks_by_what_the_next_build_would_do_and_shows_one_tasks_ancestors(built):
+    built.update_recipe("hello", vars={"greeting": "Howdy"})
+    result = built.cli("graph")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "next build: 3 up to date, 1 run, 3 run if a dependency's output changes"
+    dot = built.read("build/graph.dot")
+    colour = dict(re.findall(r'"([^"]+)" \[shape=\w+, style=filled, fillcolor="(#[0-9a-f]+)"\]', dot))
+    assert colour["build:hello-x86_64"] == "#fdae6b"  # runs
+    assert colour["build:app-x86_64"] == colour["build:images-x86_64"] == "#fee6ce"  # after hello
+    assert colour["build:extra-x86_64"] == colour["fetch:hello"] == "#c7e9c0"  # up to date
+
+    only = built.cli("graph", "app-x86_64", "--ancestors")
+    assert only.returncode == 0, only.stderr
+    nodes = set(re.findall(r'^  "([^"]+:[^"]+)" \[shape', built.read("build/graph.dot"), re.M))
+    assert nodes == {"fetch:hello", "fetch:app", "build:hello-x86_64", "build:app-x86_64"}
+    down = built.cli("graph", "build:hello-x86_64", "--descendants")
+    nodes = set(re.findall(r'^  "([^"]+:[^"]+)" \[shape', built.read("build/graph.dot"), re.M))
+    assert down.returncode == 0 and nodes == x86("hello", "app", "target", "images")
