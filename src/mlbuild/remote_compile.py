@@ -21,7 +21,9 @@ def environment(config) -> dict:
     if config.distcc_hosts:
         found["CCACHE_PREFIX"] = "distcc"
         found["DISTCC_HOSTS"] = config.distcc_hosts
-        found["DISTCC_DIR"] = str(config.ccache_dir.with_name("distcc"))  # distcc's lock files, beside ccache's
+        state = config.ccache_dir.with_name("distcc")  # distcc's lock files, beside ccache's; distcc does not make it
+        state.mkdir(parents=True, exist_ok=True)
+        found["DISTCC_DIR"] = str(state)
     return found
 
 
