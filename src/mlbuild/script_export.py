@@ -16,7 +16,7 @@ from .errors import InputError
 from .graph import build_ancestors, fetch_task
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
-from .steps.images import DEVICES, DISK_UUID, ROOT_OWNED_AT_EPOCH, SETUID, ImagesStep
+from .steps.images import DEVICES, DISK_UUID, MODES, ROOT_OWNED_AT_EPOCH, ImagesStep
 from .steps.target import SKELETON, TargetStep
 from .steps.toolchain import ToolchainStep
 
@@ -211,12 +211,24 @@ class _Writer:
         root = self.path(step.root)
         out_dir = self.path(step.output)
         epoch = ROOT_OWNED_AT_EPOCH[-1][1].lstrip("@")
+        declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(MODES.items()))
         out = [
             f"mkdir -p {out_dir}\n",
             'PATH="$PATH:/usr/sbin:/sbin"  # mke2fs, debugfs\n',
-            '# initramfs.cpio: a cpio "newc" archive, byte for byte as mlbuild\'s writer (src/mlbuild/cpio.py)\n'
-            "# makes it without root: every entry root-owned at SOURCE_DATE_EPOCH, in name order, inodes\n"
-            "# numbered from 1, then the device nodes, then the trailer.\n",
+            "# The mode a file gets in both images, whatever umask built it (src/mlbuild/cpio.py):\n"
+            "# 0755 for folders and executables, 0644 for other files, set-id and sticky bits kept,\n"
+            "# then the modes the system declares.\n",
+            "image_mode() {\n"
+            '  local st=$(( 16#$(stat -c %f "$1") )) perm\n'
+            '  if [ -L "$1" ]; then perm=0777\n'
+            '  elif [ -d "$1" ] || (( st & 0111 )); then perm=$(( (st & 07000) | 0755 ))\n'
+            "  else perm=$(( (st & 07000) | 0644 )); fi\n"
+            f'  case "$1" in\n{declared}  esac\n'
+            "  echo $(( (st & 0170000) | perm ))\n"
+            "}\n",
+            '# initramfs.cpio: a cpio "newc" archive, byte for byte as mlbuild\'s writer makes it without\n'
+            "# root: every entry root-owned at SOURCE_DATE_EPOCH, in name order, inodes numbered from 1,\n"
+            "# then the device nodes, then the trailer.\n",
             "cpio_entry() {  # ino mode nlink mtime size name [rdev-major rdev-minor]\n"
             "  local namesize=$(( $(printf '%s' \"$6\" | wc -c) + 1 ))\n"
             "  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%s\\0' \\\n"
@@ -226,11 +238,7 @@ class _Writer:
             f"(cd {root}\n",
             " ino=1\n",
             " while IFS= read -r name; do\n",
-            "  mode=$(( 16#$(stat -c %f \"$name\") ))\n",
-        ]
-        for name, mode in SETUID.items():
-            out.append(f"  [ \"$name\" != {shlex.quote(name)} ] || mode=$(( (mode & ~07777) | 0{mode:o} ))\n")
-        out += [
+            "  mode=$(image_mode \"$name\")\n",
             "  if [ -L \"$name\" ]; then data=$(readlink \"$name\"); size=$(printf '%s' \"$data\" | wc -c); nlink=1\n",
             "  elif [ -f \"$name\" ]; then size=$(stat -c %s \"$name\"); nlink=1\n",
             "  else size=0; nlink=2; fi\n",
@@ -251,15 +259,14 @@ class _Writer:
             "[ $size_mib -ge 32 ] || size_mib=32\n",
             f"E2FSPROGS_FAKE_TIME={epoch} mke2fs -q -F -t ext4 -L mlbuild -U {DISK_UUID} "
             f"-E hash_seed={DISK_UUID},root_owner=0:0 -d {root} {out_dir}/rootfs.ext4 ${{size_mib}}M\n",
-            "# mke2fs -d copies the building user's owner and times: root:root and fixed times for every\n"
-            "# file, the setuid bits, the device nodes\n",
-            f"(cd {root} && find . -mindepth 1 | sed 's|^\\.||' | LC_ALL=C sort | while IFS= read -r name; do\n",
+            "# mke2fs -d copies the building user's owner, times and modes: root:root, fixed times and the\n"
+            "# images' modes for every file, then the device nodes\n",
+            f"(cd {root} && while IFS= read -r name; do\n",
         ]
         for field, value in ROOT_OWNED_AT_EPOCH:
-            out.append(f'   echo "sif \\"$name\\" {field} {value}"\n')
-        out.append(" done\n")
-        for name, mode in SETUID.items():
-            out.append(f" echo 'sif \"/{name}\" mode 0{0o100000 | mode:o}'\n")
+            out.append(f'   echo "sif \\"/$name\\" {field} {value}"\n')
+        out.append('   [ -L "$name" ] || printf \'sif "/%s" mode 0%o\\n\' "$name" "$(image_mode "$name")"\n')
+        out.append(" done < <(find . -mindepth 1 | sed 's|^\\./||' | LC_ALL=C sort)\n")
         for name, (kind, major, minor) in DEVICES.items():
             out.append(f" echo 'mknod \"/{name}\" {kind} {major} {minor}'\n")
         out.append(f") > {out_dir}/rootfs.debugfs\n")

@@ -1,0 +1,84 @@
+"""`mlbuild script TASK`: the whole build as one linear shell script that gives mlbuild's outputs without mlbuild or Python."""
+
+import hashlib
+import os
+import re
+import subprocess
+
+from conftest import EXTRA_C, HELLO_C, x86
+
+from mlbuild.state import hash_tree
+
+
+def _no_python(folder):
+    """A folder of python/python3 stand-ins that fail loudly: put first on PATH, any use of Python shows."""
+    folder.mkdir()
+    for name in ("python", "python3", "mlbuild", "doit"):
+        path = folder / name
+        path.write_text(f"#!/bin/sh\necho 'the exported script ran {name}' >&2\nexit 99\n")
+        path.chmod(0o755)
+    return folder
+
+
+def test_the_exported_script_builds_the_same_components_target_and_images_without_mlbuild_or_python(built, tmp_path):
+    # A patch and a config file, so the script has to carry both.
+    built.write("recipes/hello/0001-louder.patch",
+                "--- a/hello.c\n+++ b/hello.c\n@@ -1,3 +1,3 @@\n #include <stdio.h>\n #include \"greeting.h\"\n"
+                "-int main(void) { puts(GREETING); return 0; }\n+int main(void) { puts(GREETING \"!\"); return 0; }\n")
+    built.update_recipe("hello", patches=["0001-louder.patch"], files=["hello/extra.conf.j2"])
+    built.write("templates/hello/extra.conf.j2", "greeting={{ vars.greeting }}\nno newline at the end")
+    built.edit("templates/build/hello.sh.j2", "mkdir -p", 'mkdir -p "$OUT/etc"\ncp "$FILES/extra.conf" "$OUT/etc/"\nmkdir -p')
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert built.run_binary("hello") == "Hello, world!!\n"
+
+    exported = built.cli("script", "build:images-x86_64")
+    assert exported.returncode == 0, exported.stderr
+    script = exported.stdout
+    assert not re.search(r"\bpython3?\b", script)  # (MLBUILD_PYTHON=true: mlbuild's fragment check is skipped)
+    # in dependency order, each step commented
+    order = [line.split(":", 1)[0][2:] + ":" + line.split(":", 2)[1] for line in script.splitlines()
+             if line.startswith("# fetch:") or line.startswith("# build:")]
+    assert order == ["fetch:app", "fetch:hello", *sorted(x86("extra", "hello")), "build:app-x86_64",
+                     "build:target-x86_64", "build:images-x86_64"]
+    assert script.count("sha256sum -c") == 2 * 2  # per download: the cached file, the fresh one
+
+    (tmp_path / "build.sh").write_text(script)
+    downloads = tmp_path / "downloads"  # empty: the script downloads (file:// here) and checks each sha256
+    environment = {"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path),
+                   "MLBUILD_DOWNLOADS": str(downloads)}
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], env=environment,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "the exported script ran" not in run.stderr
+    assert len(list(downloads.glob("*/*.tar.gz"))) == 2
+
+    out = tmp_path / "out"
+    for name in ("hello", "extra", "app"):
+        assert hash_tree(out / "out" / f"{name}-x86_64") == hash_tree(built.path(f"build/out/{name}-x86_64")), name
+    assert (out / "out/hello-x86_64/etc/extra.conf").read_text() == "greeting=Hello, world!\nno newline at the end"
+    assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
+    for image in ("initramfs.cpio", "rootfs.ext4"):
+        ours = hashlib.sha256((out / "images/x86_64" / image).read_bytes()).hexdigest()
+        assert ours == hashlib.sha256(built.path(f"build/images/x86_64/{image}").read_bytes()).hexdigest(), image
+
+
+def test_a_download_with_the_wrong_checksum_stops_the_exported_script(built, tmp_path):
+    source = built.new_source("hello", {"hello.c": HELLO_C, "extra.c": EXTRA_C}, "hello-1.0")
+    built.update_recipe("hello", sources=[source])
+    script = built.cli("script", "build:hello-x86_64").stdout
+    tarball = built.tarballs / source["url"].rsplit("/", 1)[-1]
+    tarball.write_bytes(tarball.read_bytes() + b"tampered")
+    (tmp_path / "build.sh").write_text(script)
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")],
+                         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLBUILD_DOWNLOADS": str(tmp_path / "dl")},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == f"fetch:hello: sha256 mismatch for {tarball.name}"
+    assert not (tmp_path / "out/src/hello").exists() and not list((tmp_path / "dl").glob("*/*.tar.gz"))
+
+
+def test_script_for_an_unknown_task_is_one_line(built):
+    result = built.cli("script", "nosuch")
+    assert result.returncode != 0
+    assert result.stderr == "mlbuild: script: no task 'build:nosuch'; `doit list --all` shows them\n"
