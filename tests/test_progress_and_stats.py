@@ -123,6 +123,8 @@ def test_each_run_records_start_end_cpu_ccache_and_output_size_of_every_task_it_
         assert record["output_bytes"] > 0
     for name in x86("hello", "extra", "app"):
         assert (records[name]["ccache_hits"], records[name]["ccache_misses"]) == (0, 1)
+        assert 1000 < records[name]["peak_rss_kb"] < 10_000_000  # clang's, in kB: more than 1 MB, less than 10 GB
+        assert records[name]["cpu"] > 0  # clang ran in the script's processes
         assert records[name]["output_bytes"] == built.path(f"build/out/{name[6:]}/bin/{name[6:].split('-')[0]}").stat().st_size
     assert records["build:app-x86_64"]["deps"] == ["build:hello-x86_64", "fetch:app"]
     # an earlier task that it needs ended before it started

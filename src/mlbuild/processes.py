@@ -60,7 +60,7 @@ def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, std
     if pgid_file is not None:
         pgid_file.write_text(f"{process.pid} {task}\n")
     try:
-        status = process.wait()
+        status = _wait(process)
     except BaseException:
         kill_group(process.pid)
         process.wait()
@@ -73,6 +73,26 @@ def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, std
     if _interrupt.is_set():
         raise Interrupted()
     return status
+
+
+_reaped = threading.local()
+
+
+def thread_children() -> list[tuple[float, int]]:
+    """(CPU seconds, peak RSS in kB) of each child this thread reaped, in order: a task's cost (stats.py).
+
+    Per thread: with -n 2 two tasks run in two threads, and their children must not mix."""
+    if not hasattr(_reaped, "children"):
+        _reaped.children = []
+    return _reaped.children
+
+
+def _wait(process: subprocess.Popen) -> int:
+    """Popen.wait, keeping the child's resource usage (which includes every descendant it waited for)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    thread_children().append((usage.ru_utime + usage.ru_stime, usage.ru_maxrss))
+    return process.returncode
 
 
 def kill_group(pgid: int) -> None:
