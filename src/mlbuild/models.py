@@ -230,6 +230,8 @@ class Config(Strict):
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
+    sandbox: Literal["auto", "on", "off"] = "off"
 
     @field_validator("arches")
     @classmethod

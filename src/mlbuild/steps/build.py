@@ -13,6 +13,7 @@ from pathlib import Path
 from ..arches import ARCHES, HOST, host_arch
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
+from .. import sandbox
 from ..render import render
 from ..state import merge_tree, remove_tree
 from ..toolchain import llvm_bin, toolchain_identity
@@ -167,8 +168,26 @@ class BuildStep(Step):
     def run(self, staging: Path, log) -> None:
         script, environment = self.prepare(staging)
         log(f"# running {self.project.relative(script)} (log of the commands follows)")
-        _run_script(script, self.work, environment, log, self.name)
+        _run_script(script, self.work, environment, log, self.name, self._sandbox_prefix(staging, environment))
         log(_ccache_summary(Path(environment["CCACHE_STATSLOG"]), environment))
+
+    def _sandbox_prefix(self, staging: Path, environment: dict) -> list[str]:
+        """bwrap's command line when build scripts run sandboxed (sandbox.py), else nothing.
+
+        Declared: the source (read-only), the work folder with the dependencies' outputs in its sysroot,
+        the output and the ccache (writable); mlbuild's Python and the toolchain (read-only)."""
+        config = self.project.config
+        if not sandbox.enabled(config):
+            return []
+        ccache = Path(environment["CCACHE_DIR"])
+        ccache.mkdir(parents=True, exist_ok=True)
+        return sandbox.command_prefix(
+            hidden=[self.project.root, config.build_dir, config.target_dir, config.toolchain_dir, config.download_dir],
+            readable=[Path(environment["SRC"]), Path(environment["PYTHONPATH"]), Path(sys.prefix), Path(environment["LLVM_BIN"]).parent],
+            writable=[self.work, staging, ccache],
+            # distcc and a ccache remote storage talk to other machines.
+            network=bool(getattr(config, "distcc_hosts", "") or getattr(config, "ccache_remote_storage", "")),
+        )
 
     def run_action(self, action: str) -> int:
         """Run the script with MLBUILD_ACTION=action (menuconfig, configure) on the caller's terminal.
@@ -259,10 +278,10 @@ def ccache_environment(project) -> dict:
     }
 
 
-def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> None:
-    """bash -eu -o pipefail in its own process group, killed with everything it started on interrupt."""
+def _run_script(script: Path, cwd: Path, environment: dict, log, task: str, prefix: list[str] = ()) -> None:
+    """bash -eu -o pipefail (behind prefix: the sandbox) in its own process group, killed with everything it started on interrupt."""
     process = subprocess.Popen(
-        ["bash", "-eu", "-o", "pipefail", str(script)],
+        [*prefix, "bash", "-eu", "-o", "pipefail", str(script)],
         cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=log.file, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -277,7 +296,8 @@ def _run_script(script: Path, cwd: Path, environment: dict, log, task: str) -> N
         (cwd / ".pgid").unlink(missing_ok=True)
     if status != 0:
         tail = "\n".join(log.tail(25))
-        raise MlbuildError(f"{task}: build script failed (exit status {status}); log: {log.path}\n{tail}")
+        sandboxed = " in the sandbox (no network; only its source, work and output folders)" if prefix else ""
+        raise MlbuildError(f"{task}: build script failed (exit status {status}){sandboxed}; log: {log.path}\n{tail}")
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,0 +1,123 @@
+"""Sandboxed build steps (sandbox = on|off|auto): no network, nothing of the project but the task's own folders.
+
+The synthetic project's app script is replaced by one that does something undeclared: connect to a
+TCP server the test runs on 127.0.0.1, read another task's output by a path outside its sysroot, or
+write next to its source. Under the sandbox each fails with one line naming the task; without it,
+each succeeds (so the test would notice a sandbox that does nothing).
+"""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from conftest import APP_SH, x86
+
+from mlbuild import sandbox
+
+pytestmark = pytest.mark.skipif(bool(sandbox.why_not_available()), reason=f"no sandbox here: {sandbox.why_not_available()}")
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 (a free port) that counts the connections it accepts."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.server.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def listener():
+    server = Listener()
+    yield server
+    server.close()
+
+
+def _app_script(project, undeclared: str) -> None:
+    project.write("templates/build/app.sh.j2", undeclared + "\n" + APP_SH)
+
+
+def _failure_line(result) -> str:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "build:app-x86_64" in line and "failed" in line]
+    assert lines, result.stdout + result.stderr
+    return lines[0]
+
+
+def test_a_script_that_opens_a_socket_fails_in_the_sandbox_and_reaches_the_server_without_it(project, listener):
+    _app_script(project, f"exec 3<>/dev/tcp/127.0.0.1/{listener.port}")
+    sandboxed = project.doit("sandbox=on")
+    assert sandboxed.returncode != 0
+    assert "in the sandbox" in _failure_line(sandboxed)
+    assert "Traceback" not in sandboxed.stdout + sandboxed.stderr
+    assert listener.connections == 0
+    assert x86("hello", "extra") <= sandboxed.executed  # the steps that do nothing undeclared build in the sandbox
+
+    unsandboxed = project.doit("sandbox=off")
+    assert unsandboxed.returncode == 0, unsandboxed.stdout + unsandboxed.stderr
+    assert listener.connections == 1
+
+
+def test_a_script_that_reads_another_tasks_output_outside_its_sysroot_fails_in_the_sandbox(project):
+    # Its own sysroot holds hello (a declared dependency); build/out/ is another task's folder.
+    _app_script(project, 'cat "$WORK/../../out/extra-x86_64/bin/extra" > /dev/null')
+    sandboxed = project.doit("sandbox=on")
+    assert sandboxed.returncode != 0
+    assert "in the sandbox" in _failure_line(sandboxed)
+    assert "No such file or directory" in project.log("build:app-x86_64")
+    assert project.doit("sandbox=off").returncode == 0
+
+
+def test_a_script_that_writes_next_to_its_source_fails_in_the_sandbox(project):
+    _app_script(project, 'touch "$SRC/written-by-the-build"')
+    sandboxed = project.doit("sandbox=on")
+    assert sandboxed.returncode != 0
+    assert "Read-only file system" in project.log("build:app-x86_64")
+    assert not list(project.path("build").rglob("written-by-the-build"))
+    assert project.doit("sandbox=off").returncode == 0
+    assert list(project.path("build").rglob("written-by-the-build"))
+
+
+def test_sandboxed_builds_give_the_same_outputs_as_unsandboxed_ones(project, tmp_path):
+    other = project.copy_to(tmp_path / "copy")
+    assert project.doit("sandbox=on").returncode == 0
+    assert other.doit("sandbox=off").returncode == 0
+    for name in ("hello", "app", "extra"):
+        assert project.path(f"target/x86_64/bin/{name}").read_bytes() == other.path(f"target/x86_64/bin/{name}").read_bytes()
+
+
+def test_sandbox_on_where_bubblewrap_cannot_run_is_one_line_and_auto_falls_back_with_one_warning(project, tmp_path):
+    # A bwrap that fails as it does on hosts without unprivileged user namespaces.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    (fake / "bwrap").chmod(0o755)
+    environment = {"PATH": f"{fake}:{os.environ['PATH']}"}
+    on = project.doit("sandbox=on", env=environment)
+    assert on.returncode != 0
+    assert "Traceback" not in on.stdout + on.stderr
+    errors = [line for line in (on.stdout + on.stderr).splitlines() if "sandbox = on" in line]
+    assert errors and "No permissions to create new namespace" in errors[0], on.stdout + on.stderr
+    assert not project.path("target/x86_64/bin/hello").exists()
+
+    auto = project.doit("sandbox=auto", env=environment)
+    assert auto.returncode == 0, auto.stdout + auto.stderr
+    warnings = [line for line in auto.stderr.splitlines() if "sandbox = auto" in line]
+    assert len(warnings) == 1, auto.stdout + auto.stderr
+    assert "build scripts run without a sandbox" in warnings[0]
