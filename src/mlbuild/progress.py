@@ -29,6 +29,7 @@ STEP_COUNTER = re.compile(rb"\[\s*(\d+)\s*/\s*(\d+)\s*\]")  # ninja, LLVM's buil
 PERCENT = re.compile(rb"\[\s*(\d{1,3})%\]")  # CMake's Makefiles
 INTERACTIVE = ("run:", "menuconfig:")  # they own the terminal: no display of ours beside them
 TAIL_BYTES = 8192
+RUN_WRITE_INTERVAL = 5.0  # seconds between writes of the run's statistics while it runs
 
 
 def reporter_for(project) -> type:
@@ -133,6 +134,7 @@ class BuildReporter(ConsoleReporter):
         self.ticker = None
         self.stopping = threading.Event()
         self.last_progress_line = time.monotonic()
+        self.last_run_write = time.monotonic()
 
     @staticmethod
     def _choose_mode(outstream, chosen: str) -> str:
@@ -250,8 +252,11 @@ class BuildReporter(ConsoleReporter):
             record["outcome"] = outcome
         record.setdefault("deps", self.deps.get(name, []))
         self.records.append(record)
-        if self.mode != "quiet" and self.records:
-            stats.write_run(self.project.build_dir, self._run_record())  # survives a SIGKILL of the run
+        # Written as the run goes (a SIGKILLed run keeps most of its record), at most every few
+        # seconds: rewriting it after each of thousands of short tasks would cost more than they do.
+        if self.mode != "quiet" and time.monotonic() - self.last_run_write >= RUN_WRITE_INTERVAL:
+            self.last_run_write = time.monotonic()
+            stats.write_run(self.project.build_dir, self._run_record())
         return record
 
     def _run_record(self) -> dict:
