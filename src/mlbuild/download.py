@@ -1,7 +1,17 @@
-"""Downloads into a cache keyed by sha256: nothing unverified is ever used."""
+"""Downloads into a cache keyed by sha256: nothing unverified is ever used.
+
+The cache holds <download_dir>/<sha256>/<file name>. The file name is only a label for
+people and messages: it is taken from a URL only when it is a plain, safe name (never
+".", ".." or empty), otherwise it is "source". Downloads go to <download_dir>/.partial
+first, are retried with backoff when the connection drops or times out (resuming with an
+HTTP Range request where the server allows), and enter the cache only once their sha256
+is right. A failure leaves no partial file; partial files of runs that died are removed
+once nobody has written to them for an hour (the cache may be shared by several trees).
+"""
 
 import fcntl
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -9,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -16,22 +27,61 @@ from .errors import MlbuildError
 from .models import Recipe, Source
 
 CHUNK = 1 << 20
+ATTEMPTS = 4  # per URL; waits of BACKOFF, 2 × BACKOFF, 4 × BACKOFF seconds between them
+BACKOFF = 1.0
+TIMEOUT = 60  # seconds without a byte before a connection counts as dropped
+STALE_PARTIAL = 3600  # seconds since a partial file was last written: its download died
+FALLBACK_NAME = "source"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
 
 
-def cached_file(cache: Path, sha256: str) -> Path | None:
-    """The cached file with this checksum, re-verified; a corrupt entry is removed."""
+class CacheError(MlbuildError):
+    """The download folder itself cannot be used (read-only, full, wrong file type): no other source helps."""
+
+
+def _cache_failure(path: Path, error: OSError, doing: str) -> CacheError:
+    return CacheError(f"download cache {path}: cannot {doing} ({error.strerror or error}); "
+                      "expected a writable folder with free space (download_dir)")
+
+
+def local_name(url: str) -> str | None:
+    """The file name a URL ends in, if it is a plain, safe one; None otherwise."""
+    segment = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    return segment if _SAFE_NAME.fullmatch(segment) else None
+
+
+def cached_file(cache: Path, sha256: str, log=None) -> Path | None:
+    """The cached file with this checksum, re-verified; a corrupt entry (or one of the wrong file type) is removed."""
     folder = cache / sha256
-    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-        if _sha256_of(path) == sha256:
-            return path
-        path.unlink()
+    try:
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            _discard(folder, log, "is not a folder")
+            return None
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.is_symlink() or not path.is_file():
+                _discard(path, log, "is not a regular file")
+            elif _sha256_of(path) == sha256:
+                return path
+            else:
+                _discard(path, log, "has the wrong sha256")
+    except OSError as error:
+        raise _cache_failure(folder, error, "read or repair an entry") from None
     return None
+
+
+def _discard(path: Path, log, why: str) -> None:
+    if log:
+        log(f"warning: download cache entry {path} {why}: removed, downloading again")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log) -> Path:
     """A verified copy of the recipe's source in the cache, trying each alternative in order."""
     for source in recipe.sources:
-        hit = cached_file(cache, source.sha256)
+        hit = cached_file(cache, source.sha256, log)
         if hit:
             log(f"cached: {hit}")
             return hit
@@ -41,6 +91,8 @@ def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log) -> Path:
             log(f"trying {where}")
             try:
                 return get(source.sha256)
+            except CacheError as error:
+                raise MlbuildError(f"fetch:{recipe.name}: {error}") from None
             except MlbuildError as error:
                 log(f"  failed: {error}")
                 failures.append(f"{where}: {error}")
@@ -49,39 +101,124 @@ def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log) -> Path:
 
 def _alternatives(source: Source, mirrors: list[str], cache: Path):
     if source.url:
-        filename = source.url.rstrip("/").rsplit("/", 1)[-1]
-        yield source.url, lambda sha: download(source.url, filename, sha, cache)
-        for mirror in mirrors:
+        filename = local_name(source.url)
+        yield source.url, lambda sha: download(source.url, filename or FALLBACK_NAME, sha, cache)
+        for mirror in mirrors if filename else []:  # a mirror is asked for the same file name
             url = f"{mirror.rstrip('/')}/{filename}"
             yield url, lambda sha, url=url: download(url, filename, sha, cache)
     else:
         yield f"Debian source {source.debian}", lambda sha: debian_orig(source.debian, sha, cache)
 
 
-def download(url: str, filename: str, sha256: str, cache: Path) -> Path:
+def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF) -> Path:
+    """Download url into the cache under sha256/filename, retrying and resuming; nothing is left on failure."""
+    if not _SAFE_NAME.fullmatch(filename):
+        raise MlbuildError(f"refusing the cache file name {filename!r}: expected a plain file name")
     partial_dir = cache / ".partial"
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=partial_dir, delete=False) as partial:
+    try:
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(partial_dir)
+        handle, name = tempfile.mkstemp(dir=partial_dir, prefix=f"{sha256[:16]}-")
+    except OSError as error:
+        raise _cache_failure(partial_dir, error, "create a file") from None
+    partial = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            _transfer(url, out, partial, attempts, backoff)
+        return _admit(partial, filename, sha256, cache)
+    finally:
+        partial.unlink(missing_ok=True)  # gone already when it was admitted
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    now = time.time()
+    for path in folder.iterdir():
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": "mlbuild"})
-            with urllib.request.urlopen(request, timeout=60) as response:
-                shutil.copyfileobj(response, partial, CHUNK)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            os.unlink(partial.name)
-            reason = getattr(error, "reason", error)
-            raise MlbuildError(f"download failed ({reason})") from None
-    return _admit(Path(partial.name), filename, sha256, cache)
+            if now - path.lstat().st_mtime > STALE_PARTIAL:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except FileNotFoundError:  # another run cleaned it first
+            pass
+
+
+def _transfer(url: str, out, partial: Path, attempts: int, backoff: float) -> None:
+    """Write url's content to out: retry a dropped or timed-out connection, resume with Range if the server can."""
+    received = 0
+    last = "no attempt"
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        headers = {"User-Agent": "mlbuild"}
+        if received:
+            headers["Range"] = f"bytes={received}-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT) as response:
+                resumed = getattr(response, "status", None) == 206 and \
+                    response.headers.get("Content-Range", "").startswith(f"bytes {received}-")
+                if received and not resumed:  # the server sends the whole file again
+                    _write(out, partial, None)
+                    received = 0
+                length = response.headers.get("Content-Length")
+                body = 0
+                while chunk := response.read(CHUNK):
+                    _write(out, partial, chunk)
+                    received += len(chunk)
+                    body += len(chunk)
+                # read(n) gives b"" when the connection drops: only the announced length tells.
+                if length is not None and length.isdigit() and body < int(length):
+                    raise http.client.IncompleteRead(b"", int(length) - body)
+            return
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code} {error.reason}"
+            if error.code == 416 and received:  # the range was refused: start over
+                _write(out, partial, None)
+                received = 0
+            elif error.code < 500 and error.code not in (408, 429):
+                raise MlbuildError(f"download failed ({last})") from None
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
+                raise MlbuildError(f"download failed ({error.reason})") from None
+            last = str(error.reason)
+        except (http.client.HTTPException, ConnectionError, TimeoutError) as error:
+            last = f"connection dropped after {received} bytes ({type(error).__name__})"
+        except ValueError as error:  # not a URL urllib can open
+            raise MlbuildError(f"download failed ({error})") from None
+        except OSError as error:  # a file:// URL that cannot be read, and the like
+            raise MlbuildError(f"download failed ({error.strerror or error})") from None
+    raise MlbuildError(f"download failed after {attempts} attempts ({last})")
+
+
+def _write(out, partial: Path, chunk: bytes | None) -> None:
+    """Append chunk to the partial file (None: empty it); a failure here is the cache's, not the server's."""
+    try:
+        if chunk is None:
+            out.seek(0)
+            out.truncate()
+        else:
+            out.write(chunk)
+    except OSError as error:
+        raise _cache_failure(partial.parent, error, "write a download") from None
 
 
 def _admit(candidate: Path, filename: str, sha256: str, cache: Path) -> Path:
     """Move a downloaded file into the cache if its checksum is right; delete it otherwise."""
-    actual = _sha256_of(candidate)
+    try:
+        actual = _sha256_of(candidate)
+    except OSError as error:
+        raise _cache_failure(candidate.parent, error, "read a download") from None
     if actual != sha256:
         candidate.unlink()
         raise MlbuildError(f"sha256 mismatch for {filename}: expected {sha256}, got {actual}")
-    final = cache / sha256 / filename
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(candidate, final)
+    folder = cache / sha256
+    final = folder / filename
+    try:
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            folder.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)  # a damaged entry: os.replace cannot put a file over a folder
+        os.replace(candidate, final)
+    except OSError as error:
+        raise _cache_failure(folder, error, "store a download") from None
     return final
 
 
@@ -135,6 +272,13 @@ def _apt(cache: Path) -> list[str]:
 def debian_orig(package: str, sha256: str, cache: Path) -> Path:
     if not shutil.which("apt-get"):
         raise MlbuildError("apt-get is not installed (needed for Debian source packages)")
+    try:
+        return _debian_orig(package, sha256, cache)
+    except OSError as error:  # apt's private state lives in the cache
+        raise _cache_failure(cache, error, "keep apt's state") from None
+
+
+def _debian_orig(package: str, sha256: str, cache: Path) -> Path:
     apt = _apt(cache)
     # One apt at a time on the private state (fetches may run in parallel).
     updated = cache / ".apt" / "updated"  # written only after a complete `apt-get update`
