@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..download import fetch
 from ..errors import MlbuildError
+from ..state import remove_tree
 from ..unpack import unpack
 from .base import Step
 
@@ -43,15 +44,21 @@ class FetchStep(Step):
         source = next(s for s in self.recipe.sources if s.sha256 == self.fetched_sha256)
         staging.rmdir()
         log(f"unpacking {archive.name}")
+        # unpack removes staging itself when it refuses the archive; a failed patch removes it here:
+        # no half-unpacked or half-patched tree is ever left behind.
         unpack(archive, staging, source.strip_components, f"fetch:{self.recipe.name}: {archive.name}")
-        for patch in self._patches():
-            log(f"applying {patch.name}")
-            result = subprocess.run(
-                ["patch", "-p1", "--batch", "--forward", "-d", str(staging), "-i", str(patch)],
-                stdout=log.file, stderr=subprocess.STDOUT,
-            )
-            if result.returncode != 0:
-                raise MlbuildError(f"fetch:{self.recipe.name}: patch recipes/{self.recipe.name}/{patch.name} does not apply")
+        try:
+            for patch in self._patches():
+                log(f"applying {patch.name}")
+                result = subprocess.run(
+                    ["patch", "-p1", "--batch", "--forward", "-d", str(staging), "-i", str(patch)],
+                    stdout=log.file, stderr=subprocess.STDOUT,
+                )
+                if result.returncode != 0:
+                    raise MlbuildError(f"fetch:{self.recipe.name}: patch recipes/{self.recipe.name}/{patch.name} does not apply")
+        except BaseException:
+            remove_tree(staging)
+            raise
 
     def output_hash(self, folder: Path) -> str:
         # The tree is a pure function of the tarball and the patches: hashing 1.5 GB of kernel is not needed.
