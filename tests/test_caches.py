@@ -1,4 +1,4 @@
-"""The engine's own caches (build/cache/*.pickle) only ever save time: they never change what runs."""
+"""The engine's own caches (build/cache/*.json, data only) only ever save time: they never change what runs."""
 
 import os
 import pickle
@@ -10,7 +10,7 @@ from conftest import x86
 
 
 def test_deleting_the_engine_caches_changes_nothing(built):
-    assert {p.name for p in built.path("build/cache").iterdir()} == {"recipes.pickle", "render.pickle"}
+    assert {p.name for p in built.path("build/cache").iterdir()} == {"recipes.json", "render.json"}
     shutil.rmtree(built.path("build/cache"))
     result = built.doit()
     assert result.returncode == 0, result.stderr
@@ -18,8 +18,8 @@ def test_deleting_the_engine_caches_changes_nothing(built):
 
 
 def test_an_unreadable_cache_file_is_ignored(built):
-    for data in [b"", b"not a pickle at all", pickle.dumps(5), pickle.dumps(("key", "value", "extra"))]:
-        for name in ("recipes.pickle", "render.pickle"):
+    for data in [b"", b"not json at all", b"\xff\xfe", b"5", b'["key", "value", "extra"]', b'{"key": 5, "entries": []}', pickle.dumps(5)]:
+        for name in ("recipes.json", "render.json"):
             built.path(f"build/cache/{name}").write_bytes(data)
         result = built.doit("list")
         assert result.returncode == 0, (data, result.stderr)
@@ -32,10 +32,10 @@ def test_an_unreadable_cache_file_is_ignored(built):
 
 
 @pytest.mark.parametrize("cache, data", [
-    ("recipes.pickle", b"cmlbuild.old_models\nRecipe\n."),
-    ("render.pickle", b"cmlbuild.old_models\nRecipe\n."),
-    ("render.pickle", b"cmlbuild.models\nOldRecipe\n."),
-], ids=["recipes-missing-module", "render-missing-module", "render-missing-class"])
+    ("recipes.json", b'{"key": "old", "recipes": {}}'),
+    ("render.json", b'{"key": "old", "entries": {}}'),
+    ("render.json", b'{"key": "old", "entries": {"build:app-x86_64": ["k", {"script": 5}]}}'),
+], ids=["recipes-other-key", "render-other-key", "render-wrong-shape"])
 def test_a_cache_file_written_by_another_version_is_ignored(built, cache, data):
     built.path(f"build/cache/{cache}").write_bytes(data)
     result = built.doit()

@@ -5,13 +5,14 @@ import difflib
 import sys
 from pathlib import Path
 
+from .boundary import EXPECTED, one_line
 from .errors import InputError, MlbuildError
 from . import graph_view, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .incremental import is_up_to_date, reasons
 from .models import Config
 from .project import Project
-from .render import environment
+from .render import environment, language_of, raw_expansion_message, raw_expansions
 from .steps.build import BuildStep
 
 
@@ -24,14 +25,18 @@ def find_root(start: Path) -> Path:
 
 def cmd_check(project: Project, args) -> int:
     """Validate every recipe and template and render every build script and config file."""
-    jinja = environment(project.templates, True)
     templates = [p for p in project.templates.rglob("*") if p.is_file()]
     for path in templates:
         name = path.relative_to(project.templates).as_posix()
+        language = "shell" if name.startswith("build/") else language_of(name)
         try:
-            jinja.parse(path.read_text(), name=name, filename=str(path))
+            text = path.read_text()
+            environment(project.templates, language).parse(text, name=name, filename=str(path))
         except Exception as error:
             raise InputError(f"templates/{name}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
+        if language == "shell":
+            for line, where, expression in raw_expansions(text)[:1]:
+                raise InputError(f"templates/{name}:{line}: {raw_expansion_message(where, expression)}")
     # Recipes that are off (`when`) are checked too: render with every switch on.
     switches = {name: "1" for name, field in Config.model_fields.items() if field.annotation is bool}
     project = Project(project.root, switches)
@@ -92,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         project = Project(find_root(Path(args.directory).resolve()))
         return (getattr(args, "handler", None) or handlers[args.command])(project, args)
-    except MlbuildError as error:
-        print(f"mlbuild: {error}", file=sys.stderr)
-        return error.exit_status
+    except EXPECTED as error:
+        print(f"mlbuild: {one_line(error, None if isinstance(error, MlbuildError) else args.command)}", file=sys.stderr)
+        return error.exit_status if isinstance(error, MlbuildError) else 1
+    except KeyboardInterrupt:
+        print(f"mlbuild: {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ from .models import PATTERN_HINTS, Config
 from .validation import describe
 
 ENV_PREFIX = "MLBUILD_"
+# MLBUILD_* variables that are not configuration keys: the engine's own switches and what
+# build scripts are given (a script may run mlbuild again).
+ENGINE_VARIABLES = frozenset({"MLBUILD_LOCK_WAIT", "MLBUILD_ACTION", "MLBUILD_PYTHON", "MLBUILD_TASK"})
+# key=value arguments of doit's command line meant for other tools, let through on purpose (none yet).
+OTHER_TOOLS_KEYS: frozenset[str] = frozenset()
 
 
 def _parse_override(key: str, text: str):
@@ -24,6 +29,8 @@ def _parse_override(key: str, text: str):
             return True
         if lowered in {"0", "false", "no", "off"}:
             return False
+    if field.annotation is int and text.strip().lstrip("-").isdigit():
+        return int(text)
     return text
 
 
@@ -32,15 +39,14 @@ def load_config(project: Path, command_line: dict[str, str] | None = None, envir
     environ = os.environ if environ is None else environ
     data: dict = {}
     pyproject = project / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = dict(tomllib.loads(pyproject.read_text()).get("tool", {}).get("mlbuild", {}))
-        except tomllib.TOMLDecodeError as error:
-            raise InputError(f"pyproject.toml: not valid TOML: {error}") from None
-    for values in (_from_environment(environ), command_line or {}):
+    if pyproject.exists() or pyproject.is_symlink():
+        data = _read_pyproject(pyproject)
+    for origin, values in (("environment", _from_environment(environ)), ("command line", command_line or {})):
         for key, text in values.items():
             if key not in Config.model_fields:
-                continue  # doit's own variables and other tools' settings pass through
+                if origin == "command line" and key in OTHER_TOOLS_KEYS:
+                    continue
+                raise InputError(_unknown_key(key, origin))
             data[key] = _parse_override(key, text)
     try:
         config = Config.model_validate(data)
@@ -54,11 +60,39 @@ def load_config(project: Path, command_line: dict[str, str] | None = None, envir
     return config.model_copy(update=folders)
 
 
+def _read_pyproject(pyproject: Path) -> dict:
+    """[tool.mlbuild] of pyproject.toml; a file that cannot be read or parsed is one line."""
+    try:
+        document = tomllib.loads(pyproject.read_bytes().decode())
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"pyproject.toml: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"pyproject.toml: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise InputError(f"pyproject.toml: cannot read: {error.strerror}") from None
+    tool = document.get("tool", {})
+    section = tool.get("mlbuild", {}) if isinstance(tool, dict) else None
+    if not isinstance(section, dict):
+        raise InputError("pyproject.toml: tool.mlbuild: expected a table ([tool.mlbuild])")
+    return dict(section)
+
+
+def _unknown_key(key: str, origin: str) -> str:
+    import difflib
+
+    known = sorted(Config.model_fields)
+    close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    shown = f"{ENV_PREFIX}{key.upper()}" if origin == "environment" else f"{key}="
+    return f"{origin}: {shown}: unknown configuration key{hint}; known keys: {', '.join(known)}"
+
+
 def _from_environment(environ) -> dict[str, str]:
+    """MLBUILD_<KEY> variables as {key: text}; the engine's own variables are not configuration."""
     return {
         key[len(ENV_PREFIX):].lower(): value
         for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in Config.model_fields
+        if key.startswith(ENV_PREFIX) and key not in ENGINE_VARIABLES
     }
 
 

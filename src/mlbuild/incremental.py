@@ -10,6 +10,8 @@ import time
 
 from .errors import MlbuildError
 from . import state
+from .host_tools import check_host_tools
+from .processes import running_task, stop_leftovers
 from .artifacts import push_built, restore_or_run
 from .state import TreeLock, remove_tree, replace_tree
 
@@ -94,9 +96,22 @@ class Log:
 
 def execute(step) -> None:
     """Run the step into a staging folder, then commit output and stamp, in that order."""
+    with running_task(step.name):
+        _execute(step)
+
+
+def _execute(step) -> None:
     project = step.project
-    if TreeLock(project.build_dir / ".lock").acquire():
+    lock = TreeLock(project.build_dir / ".lock")
+    if lock.acquire():
+        # Stamps read before the lock may be stale: another run may have built this very task
+        # while we waited. Decide again now that nobody else can write them.
         project.stamps.refresh()
+        stop_leftovers(sorted({project.build_dir / 'work', project.target_build_dir / 'work'}), lock.previous_holder)
+        check_host_tools(project)
+        if lock.waited and is_up_to_date(step):
+            print(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do", flush=True)
+            return
     for dep in step.deps:
         if not project.steps[dep].output.exists():
             raise MlbuildError(f"{step.name}: the output of {dep} is missing ({project.relative(project.steps[dep].output)}); run again")
@@ -104,17 +119,22 @@ def execute(step) -> None:
     stamps = project.stamps
     stamps.forget(step.stamp)  # from here on, an interruption leaves the task "not built"
     staging = step.output.with_name(f".{step.output.name}.staging")
-    remove_tree(staging)
-    staging.mkdir(parents=True)
-    log_path = project.log_path(step.name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with Log(log_path) as log:
-        log(f"# {step.name}: {step.doc}")
-        restored_from = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
-        output_hash = step.output_hash(staging)
-        log(f"# output hash {output_hash}; {time.monotonic() - started:.1f} s")
-    replace_tree(staging, step.output)
-    stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None), restored_from=restored_from)
-    if restored_from is None:
-        push_built(step, inputs, output_hash, time.monotonic() - started)
+    try:
+        remove_tree(staging)
+        staging.mkdir(parents=True)
+        log_path = project.log_path(step.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with Log(log_path) as log:
+            log(f"# {step.name}: {step.doc}")
+            restored_from = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
+            output_hash = step.output_hash(staging)
+            log(f"# output hash {output_hash}; {time.monotonic() - started:.1f} s")
+        replace_tree(staging, step.output)
+        stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None), restored_from=restored_from)
+        if restored_from is None:
+            push_built(step, inputs, output_hash, time.monotonic() - started)
+    except OSError as error:
+        if error.filename is None:  # a write to an open file (log, output) names no path: name the folder
+            error.filename = str(staging if staging.exists() else step.output.parent)
+        raise

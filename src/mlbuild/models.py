@@ -28,7 +28,15 @@ VarValue = str | int | bool | list[str]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `target = "yes"` is an error, not true; a value is what the file says it is.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Folders come as text from TOML, the environment and the command line.
+Folder = Annotated[Path, Field(strict=False)]
+# A target triple (x86_64-linux-musl, aarch64-unknown-linux-musl): it is pasted into CMake, shell and file names.
+TRIPLE_PATTERN = r"^[a-z0-9_]+(-[a-z0-9_.]+){1,3}$"
+PATTERN_HINTS[TRIPLE_PATTERN] = "expected a target triple (arch-vendor-os-env: lowercase letters, digits, _ and .)"
 
 
 def _known_arch(name: str) -> str:
@@ -111,6 +119,24 @@ class ArchOverride(Strict):
 
     _kernel_inside = field_validator("kernel")(_relative_path)
 
+    @field_validator("vars")
+    @classmethod
+    def _triples_have_their_shape(cls, value):
+        _check_var_shapes(value)
+        return value
+
+
+def _check_var_shapes(values: dict) -> None:
+    """Variables named *triple or *version have a known shape: anything else is refused, not pasted into a file."""
+    import re
+
+    for key, value in values.items():
+        if key.endswith("triple") and not (isinstance(value, str) and re.match(TRIPLE_PATTERN, value)):
+            raise ValueError(f"{key}: {PATTERN_HINTS[TRIPLE_PATTERN]}, got {value!r}")
+        if key.endswith("version") and not (isinstance(value, (str, int)) and not isinstance(value, bool)
+                                             and re.match(r"^[A-Za-z0-9][A-Za-z0-9+_.~-]*$", str(value))):
+            raise ValueError(f"{key}: expected letters, digits and + _ . ~ - (a safe version), got {value!r}")
+
 
 class Merged(NamedTuple):
     depends: list[str]
@@ -141,6 +167,7 @@ class Recipe(Strict):
     checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
 
     _kernel_inside = field_validator("kernel")(_relative_path)
+    tools: list[Name] = []  # programs of the build machine its script runs (make, flex…): checked before the build starts
 
     @field_validator("when")
     @classmethod
@@ -155,6 +182,12 @@ class Recipe(Strict):
     def _arches_known(cls, value):
         for name in value:  # a list of arches, or the keys of the per-arch table
             _known_arch(name)
+        return value
+
+    @field_validator("vars")
+    @classmethod
+    def _triples_have_their_shape(cls, value):
+        _check_var_shapes(value)
         return value
 
     @model_validator(mode="after")
@@ -211,11 +244,11 @@ class Config(Strict):
     # an hour or more per arch on 2 cores, so the tests turn it off (docs/usage.md).
     target_llvm: bool = True
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
-    build_dir: Path = Path("build")
-    target_dir: Path = Path("target")
-    toolchain_dir: Path = Path("toolchain")
-    download_dir: Path = Field(default_factory=lambda: _default_cache() / "downloads")
-    ccache_dir: Path = Field(default_factory=lambda: _default_cache() / "ccache")
+    build_dir: Folder = Path("build")
+    target_dir: Folder = Path("target")
+    toolchain_dir: Folder = Path("toolchain")
+    download_dir: Folder = Field(default_factory=lambda: _default_cache() / "downloads")
+    ccache_dir: Folder = Field(default_factory=lambda: _default_cache() / "ccache")
     mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
     # Tried in order before a task runs, pushed to after it ran; shared by every clone of this user by default.
     cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [(_default_cache() / "artifacts").as_uri()])

@@ -2,7 +2,7 @@
 
 import difflib
 import hashlib
-import pickle
+import json
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -39,7 +39,7 @@ def load_recipes(project: Path, templates: Path, cache_file: Path | None = None)
     recipe file and of the model code, so a no-op run skips parsing.
     """
     paths = sorted((project / "recipes").glob("*.toml"))
-    texts = {path: path.read_bytes() for path in paths}
+    texts = {path: _read_recipe_file(path) for path in paths}
     key = _content_key(texts)
     recipes = _read_cache(cache_file, key)
     if recipes is None:
@@ -64,18 +64,37 @@ def _content_key(texts: dict[Path, bytes]) -> str:
     return digest.hexdigest()
 
 
-def _read_cache(cache_file: Path | None, key: str) -> dict | None:
+def _read_recipe_file(path: Path) -> bytes:
     try:
-        with open(cache_file, "rb") as handle:
-            stored_key, recipes = pickle.load(handle)
-    except Exception:  # a cache from another version, or damaged: just rebuild it
+        return path.read_bytes()
+    except OSError as error:  # a folder, a dangling link, unreadable: the file's problem, in one line
+        reason = "a dangling symbolic link" if path.is_symlink() and not path.exists() else (
+            "a folder, not a file" if path.is_dir() else error.strerror)
+        raise InputError(f"recipes/{path.name}: cannot read: {reason}") from None
+
+
+# The cache is data only (JSON, validated again when read): a file planted in build/cache
+# can at worst make a recipe invalid, never run code. Anything unexpected in it: rebuilt.
+def _read_cache(cache_file: Path | None, key: str) -> dict | None:
+    if cache_file is None:
         return None
-    return recipes if stored_key == key else None
+    try:
+        stored = json.loads(cache_file.read_bytes())
+        if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("recipes"), dict):
+            return None
+        return {name: Recipe.model_validate(data) for name, data in stored["recipes"].items()}
+    except (OSError, ValueError, TypeError, ValidationError):
+        return None
 
 
 def _write_cache(cache_file: Path | None, key: str, recipes: dict) -> None:
-    if cache_file is not None:
-        write_atomic(cache_file, pickle.dumps((key, recipes), protocol=pickle.HIGHEST_PROTOCOL))
+    if cache_file is None:
+        return
+    data = {"key": key, "recipes": {name: recipe.model_dump(mode="json") for name, recipe in recipes.items()}}
+    try:
+        write_atomic(cache_file, json.dumps(data, separators=(",", ":")).encode())
+    except OSError:
+        pass  # only a cache: the next run parses the recipes again
 
 
 def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, templates: Path) -> None:

@@ -1,5 +1,21 @@
-"""jinja2 rendering: build scripts (every value shell-quoted) and plain text files."""
+"""jinja2 rendering: every value escaped for the language of the file it lands in.
 
+A recipe may come from a shared tree: no value of it may turn into code. So
+`{{ value }}` is escaped by the environment itself (jinja's finalize), chosen by
+the template's kind: build scripts are shell (each value one quoted word),
+`*.cmake*` files CMake (every special character backslash-escaped, valid inside
+and outside quotes and in comments), `*.config*` files Kconfig (quotes and
+backslashes escaped, line breaks refused); other files (the target's /etc) are
+plain text. `| unquoted` inserts a value verbatim and is meant for the engine's
+own fixed words only.
+
+A shell template cannot put `{{ value }}` inside quotes or an expanding
+here-document, where the quoting would not protect it (`"{{ v }}"` lets
+`$(…)` in v run): loading such a template fails naming its line, so the
+mistake cannot reach a build (and `mlbuild check` reports it).
+"""
+
+import re
 import shlex
 from functools import cache
 from pathlib import Path
@@ -10,7 +26,16 @@ from .errors import InputError
 
 
 class Unquoted(str):
-    """Text a script template inserts verbatim: `{{ x | unquoted }}`."""
+    """Text a template inserts verbatim: `{{ x | unquoted }}`."""
+
+
+class UnsafeValue(ValueError):
+    """A value that cannot be written safely in the file's language."""
+
+
+# --- escaping, per language ----------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _shell_word(value) -> str:
@@ -20,18 +45,224 @@ def _shell_word(value) -> str:
         return "1" if value else ""
     if isinstance(value, (list, tuple)):
         return " ".join(_shell_word(item) for item in value)
-    return shlex.quote(str(value))
+    text = str(value)
+    if _CONTROL.search(text):
+        # bash's $'…' keeps a line break on its line: a value can never end a comment or start a command.
+        return "$'" + "".join(_ansi_c(char) for char in text) + "'"
+    return shlex.quote(text)
+
+
+def _ansi_c(char: str) -> str:
+    if char in "\\'":
+        return "\\" + char
+    if _CONTROL.match(char):
+        return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char, f"\\x{ord(char):02x}")
+    return char
+
+
+_CMAKE_SPECIAL = re.compile(r'([\\"$@^()#\[\] ])')
+
+
+def _cmake_text(value) -> str:
+    """A CMake argument's text: escapes are valid in quoted and unquoted arguments alike; ';' separates lists."""
+    if isinstance(value, Unquoted):
+        return value
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    if isinstance(value, (list, tuple)):
+        return ";".join(_cmake_text(str(item).replace(";", "\\;")) for item in value)
+    text = str(value)
+    text = _CMAKE_SPECIAL.sub(r"\\\1", text)
+    text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    if _CONTROL.search(text):
+        raise UnsafeValue(f"{str(value)!r} has a control character, which a CMake file cannot hold")
+    return text
+
+
+def _kconfig_text(value) -> str:
+    """A Kconfig value (quoted string or bare word): backslash and quote escaped, one line only."""
+    if isinstance(value, Unquoted):
+        return value
+    if isinstance(value, bool):
+        return "y" if value else "n"
+    if isinstance(value, (list, tuple)):
+        return " ".join(_kconfig_text(item) for item in value)
+    text = str(value)
+    if _CONTROL.search(text):
+        raise UnsafeValue(f"{text!r} has a line break or control character, which a Kconfig line cannot hold")
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+FINALIZERS = {"shell": _shell_word, "cmake": _cmake_text, "kconfig": _kconfig_text, "text": None}
+
+
+def language_of(name: str) -> str:
+    """The language of a template, from its name (scripts are rendered as shell by the caller)."""
+    stem = name.removesuffix(".j2")
+    if stem.endswith(".sh"):
+        return "shell"
+    if stem.endswith(".cmake"):
+        return "cmake"
+    if stem.endswith(".config") or Path(stem).name == "Kconfig":
+        return "kconfig"
+    return "text"
+
+
+# --- the shell check -----------------------------------------------------------------
+
+def raw_expansions(source: str) -> list[tuple[int, str, str]]:
+    """(line, where, expression) of each `{{ … }}` inside quotes or an expanding here-document of a shell template."""
+    return _ShellScan(source).run()
+
+
+class _ShellScan:
+    CODE = {"code", "sub", "paren", "bt"}
+
+    def __init__(self, source: str):
+        self.s = source
+        self.i = 0
+        self.line = 1
+        self.stack = ["code"]
+        self.heredocs: list[tuple[str, bool, bool]] = []  # (delimiter, strip tabs, expands)
+        self.found: list[tuple[int, str, str]] = []
+
+    def run(self):
+        s = self.s
+        while self.i < len(s):
+            if s.startswith(("{{", "{%", "{#"), self.i):
+                self._jinja(self._where())
+                continue
+            char, state = s[self.i], self.stack[-1]
+            if char == "\n":
+                self.line += 1
+                self.i += 1
+                if self.heredocs and state in self.CODE:
+                    self._heredoc_bodies()
+                continue
+            if state == "sq":
+                if char == "'":
+                    self.stack.pop()
+            elif state in ("dq", "ansi"):
+                if char == "\\":
+                    self._skip_escaped()
+                    continue
+                if char == '"' and state == "dq" or char == "'" and state == "ansi":
+                    self.stack.pop()
+                elif state == "dq" and s.startswith("$(", self.i):
+                    self.stack.append("sub")
+                    self.i += 1
+                elif state == "dq" and char == "`":
+                    self.stack.append("bt")
+            else:
+                self._code(char)
+                continue
+            self.i += 1
+        return self.found
+
+    def _where(self) -> str | None:
+        state = self.stack[-1]
+        return {"dq": "double quotes", "sq": "single quotes", "ansi": "$'…' quotes"}.get(state)
+
+    def _skip_escaped(self):
+        if self.s.startswith("\\\n", self.i):
+            self.line += 1
+        self.i += 2
+
+    def _jinja(self, where: str | None, in_heredoc: bool = False):
+        s = self.s
+        closer = {"{{": "}}", "{%": "%}", "{#": "#}"}[s[self.i:self.i + 2]]
+        end = s.find(closer, self.i + 2)
+        end = len(s) if end < 0 else end
+        body = s[self.i + 2:end]
+        if closer == "}}" and where:
+            expression = body.strip().strip("-+").strip()
+            if not re.search(r"\|\s*unquoted\s*$", expression):
+                self.found.append((self.line, where, expression))
+        self.line += body.count("\n")
+        self.i = end + 2
+
+    def _code(self, char: str):
+        s, stack = self.s, self.stack
+        previous = s[self.i - 1] if self.i else "\n"
+        if char == "\\":
+            self._skip_escaped()
+            return
+        if char == "'":
+            stack.append("sq")
+        elif char == '"':
+            stack.append("dq")
+        elif s.startswith("$'", self.i):
+            stack.append("ansi")
+            self.i += 1
+        elif s.startswith("$(", self.i):
+            stack.append("sub")
+            self.i += 1
+        elif char == "(":
+            stack.append("paren")
+        elif char == ")" and stack[-1] in ("sub", "paren"):
+            stack.pop()
+        elif char == "`":
+            stack.pop() if stack[-1] == "bt" else stack.append("bt")
+        elif char == "#" and (previous.isspace() or previous in ";&|()"):
+            end = s.find("\n", self.i)
+            self.i = len(s) if end < 0 else end
+            return
+        elif s.startswith("<<", self.i) and not s.startswith("<<<", self.i):
+            match = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2").match(s, self.i)
+            if match:
+                self.heredocs.append((match.group(3), match.group(1) == "-", match.group(2) == ""))
+                self.i = match.end()
+                return
+        self.i += 1
+
+    def _heredoc_bodies(self):
+        s = self.s
+        for delimiter, strip_tabs, expands in self.heredocs:
+            while self.i < len(s):
+                end = s.find("\n", self.i)
+                end = len(s) if end < 0 else end
+                text = s[self.i:end]
+                if (text.lstrip("\t") if strip_tabs else text) == delimiter:
+                    self.i = end  # the main loop counts this line's end
+                    break
+                for match in re.finditer(r"\{\{(.*?)\}\}", text) if expands else ():
+                    expression = match.group(1).strip().strip("-+").strip()
+                    if not re.search(r"\|\s*unquoted\s*$", expression):
+                        self.found.append((self.line, "an expanding here-document", expression))
+                self.i = end + 1
+                self.line += 1
+        self.heredocs = []
+
+
+class _CheckedLoader(jinja2.FileSystemLoader):
+    """Loads shell templates only if no value is expanded where its quoting would not hold."""
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        problems = raw_expansions(source)
+        if problems:
+            line, where, expression = problems[0]
+            raise jinja2.TemplateSyntaxError(raw_expansion_message(where, expression), line, template, filename)
+        return source, filename, uptodate
+
+
+def raw_expansion_message(where: str, expression: str) -> str:
+    return (f"{{{{ {expression} }}}} is inside {where}, where shell quoting does not protect it "
+            f"(a value's $(…) would run): write it outside the quotes, e.g. \"$DIR\"/{{{{ {expression} }}}}")
 
 
 @cache
-def environment(templates: Path, for_shell: bool) -> jinja2.Environment:
+def environment(templates: Path, language: "str | bool") -> jinja2.Environment:
+    """The jinja environment for one language; True/False mean shell/text (older callers)."""
+    language = {True: "shell", False: "text"}.get(language, language)
+    loader_class = _CheckedLoader if language == "shell" else jinja2.FileSystemLoader
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
+        loader=loader_class(str(templates)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
         auto_reload=False,  # templates do not change during a run: no stat() per render
-        finalize=_shell_word if for_shell else None,
+        finalize=FINALIZERS[language],
     )
     env.filters["unquoted"] = Unquoted
     return env
@@ -39,8 +270,9 @@ def environment(templates: Path, for_shell: bool) -> jinja2.Environment:
 
 def render(templates: Path, name: str, context: dict, for_shell: bool = False) -> str:
     """Render templates/<name>; any error names the template and the line."""
+    language = "shell" if for_shell else language_of(name)
     try:
-        template = environment(templates, for_shell).get_template(name)
+        template = environment(templates, language).get_template(name)
         return template.render(context)
     except jinja2.TemplateSyntaxError as error:
         raise InputError(f"templates/{error.name or name}:{error.lineno}: {error.message}") from None
@@ -48,6 +280,12 @@ def render(templates: Path, name: str, context: dict, for_shell: bool = False) -
         raise InputError(f"{_template_line(error, templates, name)}: {error.message}") from None
     except jinja2.TemplateNotFound as error:
         raise InputError(f"templates/{name}: template {error.name!r} not found") from None
+    except UnsafeValue as error:
+        raise InputError(f"{_template_line(error, templates, name)}: {error} ({language} file)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"templates/{name}: cannot read: {getattr(error, 'strerror', None) or error}") from None
+    except Exception as error:  # the template's own code failed (e.g. a division by zero): its error, its line
+        raise InputError(f"{_template_line(error, templates, name)}: {type(error).__name__}: {error}") from None
 
 
 def _template_line(error: Exception, templates: Path, name: str) -> str:

@@ -7,7 +7,7 @@ unchanged (the global key); per task, while its recipe and arch are unchanged.
 import atexit
 import hashlib
 import os
-import pickle
+import json
 from pathlib import Path
 
 from .state import write_atomic
@@ -27,13 +27,7 @@ class RenderCache:
         self.global_key = global_key
         self.entries: dict[str, tuple[str, dict]] = {}
         self.dirty = False
-        try:
-            with open(file, "rb") as handle:
-                stored_key, entries = pickle.load(handle)
-            if stored_key == global_key:
-                self.entries = entries
-        except Exception:  # a cache from another version, or damaged: start empty
-            pass
+        self.entries = _load(file, global_key)
         atexit.register(self.save)
 
     def get(self, task: str, key: str) -> dict | None:
@@ -46,5 +40,28 @@ class RenderCache:
 
     def save(self) -> None:
         if self.dirty:
-            write_atomic(self.file, pickle.dumps((self.global_key, self.entries), protocol=pickle.HIGHEST_PROTOCOL))
+            data = {"key": self.global_key, "entries": {task: list(entry) for task, entry in self.entries.items()}}
+            try:
+                write_atomic(self.file, json.dumps(data, separators=(",", ":")).encode())
+            except OSError:
+                pass  # only a cache: the next run renders again
             self.dirty = False
+
+
+def _load(file: Path, global_key: str) -> dict:
+    """The entries, if the file is this cache's JSON for this key; anything else (damaged, old, planted) is dropped.
+
+    Data only: unlike a pickle, nothing in the file can run code when read."""
+    try:
+        stored = json.loads(file.read_bytes())
+        if not isinstance(stored, dict) or stored.get("key") != global_key:
+            return {}
+        entries = {}
+        for task, entry in stored["entries"].items():
+            key, hashes = entry
+            if isinstance(key, str) and isinstance(hashes, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+                entries[task] = (key, hashes)
+        return entries
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}

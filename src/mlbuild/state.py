@@ -54,16 +54,29 @@ class StampStore:
     def __init__(self, folder: Path):
         self.folder = folder
         self._cache: dict[str, dict | None] = {}
+        self._warned: set[str] = set()  # damaged stamps already reported by this process
 
     def path(self, task: str) -> Path:
         return self.folder / (task.replace(":", "_") + ".json")
 
     def read(self, task: str) -> dict | None:
+        """The task's stamp; None when there is none or it is damaged (said once: the task runs again)."""
         if task not in self._cache:
+            path = self.path(task)
             try:
-                self._cache[task] = json.loads(self.path(task).read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                self._cache[task] = None
+                record = json.loads(path.read_bytes())
+                problem = _stamp_problem(record)
+            except FileNotFoundError:
+                record, problem = None, None
+            except (OSError, ValueError) as error:  # not UTF-8, not JSON, a folder, unreadable
+                record, problem = None, getattr(error, "strerror", None) or "not a JSON stamp"
+            if problem and task not in self._warned:
+                self._warned.add(task)
+                print(f"mlbuild: warning: {path}: damaged stamp ({problem}); {task} counts as not built and runs again",
+                      file=sys.stderr, flush=True)
+            if problem:
+                record = None
+            self._cache[task] = record
         return self._cache[task]
 
     def write(self, task: str, inputs: dict, output_hash: str, text: str | None = None, restored_from: str | None = None) -> None:
@@ -89,8 +102,21 @@ class StampStore:
         self._cache.clear()
 
     def forget(self, task: str) -> None:
-        self.path(task).unlink(missing_ok=True)
+        remove_tree(self.path(task))  # a stamp replaced by a folder heals too
         self._cache[task] = None
+
+
+# What a stamp holds (StampStore.write); anything else is damage.
+_STAMP_SHAPE = {"task": str, "format": str, "signature": str, "inputs": dict, "output_hash": str}
+
+
+def _stamp_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    for key, kind in _STAMP_SHAPE.items():
+        if not isinstance(record.get(key), kind):
+            return f"{key}: expected {'an object' if kind is dict else 'a string'}"
+    return None
 
 
 def hash_tree(root: Path) -> str:
@@ -169,6 +195,8 @@ class TreeLock:
 
     def __init__(self, path: Path):
         self.path = path
+        self.previous_holder = ""
+        self.waited = False  # whether another run held the lock when this one asked for it
 
     def acquire(self) -> bool:
         """Hold the lock for the rest of this process; True when it was taken just now."""
@@ -176,7 +204,12 @@ class TreeLock:
             if self.path in self._held:
                 return False
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if self.path.is_dir() and not self.path.is_symlink() and not any(self.path.iterdir()):
+                self.path.rmdir()  # an empty folder in the lock's place: nothing to lose, heal
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise MlbuildError(f"{self.path}: expected a regular file (the tree lock); remove it and run again")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -186,6 +219,9 @@ class TreeLock:
                     raise MlbuildError(f"{self.path}: another build is running in this tree (pid {holder})") from None
                 print(f"mlbuild: waiting for the build running in this tree (pid {holder}) to finish…", file=sys.stderr, flush=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
+                self.waited = True
+            # Whoever held it before: a run that ended, or one that was killed and may have left builds running.
+            self.previous_holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             self._held[self.path] = fd

@@ -1,6 +1,7 @@
 """Turn pydantic validation errors into one-line messages naming file and field."""
 
 import difflib
+import re
 import typing
 
 from pydantic import BaseModel, ValidationError
@@ -17,10 +18,35 @@ def field_path(loc: tuple) -> str:
     return text or "(top level)"
 
 
+# How pydantic names the members of a union in an error's location (`vars.x.str`, `vars.x.list[str]`):
+# internal names a user never wrote, dropped from field paths.
+_UNION_MEMBER = re.compile(r"^(str|int|bool|float|bytes|none|[a-z-]+\[.*\]|constrained-[a-z]+)$")
+_KIND_WORDS = {"string": "a string", "integer": "an integer", "boolean": "a boolean", "list": "a list of strings",
+               "dictionary": "a table", "number": "a number"}
+
+
+def user_loc(loc: tuple) -> tuple:
+    """The location without pydantic's union member names."""
+    return tuple(part for part in loc if not (isinstance(part, str) and _UNION_MEMBER.match(part)))
+
+
 def describe(error: ValidationError, origin: str, model: type[BaseModel], hints: dict | None = None) -> str:
     """The first problem of a ValidationError as 'origin: field: what was expected'."""
-    first = error.errors()[0]
-    loc = first["loc"]
+    errors = error.errors()
+    first = errors[0]
+    loc = user_loc(first["loc"])
+    same_place = [e for e in errors if user_loc(e["loc"]) == loc]
+    if len(same_place) > 1 and all(e["type"].endswith("_type") for e in same_place):
+        # A value matching no member of a union (vars values): say what any of them accepts.
+        kinds = []
+        for e in same_place:
+            word = e["msg"].removeprefix("Input should be a valid ").split()[0].rstrip(",")
+            kinds.append(_KIND_WORDS.get(word, word))
+        more = len({user_loc(e["loc"]) for e in errors}) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        kinds = list(dict.fromkeys(kinds))
+        expected = ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
+        return f"{origin}: {field_path(loc)}: expected {expected}, got {first.get('input')!r}{tail}"
     if first["type"] == "extra_forbidden":
         message = "unknown field"
         known = _fields_at(model, loc[:-1])
@@ -37,9 +63,9 @@ def describe(error: ValidationError, origin: str, model: type[BaseModel], hints:
         if first["type"] == "string_pattern_mismatch":
             message = (hints or {}).get(first["ctx"]["pattern"], message)
         value = first.get("input")
-        if first["type"].startswith("string_") and not isinstance(value, (dict, list)):
+        if (first["type"].startswith("string_") or first["type"].endswith("_type")) and not isinstance(value, (dict, list)):
             message += f", got {value!r}"
-    more = len(error.errors()) - 1
+    more = len({user_loc(e["loc"]) for e in errors}) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{origin}: {field_path(loc)}: {message}{tail}"
 

@@ -42,6 +42,11 @@ class Step:
         """A folder kept between runs so an interrupted build resumes (None: none needed)."""
         return None
 
+    @property
+    def host_tools(self) -> list[str]:
+        """Programs of the build machine this step runs (checked before the build starts)."""
+        return []
+
     def inputs(self) -> dict:
         """Everything that decides the output, as JSON values; their hash is the signature."""
         raise NotImplementedError

@@ -2,17 +2,16 @@
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from functools import cached_property
 from pathlib import Path
 
 from ..arches import ARCHES, HOST, host_arch
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
+from ..processes import run_in_group, stop_leftover
 from .. import sandbox
 from ..render import render
 from ..state import merge_tree, remove_tree
@@ -81,6 +80,10 @@ class BuildStep(Step):
         return not self.is_host
 
     @property
+    def host_tools(self) -> list[str]:
+        return ["bash", "ccache", *self.recipe.tools]
+
+    @property
     def tree(self) -> Path:
         return self.project.build_dir if self.is_host else self.project.target_build_dir
 
@@ -134,7 +137,7 @@ class BuildStep(Step):
         # Sources and patches are the fetch task's inputs; vars, files and depends come merged
         # for the arch; menuconfig only adds a task. Fields left at their defaults are left
         # out, so a new recipe field (with a default) rebuilds nothing.
-        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends", "menuconfig"}
+        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends", "menuconfig", "tools"}
         return self.recipe.model_dump(mode="json", exclude=not_here, exclude_defaults=True)
 
     def inputs(self) -> dict:
@@ -205,7 +208,7 @@ class BuildStep(Step):
         """Write the script, the config files and the sysroot into the work folder; the script's environment."""
         work = self.work
         work.mkdir(parents=True, exist_ok=True)
-        _stop_leftover(work)
+        stop_leftover(work)
         files = work / "files"
         remove_tree(files)
         files.mkdir()
@@ -280,71 +283,11 @@ def ccache_environment(project) -> dict:
 
 def _run_script(script: Path, cwd: Path, environment: dict, log, task: str, prefix: list[str] = ()) -> None:
     """bash -eu -o pipefail (behind prefix: the sandbox) in its own process group, killed with everything it started on interrupt."""
-    process = subprocess.Popen(
-        [*prefix, "bash", "-eu", "-o", "pipefail", str(script)],
-        cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=log.file, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    (cwd / ".pgid").write_text(str(process.pid))
-    try:
-        status = process.wait()
-    except BaseException:
-        _kill_group(process.pid)
-        process.wait()
-        raise
-    finally:
-        (cwd / ".pgid").unlink(missing_ok=True)
+    status = run_in_group([*prefix, "bash", "-eu", "-o", "pipefail", str(script)], task, cwd, environment, log.file, cwd / ".pgid")
     if status != 0:
         tail = "\n".join(log.tail(25))
         sandboxed = " in the sandbox (no network; only its source, work and output folders)" if prefix else ""
         raise MlbuildError(f"{task}: build script failed (exit status {status}){sandboxed}; log: {log.path}\n{tail}")
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGTERM, up to 2 s to exit, then SIGKILL and up to 10 s more: nothing of the group runs on after it."""
-    for sig, seconds in ((signal.SIGTERM, 2), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        if _stopped_within(pgid, seconds):
-            return
-
-
-def _stopped_within(pgid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _group_running(pgid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _group_running(pgid: int) -> bool:
-    """Whether a process of the group still runs; a zombie (dead, not yet reaped by its parent) does not."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # ended while we looked
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _stop_leftover(work: Path) -> None:
-    """A build killed with SIGKILL may have left make running in this folder: stop it first."""
-    try:
-        pgid = int((work / ".pgid").read_text())
-    except (FileNotFoundError, ValueError):
-        return
-    try:
-        environ = Path(f"/proc/{pgid}/environ").read_bytes()
-    except OSError:
-        environ = b""
-    if f"WORK={work}".encode() in environ.split(b"\0"):
-        _kill_group(pgid)
-    (work / ".pgid").unlink(missing_ok=True)
 
 
 def _ccache_summary(stats_log: Path, environment: dict) -> str:

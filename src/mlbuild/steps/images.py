@@ -1,11 +1,11 @@
 """build:images-<arch>: an initramfs and an ext4 disk image of the target, root-owned, no root needed."""
 
-import subprocess
 import stat
 from pathlib import Path
 
 from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
+from ..processes import run_in_group
 from ..state import hash_tree
 from .base import Step, code_hash
 from .build import SOURCE_DATE_EPOCH
@@ -32,6 +32,8 @@ class ImagesStep(Step):
     def output(self) -> Path:
         return self.project.target_build_dir / "images" / self.arch
 
+    host_tools = ["mke2fs", "debugfs"]
+
     @property
     def root(self) -> Path:
         return self.project.steps[self.deps[0]].output
@@ -48,7 +50,7 @@ class ImagesStep(Step):
         size_mib = max(32, int(_tree_size(self.root) * 1.5 / 2**20) + 16)
         environment = {"E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "mlbuild", "-U", DISK_UUID, "-E", f"hash_seed={DISK_UUID},root_owner=0:0",
-              "-d", str(self.root), str(image), f"{size_mib}M"], environment, log)
+              "-d", str(self.root), str(image), f"{size_mib}M"], environment, log, self.name)
         # mke2fs -d copies the building user's uid/gid, mtimes and modes (its umask's): set root:root,
         # fixed times, the modes of the initramfs and the device nodes.
         commands = []
@@ -63,7 +65,7 @@ class ImagesStep(Step):
             commands.append(f'mknod "/{name}" {kind} {major} {minor}')
         script = image.with_suffix(".debugfs")
         script.write_text("\n".join(commands) + "\n")
-        _run(["debugfs", "-w", "-f", str(script), str(image)], environment, log)
+        _run(["debugfs", "-w", "-f", str(script), str(image)], environment, log, self.name)
         script.unlink()
         log(f"rootfs.ext4: {size_mib} MiB")
 
@@ -75,7 +77,7 @@ def _tree_size(root: Path) -> int:
     return sum(path.lstat().st_size for path in root.rglob("*"))
 
 
-def _run(command: list[str], environment: dict, log) -> None:
-    result = subprocess.run(command, env=environment, stdout=log.file, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise MlbuildError(f"{command[0]} failed (exit status {result.returncode}); log: {log.path}")
+def _run(command: list[str], environment: dict, log, task: str) -> None:
+    status = run_in_group(command, task, None, environment, log.file)
+    if status != 0:
+        raise MlbuildError(f"{task}: {command[0]} failed (exit status {status}); log: {log.path}")
