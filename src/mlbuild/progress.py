@@ -13,6 +13,7 @@ The configuration keys `progress` (auto, live, plain) and `progress_interval`
 as MLBUILD_PROGRESS=plain or `doit progress=plain`.
 """
 
+import graphlib
 import os
 import re
 import sys
@@ -97,15 +98,11 @@ def estimate(remaining: dict[str, float | None], deps: dict[str, list[str]], par
     unknown = len(remaining) - len(known)
     if not known:
         return (None if unknown else 0.0), unknown
+    graph = {name: [dep for dep in deps.get(name, []) if dep in remaining] for name in remaining}
     chain: dict[str, float] = {}
-
-    def longest(name: str) -> float:
-        if name not in chain:
-            chain[name] = 0.0  # guards against a cycle in bad input
-            chain[name] = known.get(name, 0.0) + max((longest(dep) for dep in deps.get(name, []) if dep in remaining), default=0.0)
-        return chain[name]
-
-    return max(sum(known.values()) / max(1, parallel), max(longest(name) for name in remaining)), unknown
+    for name in graphlib.TopologicalSorter(graph).static_order():
+        chain[name] = known.get(name, 0.0) + max((chain[dep] for dep in graph[name]), default=0.0)
+    return max(sum(known.values()) / max(1, parallel), max(chain.values())), unknown
 
 
 class BuildReporter(ConsoleReporter):

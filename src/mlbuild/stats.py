@@ -8,6 +8,8 @@ restores sets it on the record) or "failed". build/stats/durations.json keeps
 the newest duration of every task for the next run's ETA.
 """
 
+import graphlib
+import heapq
 import json
 import os
 import re
@@ -17,6 +19,7 @@ from pathlib import Path
 from .state import write_atomic
 
 RUNS_KEPT = 100  # run files; each is a few kB
+SHRINK_ALL_LIMIT = 300  # tasks in a run up to which `mlbuild stats` says "if free" for each of them
 CCACHE_LINE = re.compile(rb"^# ccache: (\d+) hits, (\d+) misses$", re.M)
 
 
@@ -186,48 +189,47 @@ def expected_durations(build_dir: Path, parallel: int) -> dict[str, float]:
 def schedule(durations: dict[str, float], deps: dict[str, list[str]], order: list[str], slots: int | None) -> float:
     """The wall time of a run of these tasks: each starts when its dependencies ended and a slot is free.
 
-    Tasks are started in `order` (the order the real run started them) whenever
-    they are ready; slots None means as many at once as are ready. Dependencies
-    outside `durations` did not run and cost nothing.
+    Of the tasks ready at a moment, those earlier in `order` (the order the real
+    run started them) start first; slots None means as many at once as are
+    ready. Dependencies outside `durations` did not run and cost nothing.
     """
-    finished: dict[str, float] = {}
-    running: list[tuple[float, str]] = []  # (end, task)
-    waiting = list(order)
-    now = 0.0
-    while waiting or running:
-        started = True
-        while started:
-            started = False
-            for task in waiting:
-                if slots is not None and len(running) >= slots:
-                    break
-                if all(dep in finished or dep not in durations for dep in deps.get(task, [])):
-                    running.append((now + durations[task], task))
-                    waiting.remove(task)
-                    started = True
-                    break
+    rank = {task: index for index, task in enumerate(order)}
+    waiting_on = {task: {dep for dep in deps.get(task, []) if dep in durations} for task in order}
+    dependents: dict[str, list[str]] = {task: [] for task in order}
+    for task, before in waiting_on.items():
+        for dep in before:
+            dependents[dep].append(task)
+    ready = [(rank[task], task) for task, before in waiting_on.items() if not before]
+    heapq.heapify(ready)
+    running: list[tuple[float, int, str]] = []  # (end, rank, task)
+    now, finished = 0.0, 0
+    while ready or running:
+        while ready and (slots is None or len(running) < slots):
+            _, task = heapq.heappop(ready)
+            heapq.heappush(running, (now + durations[task], rank[task], task))
         if not running:
-            raise ValueError(f"tasks wait for each other: {', '.join(waiting)}")
-        running.sort()
-        now, task = running.pop(0)
-        finished[task] = now
+            break
+        now, _, task = heapq.heappop(running)
+        finished += 1
+        for dependent in dependents[task]:
+            waiting_on[dependent].discard(task)
+            if not waiting_on[dependent]:
+                heapq.heappush(ready, (rank[dependent], dependent))
+    if finished != len(order):
+        raise ValueError("tasks wait for each other: " + ", ".join(sorted(t for t, before in waiting_on.items() if before)))
     return now
 
 
 def critical_path(durations: dict[str, float], deps: dict[str, list[str]]) -> list[str]:
     """The chain of dependent tasks with the largest total duration, first task first."""
+    graph = {task: [dep for dep in deps.get(task, []) if dep in durations] for task in durations}
     best: dict[str, tuple[float, str | None]] = {}
-
-    def longest(task: str) -> tuple[float, str | None]:
-        if task not in best:
-            before = [(longest(dep)[0], dep) for dep in deps.get(task, []) if dep in durations]
-            length, previous = max(before, default=(0.0, None))
-            best[task] = (length + durations[task], previous)
-        return best[task]
-
-    if not durations:
+    for task in graphlib.TopologicalSorter(graph).static_order():
+        length, previous = max(((best[dep][0], dep) for dep in graph[task]), default=(0.0, None))
+        best[task] = (length + durations[task], previous)
+    if not best:
         return []
-    end = max(durations, key=lambda task: (longest(task)[0], task))
+    end = max(best, key=lambda task: (best[task][0], task))
     chain = []
     while end is not None:
         chain.append(end)
@@ -252,4 +254,6 @@ def analyse(run: dict) -> dict:
     deps = {r["task"]: r.get("deps", []) for r in records}
     order = [r["task"] for r in sorted(records, key=lambda r: r["start"])]
     slots = run.get("parallel") or 1
-    return {"critical_path": critical_path(durations, deps), "shrink": shrink_if_free(durations, deps, order, slots, order)}
+    # One replay per task: for every task up to a few hundred, beyond that for the critical path's only.
+    which = order if len(order) <= SHRINK_ALL_LIMIT else None
+    return {"critical_path": critical_path(durations, deps), "shrink": shrink_if_free(durations, deps, order, slots, which)}

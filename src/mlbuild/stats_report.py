@@ -39,7 +39,7 @@ def table(run: dict) -> list[str]:
         rss = _size(r["peak_rss_kb"] * 1024) if "peak_rss_kb" in r else "-"
         rows.append((r["task"], r["outcome"], f"+{duration(r['start'] - begin)}", duration(r["duration"]),
                      duration(r.get("cpu")) if "cpu" in r else "-", rss, ccache, _size(r.get("output_bytes")),
-                     f"-{duration(analysis['shrink'].get(r['task']))}",
+                     f"-{duration(analysis['shrink'][r['task']])}" if r["task"] in analysis["shrink"] else "",
                      "critical" if r["task"] in on_path else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run["started"]))
