@@ -4,12 +4,12 @@ Every fresh project made by make_project has the same tarballs and recipes, so t
 same signatures: a cache warmed by one is hit by the next, like a fresh clone's.
 """
 
+import hashlib
 import io
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -21,7 +21,7 @@ from conftest import ALL_TASKS, Project, assert_stamps_valid, make_project, x86
 
 from mlbuild.artifacts import ArtifactCache
 from mlbuild.artifacts.archive import pack, tree_entries
-from mlbuild.state import hash_file
+from mlbuild.state import hash_file, hash_tree
 
 CACHED = x86("hello", "extra", "app", "target", "images")  # every task but fetch
 
@@ -227,8 +227,6 @@ def forge(cache: Path, task: str, members: list[tuple[tarfile.TarInfo, bytes]]) 
             tar.addfile(info, io.BytesIO(data))
     packed = zstandard.ZstdCompressor().compress(buffer.getvalue())
     archive.unlink()
-    import hashlib
-
     sha = hashlib.sha256(packed).hexdigest()
     (archive.parent / f"{sha}.tar.zst").write_bytes(packed)
     manifest.update(archive=f"{sha}.tar.zst", archive_sha256=sha, archive_size=len(packed))
@@ -334,8 +332,6 @@ def test_two_pushes_of_the_same_signature_at_once_leave_a_whole_entry(cache, fre
     for round_ in range(5):
         shutil.rmtree(target, ignore_errors=True)
         caches = [ArtifactCache([target.as_uri()], tmp_path / f"stats{n}.json", say=print) for n in range(2)]
-        from mlbuild.state import hash_tree
-
         threads = [threading.Thread(target=caches[n].push, args=(step, stamp["inputs"], trees[n], hash_tree(trees[n]), 1.0)) for n in range(2)]
         for thread in threads:
             thread.start()

@@ -86,7 +86,7 @@ def test_s3_a_cold_build_pushes_and_a_fresh_clone_restores_with_credentials_from
     warm = fresh.doit(f"cache={url}", env=s3.env())
     assert warm.returncode == 0 and restored(warm) == CACHED, warm.stdout + warm.stderr
     assert fresh.run_binary("hello") == "Hello, world!\n"
-    shown = f"s3://team-cache/mlbuild/artifacts"
+    shown = "s3://team-cache/mlbuild/artifacts"
     assert f"restored from {shown}" in warm.stdout
     verify = fresh.cli("cache", "verify", env={**s3.env(), "MLBUILD_CACHE": url})
     assert verify.returncode == 0 and "verified 5 entries: 5 good, 0 bad" in verify.stdout, verify.stdout + verify.stderr

@@ -147,7 +147,7 @@ def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label:
 
 def _verify_and_fix(root: Path, expected: dict) -> None:
     """Every entry as the manifest says, nothing more: modes reset, files hashed, mtimes now."""
-    found = tree_entries_kinds(root)
+    found = _kinds(root)
     if set(found) != set(expected):
         extra = sorted(set(found) - set(expected)) or sorted(set(expected) - set(found))
         raise EntryError(f"its archive and manifest list different files (first: {extra[0]})")
@@ -167,7 +167,7 @@ def _verify_and_fix(root: Path, expected: dict) -> None:
         os.utime(path, (now, now))
 
 
-def tree_entries_kinds(root: Path) -> dict[str, str]:
+def _kinds(root: Path) -> dict[str, str]:
     kinds = {}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Measure the artifact cache on the real system and record it in docs/performance.md (section artifact-cache).
+
+    scripts/benchmark_cache.py warm --cache-dir DIR [--from-tree TREE] [--backends file,http,s3]
+        For each backend: a fresh clone of this repository in a temporary folder, empty build
+        folders and an empty local ccache, the artifact cache warm (DIR, filled by a build
+        with cache=file://DIR; served by nginx for http, copied into SeaweedFS for s3 with
+        `mlbuild cache push` from TREE), then `doit build target_llvm=0` for both arches:
+        wall time, tasks restored and built, compiles (calls ccache saw), time in fetch tasks.
+    scripts/benchmark_cache.py pack --tree DIR
+        mlbuild's pack and checked restore of DIR against `tar -c | zstd -3` and `zstd -d | tar -x`.
+
+Servers run on 127.0.0.1 (tests/servers.py) and are stopped afterwards.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests"), str(REPO / "src")]
+
+from benchmark import machine, record  # noqa: E402  (one writer of docs/performance.md)
+
+PYTHON = sys.executable
+
+
+def fresh_clone(base: Path) -> Path:
+    clone = base / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    return clone
+
+
+def run_build(clone: Path, cache: str, ccache_dir: Path, extra_env: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLBUILD_", "CCACHE_"))}
+    env.update(PYTHONPATH=str(clone / "src"), **extra_env)
+    started = time.monotonic()
+    result = subprocess.run([PYTHON, "-m", "doit", "build", "target_llvm=0", f"cache={cache}", f"ccache_dir={ccache_dir}"],
+                            cwd=clone, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"build failed in {clone}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    restored = [line for line in result.stdout.splitlines() if ": restored from " in line]
+    ran = [line[3:] for line in result.stdout.splitlines() if line.startswith(".  ")]
+    logs = clone / "build" / "logs"
+    scripts_run = sum(1 for log in logs.glob("build_*.log") if "# running" in log.read_text(errors="replace"))
+    fetch_seconds = 0.0
+    for log in logs.glob("fetch_*.log"):
+        fetch_seconds += _seconds(log)
+    stats = subprocess.run(["ccache", "--print-stats"], env={**env, "CCACHE_DIR": str(ccache_dir)}, capture_output=True, text=True).stdout
+    counts = dict(line.split("\t") for line in stats.splitlines() if "\t" in line)
+    compiles = sum(int(counts.get(key, 0)) for key in ("direct_cache_hit", "preprocessed_cache_hit", "cache_miss"))
+    return {"wall": wall, "restored": len(restored), "executed": len(ran), "scripts_run": scripts_run,
+            "compiles": compiles, "fetch_seconds": fetch_seconds, "faults": [l for l in result.stderr.splitlines() if "artifact cache" in l]}
+
+
+def _seconds(log: Path) -> float:
+    match = re.search(r"# output hash \w+; ([0-9.]+) s", log.read_text(errors="replace"))
+    return float(match.group(1)) if match else 0.0
+
+
+def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], cold_seconds: float | None) -> None:
+    import servers
+
+    lines = ["## Artifact cache", "", f"Fresh clone, empty build folders and local ccache, artifact cache warm on a loopback server; "
+             f"`doit build target_llvm=0` for x86_64 and arm64. {machine()}", "",
+             "| cache | wall | tasks restored | build scripts run | compiles | of which fetch tasks (unpacking sources) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for backend in backends:
+        with tempfile.TemporaryDirectory(prefix=f"mlbuild-bench-{backend}-") as folder:
+            base = Path(folder)
+            clone = fresh_clone(base)
+            env, stop = {}, None
+            if backend == "file":
+                url = cache_dir.as_uri()
+            elif backend == "http":
+                server = servers.start_nginx(base / "nginx")
+                shutil.rmtree(server.root / "cache")
+                (server.root / "cache").symlink_to(cache_dir)
+                url, stop = f"{server.url}/cache", server.process
+            else:
+                server = servers.start_seaweedfs(base / "s3")
+                server.client().create_bucket(Bucket="bench")
+                url, stop, env = f"s3://bench/mlbuild?endpoint_url={server.endpoint}", server.process, server.env()
+                if from_tree is None:
+                    sys.exit("--from-tree: a built tree to push from is needed for s3")
+                push_env = {**os.environ, **env, "PYTHONPATH": str(from_tree / "src"), "MLBUILD_CACHE": url, "MLBUILD_TARGET_LLVM": "0"}
+                pushed = subprocess.run([PYTHON, "-m", "mlbuild.cli", "cache", "push"], cwd=from_tree, env=push_env, capture_output=True, text=True)
+                print(pushed.stdout, pushed.stderr)
+            try:
+                figures = run_build(clone, url, base / "ccache", env)
+            finally:
+                if stop is not None:
+                    servers.stop(stop)
+            print(backend, json.dumps(figures))
+            lines.append(f"| {backend} | {figures['wall']:.0f} s | {figures['restored']} | {figures['scripts_run']} | "
+                         f"{figures['compiles']} | {figures['fetch_seconds']:.0f} s |")
+    if from_tree is not None and cold_seconds:
+        with tempfile.TemporaryDirectory(prefix="mlbuild-push-") as folder:
+            push_env = {**os.environ, "PYTHONPATH": str(from_tree / "src"), "MLBUILD_CACHE": Path(folder).as_uri(), "MLBUILD_TARGET_LLVM": "0"}
+            started = time.monotonic()
+            subprocess.run([PYTHON, "-m", "mlbuild.cli", "cache", "push"], cwd=from_tree, env=push_env, check=True, capture_output=True)
+            push = time.monotonic() - started
+            size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+        lines += ["", f"Cost of a read-write cache in a cold build: packing and storing every output of the small system "
+                      f"({size / 2**20:.0f} MiB of archives) takes {push:.0f} s (`mlbuild cache push` into an empty file:// cache), "
+                      f"{push / cold_seconds * 100:.1f} % of the {cold_seconds:.0f} s cold build it came from "
+                      f"(that build pushed as it went: {1 + push / cold_seconds:.3f} × a build without a cache)."]
+    lines += ["", "Compiles are the calls the empty local ccache saw. Fetch tasks are not cached (their tarballs are, in the "
+              "download cache); unpacking the kernel and llvm-project sources is most of what is left."]
+    record("artifact-cache", lines)
+
+
+def bench_pack(tree: Path) -> None:
+    from mlbuild.artifacts.archive import pack, restore, tree_entries
+    from mlbuild.state import hash_tree
+
+    size = sum(p.lstat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    with tempfile.TemporaryDirectory(prefix="mlbuild-pack-") as folder:
+        base = Path(folder)
+        started = time.monotonic()
+        entries = tree_entries(tree)
+        sha = pack(tree, base / "a.tar.zst", entries)
+        ours_pack = time.monotonic() - started
+        manifest = {"entries": entries, "output_hash": hash_tree(tree)}
+        started = time.monotonic()
+        restore(base / "a.tar.zst", base / "out", manifest, hash_tree, "bench")
+        ours_unpack = time.monotonic() - started
+        started = time.monotonic()
+        subprocess.run(f"tar -C {tree} -cf - . | zstd -q -3 -o {base / 'b.tar.zst'}", shell=True, check=True)
+        plain_pack = time.monotonic() - started
+        (base / "plain").mkdir()
+        started = time.monotonic()
+        subprocess.run(f"zstd -q -d -c {base / 'b.tar.zst'} | tar -C {base / 'plain'} -xf -", shell=True, check=True)
+        plain_unpack = time.monotonic() - started
+        ours_size, plain_size = (base / "a.tar.zst").stat().st_size, (base / "b.tar.zst").stat().st_size
+    mib = size / 2**20
+    record("artifact-pack", [
+        "## Artifact cache: pack and restore against tar and zstd", "",
+        f"Pack and restore of {tree.name} ({mib:.0f} MiB in {len(entries)} entries). {machine()}", "",
+        "| | pack | unpack | archive |", "| --- | --- | --- | --- |",
+        f"| mlbuild (hash every file, deterministic tar, zstd -3; restore: checked unpack, verify every file and the tree hash) | "
+        f"{ours_pack:.1f} s ({mib / ours_pack:.0f} MiB/s) | {ours_unpack:.1f} s ({mib / ours_unpack:.0f} MiB/s) | {ours_size / 2**20:.1f} MiB |",
+        f"| `tar -c \\| zstd -3`, `zstd -d \\| tar -x` | {plain_pack:.1f} s ({mib / plain_pack:.0f} MiB/s) | "
+        f"{plain_unpack:.1f} s ({mib / plain_unpack:.0f} MiB/s) | {plain_size / 2**20:.1f} MiB |",
+    ])
+    print(sha)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    warm = verbs.add_parser("warm")
+    warm.add_argument("--cache-dir", type=Path, required=True)
+    warm.add_argument("--from-tree", type=Path)
+    warm.add_argument("--backends", default="file,http,s3")
+    warm.add_argument("--cold-seconds", type=float, help="wall time of the cold build of --from-tree, to state the push cost against")
+    pack = verbs.add_parser("pack")
+    pack.add_argument("--tree", type=Path, required=True)
+    args = parser.parse_args()
+    if args.verb == "warm":
+        bench_warm(args.cache_dir.resolve(), args.from_tree and args.from_tree.resolve(), args.backends.split(","), args.cold_seconds)
+    else:
+        bench_pack(args.tree.resolve())
+
+
+if __name__ == "__main__":
+    main()
