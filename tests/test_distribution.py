@@ -162,3 +162,22 @@ def test_a_static_cxx_hello_built_against_the_target_runs(built_system, arch, tm
     runner = [] if arch == "x86_64" else ["qemu-aarch64-static"]
     result = subprocess.run([*runner, program], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "hello from C++, exception unwound"
+
+
+def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built_system, tmp_path):
+    """The kernel's real Kconfig (kconfiglib): VIRTIO_BLK without BLK_DEV says what to add."""
+    final = (REPO / "build" / "work" / "linux-x86_64" / "build" / ".config").read_text()
+    assert "CONFIG_BLK_DEV=y" in final and "CONFIG_VIRTIO_BLK=y" in final
+    final = final.replace("CONFIG_BLK_DEV=y", "# CONFIG_BLK_DEV is not set").replace("CONFIG_VIRTIO_BLK=y\n", "")
+    (tmp_path / ".config").write_text(final)
+    (tmp_path / "qemu.config").write_text("CONFIG_VIRTIO_BLK=y\n")
+    source = REPO / "build" / "src" / "linux"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PATH": f"/usr/lib/llvm-19/bin:{os.environ['PATH']}",
+           "srctree": str(source), "ARCH": "x86_64", "SRCARCH": "x86", "KERNELVERSION": "6.1.176", "CC": "clang",
+           "LD": "ld.lld", "HOSTCC": "clang", "CLANG_FLAGS": "--target=x86_64-unknown-linux-musl -fintegrated-as", "LLVM": "1"}
+    result = subprocess.run([sys.executable, "-m", "mlbuild.kconfig_check", "--kconfig", str(source / "Kconfig"),
+                             str(tmp_path / ".config"), str(tmp_path / "qemu.config")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 1
+    assert ("qemu.config:1: CONFIG_VIRTIO_BLK=y was dropped (got not set): it depends on BLK_DEV, which is n; "
+            "add CONFIG_BLK_DEV=y") in result.stderr, result.stderr
