@@ -324,25 +324,31 @@ def test_after_sigkill_the_next_run_stops_the_leftover_and_says_so(slow):
 
 
 def test_a_run_that_waited_for_the_lock_does_not_rebuild_what_the_first_run_just_built(slow):
-    import time
+    import threading
 
     first = slow.doit_background("build:app-x86_64")
     second = None
+    second_err: list[str] = []
     try:
         wait_for(lambda: _script_pid(slow), what="the slow script to start")
         second = slow.doit_background("build:app-x86_64")
-        time.sleep(3)  # the second run decides app is not up to date and waits on the lock
+        reader = threading.Thread(target=lambda: second_err.extend(second.stderr), daemon=True)
+        reader.start()
+        # The second run decided app is not up to date (no stamp while it builds) and waits on the lock.
+        wait_for(lambda: any("waiting for the build running in this tree" in line for line in second_err),
+                 timeout=60, what="the second run to wait on the lock")
         slow.gate.touch()
         first_out, first_err = first.communicate(timeout=60)
-        second_out, second_err = second.communicate(timeout=60)
+        second_out = second.stdout.read()
+        second.wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         slow.gate.touch()
         for process in (first, second):
             if process and process.poll() is None:
                 process.kill()
     assert first.returncode == 0, first_out + first_err
-    assert second.returncode == 0, second_out + second_err
-    assert "waiting for the build running in this tree" in second_err
+    assert second.returncode == 0, second_out + "".join(second_err)
     assert f"mlbuild: build:app-x86_64 was built by the run this one waited for (pid {first.pid}): nothing to do" in second_out
     ran_by = [p.name for p in slow.path("build/out/app-x86_64").iterdir() if p.name.startswith("ran-by-")]
     assert len(ran_by) == 1  # built once

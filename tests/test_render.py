@@ -54,7 +54,10 @@ def test_booleans_become_1_or_empty_and_numbers_stay_numbers(templates):
 def test_template_text_itself_is_not_quoted_and_plain_files_are_not_quoted_at_all(templates):
     name = template(templates, 'echo "$HOME" {{ v }}\n')
     assert render(templates, name, {"v": "a b"}, for_shell=True) == "echo \"$HOME\" 'a b'\n"
-    assert render(templates, name, {"v": "a b"}) == 'echo "$HOME" a b\n'
+    # A file's language comes from its name: a .sh file is shell wherever it is rendered; other text is verbatim.
+    assert render(templates, name, {"v": "a b"}) == "echo \"$HOME\" 'a b'\n"
+    plain = template(templates, 'echo "$HOME" {{ v }}\n', "t.txt.j2")
+    assert render(templates, plain, {"v": "a b"}) == 'echo "$HOME" a b\n'
 
 
 def test_an_undefined_variable_is_an_input_error_naming_the_template_and_line(templates):
