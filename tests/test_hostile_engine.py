@@ -352,3 +352,20 @@ def test_a_run_that_waited_for_the_lock_does_not_rebuild_what_the_first_run_just
     assert f"mlbuild: build:app-x86_64 was built by the run this one waited for (pid {first.pid}): nothing to do" in second_out
     ran_by = [p.name for p in slow.path("build/out/app-x86_64").iterdir() if p.name.startswith("ran-by-")]
     assert len(ran_by) == 1  # built once
+
+
+def test_a_user_fragment_that_is_not_text_is_one_line_naming_it(project):
+    project.path("fragments").mkdir()
+    project.path("fragments/app.config").write_bytes(b"\xff\xfe\x00binary")
+    result = project.doit("list")
+    no_traceback(result)
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == ["mlbuild: fragments/app.config: not UTF-8 text (byte 0)"]
+
+
+def test_the_mlbuild_command_reports_a_file_system_error_in_one_line(project):
+    result = project.cli("graph", "-o", "/proc/mlbuild-graph.dot")
+    no_traceback(result)
+    assert result.returncode == 1
+    line, = result.stderr.splitlines()
+    assert line.startswith("mlbuild: graph: /proc/mlbuild-graph.dot: "), line

@@ -129,8 +129,17 @@ class BuildStep(Step):
             for name in self.merged.files
         }
         for path in self.user_fragments:
-            rendered[path.name] = path.read_text()
+            rendered[path.name] = self._read_fragment(path)
         return rendered
+
+    def _read_fragment(self, path: Path) -> str:
+        """A user's fragment as it is; a file that cannot be read or is not text is one line naming it."""
+        try:
+            return path.read_text()
+        except UnicodeDecodeError as error:
+            raise MlbuildError(f"{self.project.relative(path)}: not UTF-8 text (byte {error.start})") from None
+        except OSError as error:
+            raise MlbuildError(f"{self.project.relative(path)}: cannot read: {error.strerror}") from None
 
     @cached_property
     def _recipe_fields(self) -> dict:
