@@ -30,10 +30,10 @@ def one_line(error: BaseException, task: str | None = None) -> str | None:
     elif isinstance(error, UnicodeDecodeError):
         text = f"not UTF-8 text ({error.reason} at byte {error.start})"
     elif isinstance(error, ValidationError):
-        from .validation import field_path  # late: validation imports pydantic models
+        from .validation import field_path, user_loc  # late: validation imports pydantic models
 
         first = error.errors()[0]
-        text = f"{error.title}: {field_path(first['loc'])}: {first['msg']}"
+        text = f"{error.title}: {field_path(user_loc(first['loc']))}: {first['msg']}"
     elif isinstance(error, jinja2.TemplateError):
         where = getattr(error, "filename", None) or getattr(error, "name", None)
         line = getattr(error, "lineno", None)
