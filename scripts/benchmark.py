@@ -53,6 +53,8 @@ def doit(*args: str) -> list[str]:
 def environment() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src")
+    # Builds here are measured as built: no artifact cache (scripts/benchmark_cache.py measures that).
+    env["MLBUILD_CACHE"] = ""
     return env
 
 
