@@ -10,7 +10,7 @@ PACKAGES=(
   ccache make patch bc flex bison libelf-dev libssl-dev rsync    # kernel, musl, busybox builds
   libncurses-dev                                                 # menuconfig
   cmake ninja-build                                              # compiler-rt and LLVM
-  xz-utils bzip2 cpio e2fsprogs file                             # sources and images
+  xz-utils bzip2 cpio e2fsprogs file zstd                        # sources and images (zstd: the initramfs)
   qemu-system-x86 qemu-system-arm qemu-user-static               # booting the targets, running their programs
   graphviz                                                       # mlbuild graph → SVG
   diffoscope-minimal                                             # scripts/reproducibility.py: why two builds differ

@@ -17,7 +17,7 @@ def test_first_build_runs_every_task_and_a_second_build_runs_nothing(project):
     assert project.run_binary("app") == "app says hi\n"
     assert project.run_binary("extra") == "extra\n"
     assert project.read("target/x86_64/etc/hostname") == "mlbuild-x86_64\n"
-    assert {p.name for p in project.path("build/images/x86_64").iterdir()} == {"initramfs.cpio", "rootfs.ext4"}
+    assert {p.name for p in project.path("build/images/x86_64").iterdir()} == {"initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"}
     assert project.leftovers() == []
     assert_stamps_valid(project)
 

@@ -160,4 +160,4 @@ def test_the_kernel_to_boot_is_where_its_recipe_says(project):
         _boot_files(Project(project.root, environ={}), "x86_64")
     project.update_recipe("hello", arch={"x86_64": {"kernel": "boot/vmlinuz"}})
     kernel, initramfs, disk = _boot_files(Project(project.root, environ={}), "x86_64")
-    assert kernel.parts[-2:] == ("boot", "vmlinuz") and initramfs.name == "initramfs.cpio" and disk.name == "rootfs.ext4"
+    assert kernel.parts[-2:] == ("boot", "vmlinuz") and initramfs.name == "initramfs.cpio.zst" and disk.name == "rootfs.ext4"

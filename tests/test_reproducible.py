@@ -113,7 +113,7 @@ def test_two_builds_in_different_folders_umasks_time_zones_and_locales_are_bit_i
     # The debug info names the fixed work folder instead (ccache made the source's path relative to it).
     assert b"/usr/obj/hello" in systems[0]["bin/hello"][1]
 
-    for image in ("initramfs.cpio", "rootfs.ext4"):
+    for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
         contents = [project.path(f"build/images/{ARCH}/{image}").read_bytes() for project in projects]
         assert contents[0] == contents[1], f"{image} differs between the two builds"
 

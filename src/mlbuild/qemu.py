@@ -13,6 +13,7 @@ from .accel import QEMU, Accelerator
 from .arches import ARCHES
 from .errors import InputError, MlbuildError
 from .models import GuestCheck, Recipe
+from .zstd import content_size
 
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
 PANIC = re.compile(r"Kernel panic|end Kernel panic|Attempted to kill init")
@@ -67,9 +68,13 @@ def write_junit(path: Path, arch: str, results: list[CheckResult]) -> None:
 
 def guest_memory_mib(initramfs: Path) -> int:
     """RAM for the guest: the initramfs is held twice while it is unpacked into
-    RAM, and a target with a compiler needs room to run it."""
-    size_mib = initramfs.stat().st_size // 2**20 if initramfs.exists() else 0
-    return max(256, -(-(2 * size_mib + 256) // 64) * 64)
+    RAM (compressed, then its files), and a target with a compiler needs room to run it."""
+    if not initramfs.exists():
+        return 256
+    held = initramfs.stat().st_size
+    unpacked = content_size(initramfs) if initramfs.suffix == ".zst" else held
+    size_mib = (held + unpacked) // 2**20
+    return max(256, -(-(size_mib + 256) // 64) * 64)
 
 
 def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator) -> list[str]:

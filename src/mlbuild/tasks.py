@@ -86,7 +86,7 @@ def _boot_files(project, arch: str):
         raise MlbuildError(f"{target_task(arch)}: expected one recipe that declares the kernel to boot ([arch.{arch}] kernel = ...), found {which}")
     kernel = project.steps[target_task(arch)].output / kernels[0][1]
     images = project.steps[images_task(arch)].output
-    return kernel, images / "initramfs.cpio", images / "rootfs.ext4"
+    return kernel, images / "initramfs.cpio.zst", images / "rootfs.ext4"
 
 
 def _accelerator(project, arch: str, kernel):

@@ -7,6 +7,7 @@ from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..processes import run_in_group
 from ..state import hash_tree
+from ..zstd import compress
 from .base import Step, code_hash
 from .build import SOURCE_DATE_EPOCH
 from .target import SKELETON_MODES
@@ -32,18 +33,21 @@ class ImagesStep(Step):
     def output(self) -> Path:
         return self.project.target_build_dir / "images" / self.arch
 
-    host_tools = ["mke2fs", "debugfs"]
+    host_tools = ["mke2fs", "debugfs", "zstd"]
 
     @property
     def root(self) -> Path:
         return self.project.steps[self.deps[0]].output
 
     def inputs(self) -> dict:
-        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio"), **self.dep_inputs()}
+        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd"), **self.dep_inputs()}
 
     def run(self, staging: Path, log) -> None:
         write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), MODES, DEVICES)
         log(f"initramfs.cpio: {(staging / 'initramfs.cpio').stat().st_size} bytes")
+        # What QEMU boots: a fraction of the size (the cpio stays, to inspect).
+        compress(staging / "initramfs.cpio", staging / "initramfs.cpio.zst")
+        log(f"initramfs.cpio.zst: {(staging / 'initramfs.cpio.zst').stat().st_size} bytes")
         self._ext4(staging / "rootfs.ext4", log)
 
     def _ext4(self, image: Path, log) -> None:
