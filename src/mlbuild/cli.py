@@ -25,7 +25,9 @@ def find_root(start: Path) -> Path:
 
 def cmd_check(project: Project, args) -> int:
     """Validate every recipe and template and render every build script and config file."""
-    templates = [p for p in project.templates.rglob("*") if p.is_file()]
+    # templates/target is an overlay: only its .j2 files are templates, the rest is copied as it is.
+    templates = [p for p in project.templates.rglob("*") if p.is_file() and not p.is_symlink()
+                 and not (p.relative_to(project.templates).parts[0] == "target" and p.suffix != ".j2")]
     for path in templates:
         name = path.relative_to(project.templates).as_posix()
         language = "shell" if name.startswith("build/") else language_of(name)

@@ -222,6 +222,49 @@ class Recipe(Strict):
         return Merged(self.depends + extra.depends, self.files + extra.files, {**self.vars, **extra.vars})
 
 
+# --- customising the system (docs/usage.md, "Customise your system") -----------------------
+ProjectPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]  # relative to the project
+AccountName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$", max_length=32)]
+PATTERN_HINTS[r"^[a-z_][a-z0-9_-]*$"] = "expected a user or group name: lowercase letters, digits, _ and - (not first)"
+GuestPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_.+/-]*$", max_length=256)]
+PATTERN_HINTS[r"^/[A-Za-z0-9_.+/-]*$"] = "expected an absolute path in the target (letters, digits and _ . + / -)"
+PasswordHash = Annotated[str, StringConstraints(pattern=r"^\$[0-9a-z]+\$[A-Za-z0-9./$=,]+$")]
+PATTERN_HINTS[r"^\$[0-9a-z]+\$[A-Za-z0-9./$=,]+$"] = "expected a crypt(3) hash such as $6$salt$hash (mkpasswd -m sha-512), or no password (locked)"
+
+
+def _inside_project(value: str) -> str:
+    if ".." in value.split("/"):
+        raise ValueError("expected a path inside the project, without '..'")
+    return value
+
+
+class User(Strict):
+    """An account of the target ([[tool.mlbuild.users]]); no password means locked (no password login)."""
+
+    name: AccountName
+    uid: int = Field(ge=0, le=65534)
+    gid: int | None = Field(default=None, ge=0, le=65534)  # None: a group of the user's name with gid = uid
+    groups: list[AccountName] = []  # supplementary groups (from [[tool.mlbuild.groups]])
+    comment: Annotated[str, StringConstraints(pattern=r"^[^:\n\r]*$", max_length=128)] = ""
+    home: GuestPath | None = None  # None: /home/<name>
+    shell: GuestPath = "/bin/sh"
+    password: PasswordHash | None = None
+    create_home: bool = True  # make the home folder in the target (mode 0755; the images own it by root)
+
+    @field_validator("home", "shell")
+    @classmethod
+    def _no_parent(cls, value):
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("expected an absolute path without '..'")
+        return value
+
+
+class Group(Strict):
+    name: AccountName
+    gid: int = Field(ge=0, le=65534)
+    members: list[AccountName] = []
+
+
 # Artifact caches (docs/ci.md): file://, http(s):// (WebDAV PUT to write), s3://bucket/prefix; ro: in front, read only.
 CACHE_URL = r"^(ro:)?(file|https?|s3)://[^\s,]+$"
 PATTERN_HINTS[CACHE_URL] = "expected a cache URL: file:///folder, http(s)://host/path, s3://bucket/prefix, optionally ro: in front"
@@ -265,6 +308,56 @@ class Config(Strict):
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
     sandbox: Literal["auto", "on", "off"] = "off"
+    # Customising the system (docs/usage.md, "Customise your system"; overlay.py, hooks.py, users.py, image_profile.py).
+    overlays: list[ProjectPath] = []  # folders copied over target/<arch>/ after the components; only *.j2 rendered
+    post_build: list[ProjectPath] = []  # scripts run on the assembled tree (TARGET_DIR) before it is packed
+    post_image: list[ProjectPath] = []  # scripts run on the images folder (IMAGES_DIR)
+    users: list[User] = []  # [[tool.mlbuild.users]]: /etc/passwd and /etc/shadow (root is there anyway)
+    groups: list[Group] = []  # [[tool.mlbuild.groups]]: /etc/group
+    # What the images hold: runtime (no headers, static libraries, .map files, kernel image) or the full tree;
+    # auto: full when a compiler is inside (target_llvm), else runtime.
+    image_profile: Literal["auto", "runtime", "full"] = "auto"
+
+    _paths_inside = field_validator("overlays", "post_build", "post_image")(
+        lambda values: [_inside_project(value) for value in values])
+
+    @field_validator("users")
+    @classmethod
+    def _accounts_unique(cls, users):
+        for key in ("name", "uid"):
+            seen = set()
+            for user in users:
+                value = getattr(user, key)
+                if value in seen:
+                    raise ValueError(f"two users have the {key} {value!r}")
+                seen.add(value)
+        for user in users:
+            if (user.name == "root") != (user.uid == 0):
+                raise ValueError(f"{user.name}: uid 0 is root's and root's alone")
+        return users
+
+    @model_validator(mode="after")
+    def _groups_known(self):
+        names, gids = set(), set()
+        for group in self.groups:
+            if group.name in names or group.gid in gids:
+                raise ValueError(f"groups: two groups have the name {group.name!r} or the gid {group.gid}")
+            names.add(group.name)
+            gids.add(group.gid)
+        own = {user.name for user in self.users if user.gid is None}
+        users = {user.name for user in self.users} | {"root"}
+        known_gids = gids | {0} | {user.uid for user in self.users if user.gid is None}
+        for user in self.users:
+            for name in user.groups:
+                if name not in names and name not in own | {"root"}:
+                    raise ValueError(f"users: {user.name}: group {name!r} is not in [[tool.mlbuild.groups]]")
+            if user.gid is not None and user.gid not in known_gids:
+                raise ValueError(f"users: {user.name}: gid {user.gid} is no group's ([[tool.mlbuild.groups]])")
+        for group in self.groups:
+            for member in group.members:
+                if member not in users:
+                    raise ValueError(f"groups: {group.name}: member {member!r} is not a user")
+        return self
 
     @field_validator("arches")
     @classmethod

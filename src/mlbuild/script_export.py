@@ -7,11 +7,13 @@ Paths of the build folder become "$ROOT" (the script's first argument), so the
 layout under it is mlbuild's own: src/, work/, out/, target/.
 """
 
+import os
 import shlex
 from pathlib import Path
 
 import networkx as nx
 
+from . import image_profile, users
 from .errors import InputError
 from .graph import build_ancestors, fetch_task
 from .steps.build import BuildStep
@@ -193,10 +195,33 @@ class _Writer:
         for component in step.components:
             out.append(f"cp -a {self.path(component.output)}/. {s}/\n")
         out.append(f"mkdir -p {' '.join(f'{s}/{name}' for name in SKELETON)}\nchmod 1777 {s}/tmp\n")
+        for origin, _, entries in step.own_overlay:
+            out.append(self.overlay(step, s, origin, [entry for entry in entries if entry.kind != "template"]))
         for name, text in step.etc_files.items():
-            out.append(f"# templates/target/{name}\nmkdir -p {s}/{shlex.quote(str(Path(name).parent))}\n")
-            out.append(self.file(f"{s}/{shlex.quote(name)}", text, "755" if "/init.d/" in f"/{name}" else "644"))
+            out.append(f"# /{name} (templates/target, or the accounts tables)\nmkdir -p {s}/{shlex.quote(str(Path(name).parent))}\n")
+            out.append(self.file(f"{s}/{shlex.quote(name)}", text, f"{step.file_mode(name):o}"))
+        for home in users.homes(step.project.config):
+            out.append(f"mkdir -p {s}/{shlex.quote(home)}\n")
+        for origin, _, entries in step.user_overlays:
+            out.append(self.overlay(step, s, origin, entries))
+        if step.project.config.post_build:
+            raise InputError("mlbuild script: post_build hooks are not exported yet; remove post_build to export")
         out.append(f"mkdir -p {self.path(step.output.parent)}\nrm -rf {self.path(step.output)}\nmv {s} {self.path(step.output)}\n")
+        return "".join(out)
+
+    def overlay(self, step, s: str, origin: str, entries) -> str:
+        """An overlay's entries, as mlbuild installs them (overlay.py): copies with their modes, links, rendered .j2 files."""
+        out = [f"# overlay {origin}\n"]
+        for entry in entries:
+            target = f"{s}/{shlex.quote(entry.path)}"
+            if entry.kind == "dir":
+                out.append(f"[ -d {target} ] || {{ mkdir -p {target} && chmod {entry.mode:o} {target}; }}\n")
+            elif entry.kind == "link":
+                out.append(f"rm -f {target}\nln -s {shlex.quote(os.readlink(entry.source))} {target}\n")
+            elif entry.kind == "template":
+                out.append(f"rm -f {target}\n" + self.file(target, step.rendered[(origin, entry.path)], f"{entry.mode:o}"))
+            else:
+                out.append(f"rm -f {target}\ncp {self.path(entry.source)} {target}\nchmod {entry.mode:o} {target}\n")
         return "".join(out)
 
     def gather(self, step) -> str:
@@ -208,6 +233,8 @@ class _Writer:
         return "".join(out)
 
     def images(self, step) -> str:
+        if image_profile.resolve(step.project.config) != "full" or step.project.config.post_image:
+            raise InputError("mlbuild script: only image_profile = full without post_image hooks is exported yet")
         root = self.path(step.root)
         out_dir = self.path(step.output)
         epoch = ROOT_OWNED_AT_EPOCH[-1][1].lstrip("@")

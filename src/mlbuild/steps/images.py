@@ -3,6 +3,7 @@
 import stat
 from pathlib import Path
 
+from .. import hooks, image_profile
 from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..processes import run_in_group
@@ -11,12 +12,13 @@ from ..zstd import compress
 from .base import Step, code_hash
 from .build import SOURCE_DATE_EPOCH
 from .target import SKELETON_MODES
+from ..users import SHADOW_MODE
 
 # Device nodes the kernel needs before devtmpfs is mounted (its own default initramfs has these).
 DEVICES = {"dev/console": ("c", 5, 1), "dev/null": ("c", 1, 3)}
 SETUID = {"bin/busybox": 0o4755}
 # Every other path gets cpio.normal_mode: the modes of the images never depend on the builder's umask.
-MODES = {**SKELETON_MODES, **SETUID}
+MODES = {**SKELETON_MODES, **SETUID, "etc/shadow": SHADOW_MODE}
 ROOT_OWNED_AT_EPOCH = [("uid", 0), ("gid", 0)] + [(f"{kind}time", f"@{SOURCE_DATE_EPOCH}") for kind in "amc"]
 DISK_UUID = "6d6c6275-696c-4400-8000-000000000001"  # fixed: images are reproducible
 
@@ -37,18 +39,23 @@ class ImagesStep(Step):
 
     @property
     def root(self) -> Path:
-        return self.project.steps[self.deps[0]].output
+        """The tree packed: target/<arch>/, or while run() packs a runtime image, the part of it that runs."""
+        return getattr(self, "packed_root", None) or self.project.steps[self.deps[0]].output
 
     def inputs(self) -> dict:
-        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd"), **self.dep_inputs()}
+        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd"), **self.dep_inputs(),
+                **image_profile.inputs(self), **hooks.inputs(self.project, "post-image")}
 
     def run(self, staging: Path, log) -> None:
+        image_profile.prepare(self, log)  # sets packed_root for the runtime profile
         write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), MODES, DEVICES)
         log(f"initramfs.cpio: {(staging / 'initramfs.cpio').stat().st_size} bytes")
         # What QEMU boots: a fraction of the size (the cpio stays, to inspect).
         compress(staging / "initramfs.cpio", staging / "initramfs.cpio.zst")
         log(f"initramfs.cpio.zst: {(staging / 'initramfs.cpio.zst').stat().st_size} bytes")
         self._ext4(staging / "rootfs.ext4", log)
+        image_profile.finish(self)  # the runtime tree is not kept
+        hooks.post_image(self, staging, log)
 
     def _ext4(self, image: Path, log) -> None:
         size_mib = max(32, int(_tree_size(self.root) * 1.5 / 2**20) + 16)

@@ -8,11 +8,12 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from .. import hooks, image_profile, overlay, users
 from ..arches import ARCHES
-from ..errors import MlbuildError
-from ..render import render
+from ..errors import InputError, MlbuildError
 from ..state import merge_tree
 from .base import Step, code_hash
+from .build import SOURCE_DATE_EPOCH
 
 # Folders every system has even when no component installs into them.
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
@@ -33,21 +34,58 @@ class TargetStep(Step):
         return self.project.target_dir / self.arch
 
     @cached_property
-    def etc_files(self) -> dict[str, str]:
-        """templates/target/** rendered; the path below target/ is the path in the system."""
-        folder = self.project.templates / "target"
-        context = {
+    def context(self) -> dict:
+        """What the .j2 files of templates/target and of the overlays see."""
+        return {
             "arch": self.arch,
             "triple": ARCHES[self.arch].triple,
             "console": ARCHES[self.arch].console,
             "versions": self.versions,
         }
-        rendered = {}
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                relative = path.relative_to(self.project.templates).as_posix()
-                rendered[path.relative_to(folder).as_posix().removesuffix(".j2")] = render(self.project.templates, relative, context)
-        return rendered
+
+    @cached_property
+    def overlays(self) -> list[tuple[str, Path, list]]:
+        """(origin, folder, entries): the project's templates/target first, then the configuration's overlays in order."""
+        found = []
+        own = self.project.templates / "target"
+        if own.is_dir():
+            found.append(("templates/target", own, overlay.scan(own, "templates/target")))
+        for relative in self.project.config.overlays:
+            found.append((relative, self.project.root / relative, overlay.scan(self.project.root / relative, relative)))
+        return found
+
+    @property
+    def own_overlay(self) -> list:
+        """templates/target, as a list of at most one overlay: its files may not replace a component's."""
+        return [item for item in self.overlays if item[0] == "templates/target"][:1]
+
+    @property
+    def user_overlays(self) -> list:
+        """The configuration's overlays: they may replace any file (a later one wins)."""
+        return self.overlays[len(self.own_overlay):]
+
+    @cached_property
+    def rendered(self) -> dict[tuple[str, str], str]:
+        """{(origin, path): text} of every .j2 file of the overlays (rendered once, at load, so errors come first)."""
+        return {(origin, entry.path): overlay.render_template(entry, folder, origin, self.context)
+                for origin, folder, entries in self.overlays for entry in entries if entry.kind == "template"}
+
+    @cached_property
+    def etc_files(self) -> dict[str, str]:
+        """The text files this step writes: templates/target's rendered .j2 files, then the accounts (users.py)."""
+        files = {path: text for (origin, path), text in self.rendered.items() if origin == "templates/target"}
+        for name in users.FILES:
+            if name in files:
+                raise InputError(f"templates/target/{name}.j2: /{name} is written from the accounts tables "
+                                 "([[tool.mlbuild.users]], [[tool.mlbuild.groups]]); remove the template")
+        return {**files, **users.files(self.project.config)}
+
+    def file_mode(self, name: str) -> int:
+        """The mode of a text file of etc_files in the target (and, but for etc/shadow, normalised alike in the images)."""
+        if name in users.FILES:
+            return users.FILES[name]
+        # Scripts under etc/init.d are run by init: executable.
+        return 0o755 if "/init.d/" in f"/{name}" else 0o644
 
     @property
     def components(self) -> list:
@@ -58,10 +96,18 @@ class TargetStep(Step):
         return {step.recipe.name: step.recipe.version for step in self.components}
 
     def inputs(self) -> dict:
+        # templates/target's .j2 files are in etc_files; everything else of every overlay is here.
+        overlays = {f"overlay:{origin}/{entry.path}": overlay.fingerprint(entry, self.rendered.get((origin, entry.path)))
+                    for origin, _, entries in self.overlays for entry in entries
+                    if not (origin == "templates/target" and entry.kind == "template")}
         return {
             "arch": self.arch,
-            "code": code_hash(__name__),
+            "code": code_hash(__name__, "mlbuild.overlay", "mlbuild.users", "mlbuild.hooks"),
             **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.etc_files.items()},
+            **overlays,
+            **({"homes": users.homes(self.project.config)} if self.project.config.users else {}),
+            **hooks.inputs(self.project, "post-build"),
+            **({"image_profile": image_profile.resolve(self.project.config)} if self.project.config.post_build else {}),
             **self.dep_inputs(),
         }
 
@@ -74,13 +120,39 @@ class TargetStep(Step):
             (staging / name).mkdir(exist_ok=True)
         for name, mode in SKELETON_MODES.items():
             os.chmod(staging / name, mode)
+        for origin, folder, entries in self.own_overlay:
+            for entry in entries:
+                if entry.path in owners:
+                    raise MlbuildError(f"{self.name}: templates/target/{entry.path} would overwrite a file of {owners[entry.path]}")
+                if entry.kind == "template":
+                    continue  # written with etc_files below
+                overlay.install(entry, staging)
         for name, text in self.etc_files.items():
             path = staging / name
             if name in owners:
-                raise MlbuildError(f"{self.name}: templates/target/{name} would overwrite a file of {owners[name]}")
+                raise MlbuildError(f"{self.name}: /{name} is written by mlbuild but {owners[name]} installs it too")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-            # Scripts under etc/init.d are run by init: make them executable.
-            os.chmod(path, 0o755 if "/init.d/" in f"/{name}" else 0o644)
+            os.chmod(path, self.file_mode(name))
+        for home in users.homes(self.project.config):
+            (staging / home).mkdir(parents=True, exist_ok=True)
+        self._user_overlays(staging, owners, log)
+        users.check_shells(self.project.config, staging, self.name)
         log(f"{len(owners)} files from {len(self.components)} components")
+        hooks.run(self.project, "post-build", staging, {
+            "ARCH": self.arch, "TRIPLE": ARCHES[self.arch].triple, "TARGET_DIR": str(staging),
+            "IMAGES_DIR": str(self.project.target_build_dir / "images" / self.arch),
+            "IMAGE_PROFILE": image_profile.resolve(self.project.config),
+            "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+        }, self.name, log)
 
+    def _user_overlays(self, staging: Path, owners: dict[str, str], log) -> None:
+        """The configuration's overlays, in order: they may replace any file (a later overlay wins)."""
+        for origin, folder, entries in self.user_overlays:
+            replaced = 0
+            for entry in entries:
+                if overlay.install(entry, staging, self.rendered.get((origin, entry.path))):
+                    replaced += 1
+                    log(f"{origin}: /{entry.path} replaces the file of {owners.get(entry.path, 'an earlier overlay or mlbuild')}")
+                owners[entry.path] = origin
+            log(f"{origin}: {len(entries)} entries, {replaced} replaced")
