@@ -10,6 +10,8 @@
                                                    one LLVM build (hours): wall time, peak memory of the
                                                    largest process and of the whole machine, ninja steps,
                                                    ccache; says whether it started cold or resumed
+    scripts/benchmark.py reporting [--recipes 500]  the progress display, summary and statistics: no-op
+                                                   and cold build against doit's own reporter
 
 Each run replaces its own section of docs/performance.md (between marker comments).
 """
@@ -67,14 +69,14 @@ def make_synthetic(root: Path, count: int) -> None:
     source = root / "src.tar.gz"
     subprocess.run(["tar", "czf", source, "-C", REPO, "pyproject.toml"], check=True)
     sha = subprocess.run(["sha256sum", source], capture_output=True, text=True, check=True).stdout.split()[0]
-    (root / "templates" / "build" / "file.sh.j2").write_text('mkdir -p "$OUT/share/{{ recipe.name }}"\necho {{ vars.text }} > "$OUT/share/{{ recipe.name }}/{{ arch }}"\n')
+    (root / "templates" / "build" / "file.sh.j2").write_text('mkdir -p "$OUT/share/"{{ recipe.name }}\necho {{ vars.text }} > "$OUT/share/"{{ recipe.name }}/{{ arch }}\n')
     (root / "templates" / "target" / "etc" / "hostname.j2").write_text("bench\n")
     for index in range(count):
         deps = sorted({f"r{rng.randrange(index)}" for _ in range(2)}) if index else []
         (root / "recipes" / f"r{index}.toml").write_text(
             f'name = "r{index}"\nversion = "1.0"\nsummary = "synthetic"\nhomepage = "https://example.org/"\n'
             f'license = "MIT"\nbuild = "file"\ndepends = {deps!r}\n'.replace("'", '"')
-            + ('source = "r0"\n' if index else f'[[sources]]\nurl = "file://{source}"\nsha256 = "{sha}"\n')
+            + ('source = "r0"\n' if index else f'[[sources]]\nurl = "file://{source}"\nsha256 = "{sha}"\nstrip_components = 0\n')
             + f'[vars]\ntext = "recipe {index}"\n'
         )
     (root / "pyproject.toml").write_text(
@@ -280,9 +282,79 @@ def bench_llvm(task: str, settings: list[str]) -> None:
         sys.exit(f"benchmark: {task} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
+def wall_and_cpu(command: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """One run's wall time and CPU time (user + system of the command and everything it ran)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"benchmark: {' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def bench_reporting(count: int, repeat: int) -> None:
+    """The cost of the progress display, the summary and the statistics: mlbuild's reporter against doit's own."""
+    # Plain lines as in a pipe; no artifact cache: every task of a cold build runs.
+    plain = {**environment(), "MLBUILD_PROGRESS": "plain", "MLBUILD_CACHE": ""}
+    theirs = ["--reporter", "console"]
+    figures: dict[str, dict[str, list[tuple[float, float]]]] = {"noop": {"mlbuild": [], "console": []},
+                                                               "cold": {"mlbuild": [], "console": []}}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        make_synthetic(root, count)
+        first = subprocess.run(doit("-n", "2"), cwd=root, env=plain, capture_output=True, text=True)
+        if first.returncode != 0:
+            sys.exit(f"benchmark: first build failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
+        tasks = sum(line.startswith(".  ") for line in first.stdout.splitlines())
+        # In turn (a b a b …), so a machine whose load drifts weighs on both alike.
+        for _ in range(repeat):
+            for label, extra in (("mlbuild", []), ("console", theirs[:])):
+                figures["noop"][label].append(wall_and_cpu(doit(*extra), root, plain))
+        for _ in range(max(1, repeat // 2)):
+            for label, extra in (("mlbuild", []), ("console", theirs[:])):
+                shutil.rmtree(root / "build" / "state")  # every task runs again
+                figures["cold"][label].append(wall_and_cpu(doit("-n", "2", *extra), root, plain))
+        # What every executed task costs besides (stats.measured): its output's size and the log's ccache line.
+        sys.path.insert(0, str(REPO / "src"))
+        from mlbuild import stats
+        outputs = sorted((root / "build" / "out").iterdir())
+        started = time.perf_counter()
+        for output in outputs:
+            stats.tree_size(output)
+            stats.ccache_counts(root / "build" / "logs" / f"build_{output.name}.log")
+        per_task_ms = (time.perf_counter() - started) / len(outputs) * 1000
+
+    def row(what: str, kind: str) -> list[str]:
+        mine, doits = figures[kind]["mlbuild"], figures[kind]["console"]
+        lines = []
+        for index, name in ((0, "wall"), (1, "CPU")):
+            a, b = [f[index] for f in mine], [f[index] for f in doits]
+            ratios = [x / y for x, y in zip(a, b) if y]
+            lines.append(f"| {what}, {name} | {figure(a)} | {figure(b)} | {statistics.median(ratios):.3f} "
+                         f"(pairs {min(ratios):.3f}–{max(ratios):.3f}) | ≤ 1.02 |")
+        return lines
+
+    record("reporting", [
+        f"## Progress, summary and statistics: their overhead ({count} recipes × 2 arches, {tasks} tasks)",
+        "",
+        f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end. Command: `scripts/benchmark.py reporting --recipes {count}`:",
+        "the synthetic graph of `engine`, with mlbuild's reporter (plain lines, as in a pipe) against doit's own",
+        "(`--reporter console`), run in turn; the ratio is the median of the pairs' ratios. Both run each task's",
+        "measurement (stats.measured), whose own cost per task is the last row.",
+        "",
+        "| measure | mlbuild's reporter | doit's console reporter | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        *row("no-op `doit`", "noop"),
+        *row("cold `doit -n 2` (every task runs)", "cold"),
+        f"| per executed task: output size and ccache line | {per_task_ms:.2f} ms | — | — | — |",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting"])
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
     parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
@@ -294,6 +366,8 @@ def main() -> None:
         bench_noop(args.repeat)
     elif args.what == "llvm":
         bench_llvm(args.task, args.settings)
+    elif args.what == "reporting":
+        bench_reporting(min(args.recipes, 500), args.repeat)
     else:
         bench_distribution()
 

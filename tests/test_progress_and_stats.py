@@ -120,7 +120,8 @@ def test_each_run_records_start_end_cpu_ccache_and_output_size_of_every_task_it_
         assert record["outcome"] == "built"
         assert record["start"] <= record["end"] and abs(record["duration"] - (record["end"] - record["start"])) < 0.01
         assert record["cpu"] >= 0
-        assert record["output_bytes"] > 0
+        # sizes of outputs, not of unpacked sources (walking a kernel tree would cost seconds)
+        assert (record["output_bytes"] > 0) if name.startswith("build:") else ("output_bytes" not in record)
     for name in x86("hello", "extra", "app"):
         assert (records[name]["ccache_hits"], records[name]["ccache_misses"]) == (0, 1)
         assert 1000 < records[name]["peak_rss_kb"] < 10_000_000  # clang's, in kB: more than 1 MB, less than 10 GB
