@@ -118,3 +118,38 @@ def test_the_target_clang_is_a_static_cross_build_defaulting_to_its_own_system(c
     assert cache["CLANG_DEFAULT_RTLIB"] == "compiler-rt" and cache["CLANG_DEFAULT_CXX_STDLIB"] == "libc++"
     assert "-static" in cache["CMAKE_EXE_LINKER_FLAGS"]
     assert cache["CMAKE_SYSROOT"].endswith("build/work/clang-arm64/sysroot")
+
+
+def test_the_target_clang_uses_the_hosts_tablegen_and_builds_only_clang_tblgen_natively(configured_target_clang):
+    """Debian's llvm-tblgen of the same release replaces LLVM's NATIVE build of it; clang-tblgen (not shipped) stays."""
+    cache = cmake_cache(configured_target_clang / "CMakeCache.txt")
+    assert cache["LLVM_TABLEGEN"] == "/usr/lib/llvm-19/bin/llvm-tblgen"
+    assert cache["CLANG_TABLEGEN_EXE"].endswith("/NATIVE/bin/clang-tblgen")
+    plan = subprocess.run(["ninja", "-C", configured_target_clang, "-n", "distribution"], capture_output=True, text=True, check=True).stdout
+    native = re.findall(r"Building native (\S+?)\.\.\.", plan)
+    assert native == ["clang-tblgen"], native
+    # llvm-min-tblgen (LLVM 19's tablegen for the core headers) follows LLVM_TABLEGEN: neither is built
+    assert not re.search(r"Linking CXX executable bin/llvm-(min-)?tblgen", plan)
+
+
+def test_the_target_clang_is_one_multicall_binary_of_the_tools_a_user_needs(configured_target_clang):
+    cache = cmake_cache(configured_target_clang / "CMakeCache.txt")
+    assert cache["LLVM_TOOL_LLVM_DRIVER_BUILD"] == "ON"
+    components = cache["LLVM_DISTRIBUTION_COMPONENTS"].split(";")
+    assert "llvm-strings" not in components  # busybox's strings
+    tools = (configured_target_clang / "tools" / "llvm-driver" / "LLVMDriverTools.def").read_text()
+    entries = dict(re.findall(r'LLVM_DRIVER_TOOL\("([^"]+)", (\w+)\)', tools))
+    for name, entry in {"clang": "clang", "clang++": "clang", "ld.lld": "lld", "ld": "lld", "ar": "llvm_ar",
+                        "ranlib": "llvm_ar", "nm": "llvm_nm", "objcopy": "llvm_objcopy", "strip": "llvm_objcopy",
+                        "objdump": "llvm_objdump", "readelf": "llvm_readobj", "size": "llvm_size"}.items():
+        assert entries.get(name) == entry, (name, entries)
+    # only what was asked for: no dsymutil, llvm-profdata, clang-scan-deps, ...
+    assert set(entries.values()) == {"clang", "lld", "llvm_ar", "llvm_nm", "llvm_objcopy", "llvm_objdump",
+                                     "llvm_readobj", "llvm_size"}, sorted(set(entries.values()))
+    ninja = (configured_target_clang / "build.ninja").read_text()
+    # the install step the build script runs installs the stripped driver and its links, no separate tools
+    install = re.search(r"^build install-distribution-stripped: phony (.*)$", ninja, re.MULTILINE)[1].split()
+    assert sorted(path.rsplit("/", 1)[-1] for path in install) == ["install-clang-resource-headers-stripped", "install-llvm-driver-stripped"]
+    programs = re.findall(r"^build bin/([^:\s]+): CXX_EXECUTABLE_LINKER", ninja, re.MULTILINE)
+    assert "llvm" in programs and not {"clang", "clang-19", "lld", "llvm-ar", "llvm-nm", "llvm-objdump"} & set(programs), programs
+    assert cache["CMAKE_STRIP"].endswith("llvm-strip")
