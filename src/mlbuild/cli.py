@@ -2,12 +2,13 @@
 
 import argparse
 import difflib
+import re
 import sys
 from pathlib import Path
 
 from .boundary import EXPECTED, one_line
 from .errors import InputError, MlbuildError
-from . import graph_view, script_export, size_report, stats_report
+from . import graph_view, legal_info, sbom, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .incremental import is_up_to_date, reasons
 from .models import Config
@@ -89,15 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    for module in (graph_view, stats_report, size_report, script_export):
+    for module in (graph_view, stats_report, size_report, script_export, sbom, legal_info):
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
     cache_commands.add_parser(commands)
-    args = parser.parse_args(argv)
+    # key=value settings, as on doit's command line (`mlbuild size arm64 target_llvm=0`).
+    argv = sys.argv[1:] if argv is None else argv
+    settings = dict(item.split("=", 1) for item in argv if re.match(r"^[a-z_][a-z0-9_]*=", item))
+    args = parser.parse_args([item for item in argv if not re.match(r"^[a-z_][a-z0-9_]*=", item)])
     handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run}
     try:
-        project = Project(find_root(Path(args.directory).resolve()))
+        project = Project(find_root(Path(args.directory).resolve()), settings)
         return (getattr(args, "handler", None) or handlers[args.command])(project, args)
     except EXPECTED as error:
         print(f"mlbuild: {one_line(error, None if isinstance(error, MlbuildError) else args.command)}", file=sys.stderr)
