@@ -58,7 +58,7 @@ def test_the_exported_script_builds_the_same_components_target_and_images_withou
         assert hash_tree(out / "out" / f"{name}-x86_64") == hash_tree(built.path(f"build/out/{name}-x86_64")), name
     assert (out / "out/hello-x86_64/etc/extra.conf").read_text() == "greeting=Hello, world!\nno newline at the end"
     assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
-    for image in ("initramfs.cpio", "rootfs.ext4"):
+    for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
         ours = hashlib.sha256((out / "images/x86_64" / image).read_bytes()).hexdigest()
         assert ours == hashlib.sha256(built.path(f"build/images/x86_64/{image}").read_bytes()).hexdigest(), image
 

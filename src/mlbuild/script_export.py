@@ -13,14 +13,18 @@ from pathlib import Path
 
 import networkx as nx
 
-from . import image_profile, users
+from . import image_profile, users, zstd
 from .errors import InputError
 from .graph import build_ancestors, fetch_task
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
 from .steps.images import DEVICES, DISK_UUID, MODES, ROOT_OWNED_AT_EPOCH, ImagesStep
-from .steps.target import SKELETON, TargetStep
+from .steps.target import SKELETON, SKELETON_MODES, TargetStep
 from .steps.toolchain import ToolchainStep
+
+# Like state.merge_tree (shutil.copy2 per file): modes and times kept, links copied as links,
+# hard links not kept (mke2fs -d would keep them, and the disk image would differ).
+COPY = "cp -RP --preserve=mode,timestamps"
 
 HEADER = """\
 #!/usr/bin/env bash
@@ -170,7 +174,7 @@ class _Writer:
         if ancestors:
             out.append("# $SYSROOT: the files of every component it builds on\n")
             for dep in ancestors:
-                out.append(f"cp -a {self.path(project.steps[dep].output)}/. {self.path(sysroot)}/\n")
+                out.append(f"{COPY} {self.path(project.steps[dep].output)}/. {self.path(sysroot)}/\n")
         for name, text in step.files.items():
             out.append(f"# $FILES/{name}\n")
             out.append(self.file(f"{self.path(files)}/{shlex.quote(name)}", text))
@@ -193,8 +197,9 @@ class _Writer:
         out = [f"rm -rf {s}\nmkdir -p {s}\n",
                "# every component's files (mlbuild refuses a file that two components install)\n"]
         for component in step.components:
-            out.append(f"cp -a {self.path(component.output)}/. {s}/\n")
-        out.append(f"mkdir -p {' '.join(f'{s}/{name}' for name in SKELETON)}\nchmod 1777 {s}/tmp\n")
+            out.append(f"{COPY} {self.path(component.output)}/. {s}/\n")
+        out.append(f"mkdir -p {' '.join(f'{s}/{name}' for name in SKELETON)}\n")
+        out += [f"chmod {mode:o} {s}/{shlex.quote(name)}\n" for name, mode in SKELETON_MODES.items()]
         for origin, _, entries in step.own_overlay:
             out.append(self.overlay(step, s, origin, [entry for entry in entries if entry.kind != "template"]))
         for name, text in step.etc_files.items():
@@ -228,7 +233,7 @@ class _Writer:
         staging = step.output.with_name(f".{step.output.name}.staging")
         out = [f"rm -rf {self.path(staging)}\nmkdir -p {self.path(staging)}\n"]
         for dep in step.deps:
-            out.append(f"cp -a {self.path(self.project.steps[dep].output)}/. {self.path(staging)}/\n")
+            out.append(f"{COPY} {self.path(self.project.steps[dep].output)}/. {self.path(staging)}/\n")
         out.append(f"rm -rf {self.path(step.output)}\nmv {self.path(staging)} {self.path(step.output)}\n")
         return "".join(out)
 
@@ -281,6 +286,8 @@ class _Writer:
         out += [
             " cpio_entry $ino 0 1 0 0 'TRAILER!!!'\n",
             f") > {out_dir}/initramfs.cpio\n",
+            "# what QEMU boots: the same archive compressed (one thread: the same bytes as mlbuild's)\n",
+            f"zstd -q -{zstd.LEVEL} -T1 --no-progress -f {out_dir}/initramfs.cpio -o {out_dir}/initramfs.cpio.zst\n",
             "# the ext4 disk image: the same commands as mlbuild runs\n",
             f"size_mib=$(( $(find {root} -mindepth 1 -printf '%s\\n' | awk '{{s += $1}} END {{print s + 0}}') * 3 / 2 / 1048576 + 16 ))\n",
             "[ $size_mib -ge 32 ] || size_mib=32\n",
