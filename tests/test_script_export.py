@@ -82,3 +82,28 @@ def test_script_for_an_unknown_task_is_one_line(built):
     result = built.cli("script", "nosuch")
     assert result.returncode != 0
     assert result.stderr == "mlbuild: script: no task 'build:nosuch'; `doit list --all` shows them\n"
+
+
+def test_with_the_runtime_image_profile_the_exported_script_packs_the_same_images(built, tmp_path):
+    # Headers, a static library and an include folder deep down: what the runtime images leave out.
+    built.edit("templates/build/app.sh.j2", "mkdir -p", 'mkdir -p "$OUT/usr/include/app" "$OUT/usr/lib/clang/19/include" "$OUT/usr/share/man"\n'
+               'echo "int app;" > "$OUT/usr/include/app/app.h"\necho x > "$OUT/usr/lib/clang/19/include/x.h"\n'
+               'echo lib > "$OUT/usr/lib/libapp.a"\necho lib > "$OUT/usr/lib/libapp.so"\necho man > "$OUT/usr/share/man/app.1"\nmkdir -p')
+    result = built.doit("image_profile=runtime")
+    assert result.returncode == 0, result.stdout + result.stderr
+    exported = built.cli("script", "build:images-x86_64", "image_profile=runtime")
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "build.sh").write_text(exported.stdout)
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")],
+                         env={"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = tmp_path / "out"
+    assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
+    assert (out / "target/x86_64/usr/lib/libapp.a").exists()  # the target keeps everything
+    for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
+        ours = hashlib.sha256((out / "images/x86_64" / image).read_bytes()).hexdigest()
+        assert ours == hashlib.sha256(built.path(f"build/images/x86_64/{image}").read_bytes()).hexdigest(), image
+    archive = (out / "images/x86_64/initramfs.cpio").read_bytes()
+    assert b"usr/lib/libapp.so" in archive and b"libapp.a" not in archive and b"app.h" not in archive
+    assert not (out / "work/images-x86_64-runtime").exists()

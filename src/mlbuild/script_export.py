@@ -238,14 +238,19 @@ class _Writer:
         return "".join(out)
 
     def images(self, step) -> str:
-        if image_profile.resolve(step.project.config) != "full" or step.project.config.post_image:
-            raise InputError("mlbuild script: only image_profile = full without post_image hooks is exported yet")
-        root = self.path(step.root)
+        if step.project.config.post_image:
+            raise InputError("mlbuild script: post_image hooks are not exported yet; remove post_image to export")
         out_dir = self.path(step.output)
         epoch = ROOT_OWNED_AT_EPOCH[-1][1].lstrip("@")
         declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(MODES.items()))
-        out = [
-            f"mkdir -p {out_dir}\n",
+        out = [f"rm -rf {out_dir}\nmkdir -p {out_dir}\n"]
+        if image_profile.resolve(step.project.config) == "full":
+            root = self.path(step.root)
+        else:
+            runtime = step.project.target_build_dir / "work" / f"images-{step.arch}-runtime"
+            root = self.path(runtime)
+            out.append(self.runtime_tree(self.path(step.root), root, image_profile._kernels(step)))
+        out += [
             'PATH="$PATH:/usr/sbin:/sbin"  # mke2fs, debugfs\n',
             "# The mode a file gets in both images, whatever umask built it (src/mlbuild/cpio.py):\n"
             "# 0755 for folders and executables, 0644 for other files, set-id and sticky bits kept,\n"
@@ -306,6 +311,30 @@ class _Writer:
         out.append(f") > {out_dir}/rootfs.debugfs\n")
         out.append(f"E2FSPROGS_FAKE_TIME={epoch} debugfs -w -f {out_dir}/rootfs.debugfs {out_dir}/rootfs.ext4 >/dev/null\n"
                    f"rm {out_dir}/rootfs.debugfs\n")
+        if image_profile.resolve(step.project.config) != "full":
+            out.append(f"rm -rf {root}  # the runtime tree is not kept\n")
+        return "".join(out)
+
+    @staticmethod
+    def runtime_tree(target: str, tree: str, kernels: set[str]) -> str:
+        """The runtime image profile (image_profile.py): the target without what only a compiler or a boot loader reads."""
+        folders = " ".join(f"{tree}/{prefix}{folder}" for folder in image_profile.DEVELOPMENT_FOLDERS for prefix in ("", "usr/"))
+        patterns = " -o ".join(f"-name {shlex.quote(pattern)}" for pattern in image_profile.DEVELOPMENT_FILES)
+        out = [
+            "# image_profile runtime: the images hold what runs, not headers, static libraries and objects,\n"
+            "# pkg-config/CMake files, linker maps, manuals, nor the kernel image (QEMU is given it with -kernel)\n",
+            f"rm -rf {tree}\nmkdir -p {tree}\n{COPY} -l {target}/. {tree}/\n",
+            f"find {tree} -depth -type d -name include -exec rm -rf {{}} +\n",
+            f"rm -rf {folders}\n",
+            f"find {tree} \\( -type f -o -type l \\) \\( {patterns} \\) -delete\n",
+        ]
+        out += [f"rm -f {tree}/{shlex.quote(kernel)}\n" for kernel in sorted(kernels)]
+        out.append(
+            "# a folder emptied by that goes too; one that was empty in the target (/proc, /tmp) stays\n"
+            f"while IFS= read -r folder; do\n"
+            f'  if [ -z "$(ls -A {tree}/"$folder")" ] && [ -n "$(ls -A {target}/"$folder")" ]; then rmdir {tree}/"$folder"; fi\n'
+            f"done < <(cd {tree} && find . -mindepth 1 -depth -type d)\n"
+        )
         return "".join(out)
 
 
