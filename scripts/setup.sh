@@ -35,4 +35,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# doit from any subfolder of the checkout (it then looks for dodo.py in the parent folders).
+grep -q DOIT_SEEK_FILE .venv/bin/activate || echo 'export DOIT_SEEK_FILE=1  # added by scripts/setup.sh' >> .venv/bin/activate
 echo "setup: ready (.venv/bin/doit, .venv/bin/mlbuild)"
