@@ -24,6 +24,7 @@ The rules, which a source tarball made by tar from a real tree always meets:
   truncated download whose sha256 the recipe matches is refused, not unpacked short.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -399,13 +400,8 @@ def _stream(raw, out, destination: Path, strip: int) -> _Tree:
             continue
         tree.add(member, member.name, name)
         out.write(_header(member, name))
-        left = member.size
-        while left:
-            data = raw.read(min(left, CHUNK))
-            if not data:
-                raise _Corrupt(f"the archive ends inside {_show(member.name)} (truncated)")
-            out.write(data)
-            left -= len(data)
+        if out.copy_from(raw, member.size) != member.size:
+            raise _Corrupt(f"the archive ends inside {_show(member.name)} (truncated)")
         if padding:
             _read(raw, padding, _show(member.name))
             out.write(ZEROS[:padding])
@@ -413,6 +409,7 @@ def _stream(raw, out, destination: Path, strip: int) -> _Tree:
         raise _Corrupt(f"nothing is left after stripping {strip} leading folder(s): strip_components is deeper than the archive")
     tree.check_links()
     out.write(ZEROS * 2)
+    out.flush()
     return tree
 
 
@@ -425,6 +422,68 @@ def _skip(raw, size: int, name: bytes) -> None:
 
 
 # --- the processes ----------------------------------------------------------------------
+
+class _Input:
+    """The decompressed archive, read without a buffer of its own so that file data can be spliced."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def read(self, size: int) -> bytes:
+        parts = []
+        while size:
+            data = os.read(self.fd, size)
+            if not data:
+                break
+            parts.append(data)
+            size -= len(data)
+        return b"".join(parts)
+
+
+class _Output:
+    """The checked stream into tar's stdin: headers gathered, file data moved by the kernel."""
+
+    SMALL = 64 << 10  # smaller files go through the gathered writes: fewer system calls
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        view = memoryview(b"".join(self.pending))
+        self.pending, self.size = [], 0
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def copy_from(self, source: _Input, size: int) -> int:
+        """Pass size bytes of file data on; the number there were."""
+        if size <= self.SMALL:
+            data = source.read(size)
+            self.write(data)
+            return len(data)
+        self.flush()
+        moved = 0
+        while moved < size:  # splice: pipe to pipe (or file to pipe) without a copy through Python
+            count = os.splice(source.fd, self.fd, min(size - moved, CHUNK))
+            if not count:
+                break
+            moved += count
+        return moved
+
+
+def _bigger_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)  # fewer wake-ups of the three processes
+    except OSError:  # not a pipe, or above the system's limit: the default works too
+        pass
+
 
 def _decompressor(archive: Path, label: str) -> tuple[str, list[str]] | None:
     with open(archive, "rb") as handle:
@@ -469,30 +528,32 @@ def unpack(archive: Path, destination: Path, strip_components: int, label: str |
         with tempfile.TemporaryFile() as decompress_errors, tempfile.TemporaryFile() as tar_errors:
             try:
                 found = _decompressor(archive, label)
-                source = open(archive, "rb", buffering=CHUNK)
+                source = open(archive, "rb", buffering=0)
                 if found:
                     decompress = subprocess.Popen(found[1], stdin=source, stdout=subprocess.PIPE,
-                                                  stderr=decompress_errors, bufsize=CHUNK)
+                                                  stderr=decompress_errors, bufsize=0)
                     source.close()
                     source = decompress.stdout
+                    _bigger_pipe(source.fileno())
             except OSError as error:
                 raise MlbuildError(f"{label}: cannot read {archive}: {error.strerror}") from None
             env = {key: value for key, value in os.environ.items() if key not in ("TAR_OPTIONS", "POSIXLY_CORRECT")}
             env["LC_ALL"] = "C"
             tar = subprocess.Popen([*TAR_EXTRACT, f"--directory={destination}"], stdin=subprocess.PIPE,
-                                   stdout=tar_errors, stderr=tar_errors, env=env, bufsize=CHUNK)
+                                   stdout=tar_errors, stderr=tar_errors, env=env, bufsize=0)
+            _bigger_pipe(tar.stdin.fileno())
 
             def decompress_failure() -> str | None:
                 if decompress is None:
                     return None
-                while source.read(CHUNK):  # to its end: only then has a truncated stream been seen
+                while os.read(source.fileno(), CHUNK):  # to its end: only then has a truncated stream been seen
                     pass
                 if decompress.wait() != 0:
                     return f"{found[0]} data is truncated or corrupt ({_last_line(decompress_errors)})"
                 return None
 
             try:
-                tree = _stream(source, tar.stdin, destination, strip_components)
+                tree = _stream(_Input(source.fileno()), _Output(tar.stdin.fileno()), destination, strip_components)
                 why = decompress_failure()
                 if why:
                     raise _Corrupt(why)
