@@ -10,6 +10,8 @@
                                                    one LLVM build (hours): wall time, peak memory of the
                                                    largest process and of the whole machine, ninja steps,
                                                    ccache; says whether it started cold or resumed
+    scripts/benchmark.py unpack [--repeat 5]       the kernel tarball from the download cache: GNU tar
+                                                   alone against mlbuild's checked unpack
     scripts/benchmark.py reporting [--recipes 500]  the progress display, summary and statistics: no-op
                                                    and cold build against doit's own reporter
 
@@ -352,9 +354,60 @@ def bench_reporting(count: int, repeat: int) -> None:
     ])
 
 
+def bench_unpack(repeat: int) -> None:
+    """The kernel tarball: GNU tar alone against mlbuild.unpack (checks in Python, GNU tar writing), alternated."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.unpack import unpack
+
+    cache = Path(os.environ.get("MLBUILD_DOWNLOAD_DIR", Path.home() / ".cache" / "mlbuild"))
+    shas = re.findall(r'^sha256 = "([0-9a-f]{64})"', (REPO / "recipes" / "linux.toml").read_text(), re.M)
+    found = [path for sha in shas for path in sorted((cache / sha).glob("*")) if path.is_file()]
+    if not found:
+        sys.exit(f"benchmark: no linux tarball in {cache}; run `.venv/bin/doit fetch:linux` first")
+    archive = found[0]
+
+    def cpu() -> float:  # this process and its children (xz, tar), user + system
+        return sum(usage.ru_utime + usage.ru_stime for usage in
+                   (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    times: dict[str, list[float]] = {"gnu": [], "mlbuild": []}
+    cpus: dict[str, list[float]] = {"gnu": [], "mlbuild": []}
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="unpack-bench-") as folder:
+        for index in range(repeat):
+            for label in (("gnu", "mlbuild") if index % 2 == 0 else ("mlbuild", "gnu")):  # alternate: no order bias
+                destination = Path(folder) / label
+                started, used = time.perf_counter(), cpu()
+                if label == "gnu":
+                    destination.mkdir()
+                    subprocess.run(["tar", "-xf", archive, "-C", destination, "--strip-components=1"], check=True)
+                else:
+                    unpack(archive, destination, 1)
+                times[label].append(time.perf_counter() - started)
+                cpus[label].append(cpu() - used)
+                shutil.rmtree(destination)
+    gnu, checked = times["gnu"], times["mlbuild"]
+    ratio = statistics.median(checked) / statistics.median(gnu)
+    release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    system = (re.findall(r'^PRETTY_NAME="?([^"\n]*)', release, re.M) or ["unknown system"])[0]
+    record("unpack", [
+        f"## Unpacking the kernel tarball ({archive.name}, {archive.stat().st_size // 1000000} MB)",
+        "",
+        f"Machine: {machine()}, {system}; load average {load:.1f} at the start (the machine is shared).",
+        f"Command: `scripts/benchmark.py unpack --repeat {repeat}`; the two alternate, each into a new folder.",
+        "",
+        "| how | wall time | CPU time (user + system, all processes) |",
+        "| --- | --- | --- |",
+        f"| GNU tar alone (`tar -xf`, no checks) | {figure(gnu)} | {statistics.median(cpus['gnu']):.1f} s |",
+        f"| `mlbuild.unpack` (every check, GNU tar writing) | {figure(checked)} | {statistics.median(cpus['mlbuild']):.1f} s |",
+        f"| ratio of the medians | {ratio:.2f} × (target ≤ 1.5 ×) | "
+        f"{statistics.median(cpus['mlbuild']) / statistics.median(cpus['gnu']):.2f} × |",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "unpack"])
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
     parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
@@ -366,6 +419,8 @@ def main() -> None:
         bench_noop(args.repeat)
     elif args.what == "llvm":
         bench_llvm(args.task, args.settings)
+    elif args.what == "unpack":
+        bench_unpack(args.repeat)
     elif args.what == "reporting":
         bench_reporting(min(args.recipes, 500), args.repeat)
     else:
