@@ -53,10 +53,10 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     try:
         for recipe, source_recipe in sbom.components(project, arch):
             source_folder = f"{source_recipe.name}-{source_recipe.version}"
-            if source_recipe.name not in copied_sources:
-                copied_sources[source_recipe.name] = _copy_source(project, source_recipe, staging / "sources" / source_folder, log)
-            archive, source = copied_sources[source_recipe.name]
-            texts = list(license_members(archive, source.strip_components))
+            if source_recipe.name not in copied_sources:  # a source several components share is read once
+                archive, source = _copy_source(project, source_recipe, staging / "sources" / source_folder, log)
+                copied_sources[source_recipe.name] = archive, source, list(license_members(archive, source.strip_components))
+            archive, source, texts = copied_sources[source_recipe.name]
             license_folder = staging / "licenses" / f"{recipe.name}-{recipe.version}"
             for name, data in texts:
                 path = license_folder / name
