@@ -8,6 +8,7 @@ import gzip
 import io
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -270,3 +271,25 @@ def test_a_patch_that_does_not_apply_leaves_no_half_patched_staging(project):
     assert "fetch:hello: patch recipes/hello/broken.patch does not apply" in result.stdout + result.stderr
     src = project.path("build/src")
     assert not src.exists() or [p.name for p in src.iterdir()] == []
+
+
+def test_a_full_disk_while_unpacking_is_one_line_and_leaves_no_folder(tmp_path):
+    """In a private mount namespace: a 1 MB tmpfs, and a tarball of 3 MB."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("user and mount namespaces are not available here")
+    archive = tmp_path / "big.tar.gz"
+    make_tarball(archive, {"big.bin": os.urandom(3 << 20)}, "pkg-1.0")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
+            "from mlbuild.unpack import unpack; from mlbuild.errors import MlbuildError\n"
+            "try:\n    unpack(Path(sys.argv[2]), Path(sys.argv[3], 'dest'), 1, 'fetch:big: big.tar.gz')\n"
+            "except MlbuildError as error:\n    print(error)\n"
+            "print(sorted(p.name for p in Path(sys.argv[3]).iterdir()))")
+    result = subprocess.run(["unshare", "-rm", "sh", "-ec", f'mount -t tmpfs -o size=1m tmpfs {mount}; exec "$@"', "sh",
+                             sys.executable, "-c", code, REPO / "src", archive, mount], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    message, left = result.stdout.splitlines()
+    assert message.startswith(f"fetch:big: big.tar.gz: tar could not unpack into {mount}/dest: tar: big.bin: "), message
+    assert "(no space left on device: " in message
+    assert left == "[]"

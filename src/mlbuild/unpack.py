@@ -497,8 +497,10 @@ def _decompressor(archive: Path, label: str) -> tuple[str, list[str]] | None:
 
 
 def _last_line(handle) -> str:
+    """The last message of a tool, but for GNU tar's closing 'Exiting with failure status…'."""
     handle.seek(0)
-    lines = handle.read().decode(errors="replace").strip().splitlines()
+    lines = [line for line in handle.read().decode(errors="replace").strip().splitlines()
+             if not line.startswith("tar: Exiting with failure status")]
     return lines[-1] if lines else "no message"
 
 
@@ -539,8 +541,11 @@ def unpack(archive: Path, destination: Path, strip_components: int, label: str |
                 raise MlbuildError(f"{label}: cannot read {archive}: {error.strerror}") from None
             env = {key: value for key, value in os.environ.items() if key not in ("TAR_OPTIONS", "POSIXLY_CORRECT")}
             env["LC_ALL"] = "C"
-            tar = subprocess.Popen([*TAR_EXTRACT, f"--directory={destination}"], stdin=subprocess.PIPE,
-                                   stdout=tar_errors, stderr=tar_errors, env=env, bufsize=0)
+            try:
+                tar = subprocess.Popen([*TAR_EXTRACT, f"--directory={destination}"], stdin=subprocess.PIPE,
+                                       stdout=tar_errors, stderr=tar_errors, env=env, bufsize=0)
+            except OSError as error:
+                raise MlbuildError(f"{label}: cannot run GNU tar ({error.strerror}; Debian package tar)") from None
             _bigger_pipe(tar.stdin.fileno())
 
             def decompress_failure() -> str | None:
@@ -566,7 +571,11 @@ def unpack(archive: Path, destination: Path, strip_components: int, label: str |
                 tar.wait()
                 raise MlbuildError(f"{label}: tar stopped unpacking into {destination}: {_last_line(tar_errors)}") from None
             if tar.wait() != 0:
-                raise MlbuildError(f"{label}: tar could not unpack into {destination}: {_last_line(tar_errors)}")
+                why = _last_line(tar_errors)
+                if "Wrote only" in why:  # GNU tar's words for a full disk
+                    free = os.statvfs(destination)
+                    why += f" (no space left on device: {free.f_bavail * free.f_frsize // 1024} KiB free there)"
+                raise MlbuildError(f"{label}: tar could not unpack into {destination}: {why}")
             try:
                 tree.verify(destination)
             except _Corrupt as error:
