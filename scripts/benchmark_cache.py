@@ -32,17 +32,18 @@ from benchmark import machine, record  # noqa: E402  (one writer of docs/perform
 PYTHON = sys.executable
 
 
-def fresh_clone(base: Path) -> Path:
+def fresh_clone(base: Path, origin: Path) -> Path:
+    """A new clone of origin (the tree that warmed the cache: same commit, same signatures)."""
     clone = base / "clone"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
     return clone
 
 
-def run_build(clone: Path, cache: str, ccache_dir: Path, extra_env: dict) -> dict:
+def run_build(clone: Path, cache: str, ccache_dir: Path, extra_env: dict, targets: list[str]) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLBUILD_", "CCACHE_"))}
     env.update(PYTHONPATH=str(clone / "src"), **extra_env)
     started = time.monotonic()
-    result = subprocess.run([PYTHON, "-m", "doit", "build", "target_llvm=0", f"cache={cache}", f"ccache_dir={ccache_dir}"],
+    result = subprocess.run([PYTHON, "-m", "doit", *targets, "target_llvm=0", f"cache={cache}", f"ccache_dir={ccache_dir}"],
                             cwd=clone, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     if result.returncode != 0:
@@ -66,17 +67,17 @@ def _seconds(log: Path) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], cold_seconds: float | None) -> None:
+def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], cold_seconds: float | None, targets: list[str]) -> None:
     import servers
 
     lines = ["## Artifact cache", "", f"Fresh clone, empty build folders and local ccache, artifact cache warm on a loopback server; "
-             f"`doit build target_llvm=0` for x86_64 and arm64. {machine()}", "",
+             f"`doit {' '.join(targets)} target_llvm=0`. {machine()}", "",
              "| cache | wall | tasks restored | build scripts run | compiles | of which fetch tasks (unpacking sources) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix=f"mlbuild-bench-{backend}-") as folder:
             base = Path(folder)
-            clone = fresh_clone(base)
+            clone = fresh_clone(base, from_tree or REPO)
             env, stop = {}, None
             if backend == "file":
                 url = cache_dir.as_uri()
@@ -95,7 +96,7 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
                 pushed = subprocess.run([PYTHON, "-m", "mlbuild.cli", "cache", "push"], cwd=from_tree, env=push_env, capture_output=True, text=True)
                 print(pushed.stdout, pushed.stderr)
             try:
-                figures = run_build(clone, url, base / "ccache", env)
+                figures = run_build(clone, url, base / "ccache", env, targets)
             finally:
                 if stop is not None:
                     servers.stop(stop)
@@ -161,12 +162,13 @@ def main() -> None:
     warm.add_argument("--cache-dir", type=Path, required=True)
     warm.add_argument("--from-tree", type=Path)
     warm.add_argument("--backends", default="file,http,s3")
+    warm.add_argument("--targets", default="build", help="what doit builds, space-separated (default: build, both arches)")
     warm.add_argument("--cold-seconds", type=float, help="wall time of the cold build of --from-tree, to state the push cost against")
     pack = verbs.add_parser("pack")
     pack.add_argument("--tree", type=Path, required=True)
     args = parser.parse_args()
     if args.verb == "warm":
-        bench_warm(args.cache_dir.resolve(), args.from_tree and args.from_tree.resolve(), args.backends.split(","), args.cold_seconds)
+        bench_warm(args.cache_dir.resolve(), args.from_tree and args.from_tree.resolve(), args.backends.split(","), args.cold_seconds, args.targets.split())
     else:
         bench_pack(args.tree.resolve())
 
