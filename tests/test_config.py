@@ -112,7 +112,7 @@ def test_load_config_makes_relative_folders_absolute_against_the_project(tmp_pat
     ("[tool.mlbuild]\n", {"toolchain": "gcc"}, {},
      "command line: toolchain: Input should be 'host' or 'llvm'"),
     ("[tool.mlbuild]\n", {}, {"MLBUILD_TARGET_LLVM": "maybe"},
-     "environment MLBUILD_TARGET_LLVM: target_llvm: Input should be a valid boolean, unable to interpret input"),
+     "environment MLBUILD_TARGET_LLVM: target_llvm: Input should be a valid boolean, got 'maybe'"),
     ("[tool.mlbuild\n", {}, {},
      "pyproject.toml: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 14)"),
 ], ids=["pyproject", "command-line", "environment", "invalid-toml"])

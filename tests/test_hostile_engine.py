@@ -314,7 +314,7 @@ def test_after_sigkill_the_next_run_stops_the_leftover_and_says_so(slow):
         first.communicate(timeout=30)
         assert process_alive(leftover)
         rerun = slow.doit_background()
-        wait_for(lambda: not process_alive(leftover), what="the leftover to be stopped")
+        wait_for(lambda: not process_alive(leftover), timeout=120, what="the leftover to be stopped")
         slow.gate.touch()
         stdout, stderr = rerun.communicate(timeout=60)
     finally:
