@@ -201,6 +201,8 @@ def test_a_failing_hook_is_one_line_naming_the_hook_and_its_log(built):
     os.chmod(built.path("hooks/post-build.sh"), 0o644)
     result = built.doit()
     assert "post_build: hooks/post-build.sh: not executable (chmod +x hooks/post-build.sh)" in result.stdout + result.stderr
+    check = built.cli("check")
+    assert check.returncode != 0 and "post_build: hooks/post-build.sh: not executable" in check.stderr
 
 
 # --- users and groups -----------------------------------------------------------------------

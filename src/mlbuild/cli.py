@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .boundary import EXPECTED, one_line
 from .errors import InputError, MlbuildError
-from . import graph_view, legal_info, sbom, script_export, size_report, stats_report
+from . import graph_view, hooks, legal_info, sbom, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .incremental import is_up_to_date, reasons
 from .models import Config
@@ -50,6 +50,8 @@ def cmd_check(project: Project, args) -> int:
             rendered += 1 + len(step.files)
         elif hasattr(step, "etc_files"):
             rendered += len(step.etc_files)
+    for kind in hooks.KEYS:  # each hook exists and is executable
+        hooks.scripts(project, kind)
     print(f"ok: {len(project.recipes)} recipes, {len(project.steps)} tasks, {len(templates)} templates, {rendered} files rendered")
     return 0
 
