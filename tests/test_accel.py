@@ -104,7 +104,7 @@ def test_kvm_that_hangs_falls_back_to_tcg_and_the_verdict_is_remembered_for_this
     chosen = choose(HOST_ARCH, "auto", tmp_path / "kernel", remember, device=device)
     took = time.monotonic() - started
     assert chosen == ("tcg", "kvm: no console output in 5 s, falling back to tcg")
-    assert accel.PROBE_SECONDS <= took < accel.PROBE_SECONDS + 5
+    assert took >= accel.PROBE_SECONDS  # it waited the whole probe time (no upper bound: a loaded machine is slow to start QEMU)
     assert len(calls(log)) == 1 and "-accel kvm" in calls(log)[0]
 
     again = choose(HOST_ARCH, "auto", tmp_path / "kernel", remember, device=device)
