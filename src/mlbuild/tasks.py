@@ -1,5 +1,7 @@
 """doit task dictionaries generated from the project's steps."""
 
+import sys
+
 from doit.exceptions import TaskFailed
 
 from . import accel
@@ -34,11 +36,17 @@ def _reporting(function, *args, task: str | None = None):
 
 def _clean(step):
     def clean():
-        TreeLock(step.project.build_dir / ".lock").acquire()
-        step.project.stamps.forget(step.stamp)
-        remove_tree(step.output)
-        if step.work:
-            remove_tree(step.work)
+        try:
+            TreeLock(step.project.build_dir / ".lock").acquire()
+            step.project.stamps.forget(step.stamp)
+            remove_tree(step.output)
+            if step.work:
+                remove_tree(step.work)
+        except EXPECTED as error:
+            # doit captures an action's sys.stderr: the message goes to the real one.
+            print(f"mlbuild: {one_line(error, f'clean {step.name}')}", file=sys.__stderr__, flush=True)
+            # doit's clean command reports a failed clean action and still exits 0: stop here, non-zero.
+            raise SystemExit(2) from None
         print(f"{step.name}: removed {step.project.relative(step.output)}")
     return clean
 
