@@ -93,8 +93,11 @@ def test_load_config_reads_booleans_and_ignores_foreign_variables(tmp_path):
     for text, value in [("0", False), ("no", False), ("off", False), ("1", True), ("Yes", True), ("true", True)]:
         assert load_config(root, environ={"MLBUILD_TARGET_LLVM": text}).target_llvm is value
     # The engine's own MLBUILD_ variables pass through; foreign settings do not (test_hostile_engine.py).
+    defaults = load_config(root, {}, environ={})
     config = load_config(root, {}, environ={"MLBUILD_LOCK_WAIT": "0", "MLBUILD_PYTHON": "/x", "HOME": "/root"})
-    assert config.jobs >= 1
+    assert config == defaults  # they set nothing of the configuration
+    with pytest.raises(InputError, match="MLBUILD_LOCK_WAITS"):
+        load_config(root, {}, environ={"MLBUILD_LOCK_WAITS": "0"})  # a near miss of an engine variable is refused
 
 
 def test_load_config_makes_relative_folders_absolute_against_the_project(tmp_path):
