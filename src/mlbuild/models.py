@@ -283,7 +283,7 @@ class Config(Strict):
     toolchain: Literal["host", "llvm"] = "host"
     llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = "19"
     kernel_config: Literal["qemu", "defconfig"] = "qemu"
-    # clang in the target (recipes/clang.toml), on as in the original project:
+    # clang in the target (recipes/clang.toml), on by default (the system has a compiler inside):
     # an hour or more per arch on 2 cores, so the tests turn it off (docs/usage.md).
     target_llvm: bool = True
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
