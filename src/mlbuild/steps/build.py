@@ -12,7 +12,7 @@ from ..arches import ARCHES, HOST, host_arch
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
 from ..processes import run_in_group, stop_leftover
-from .. import sandbox
+from .. import remote_compile, sandbox
 from ..render import render
 from ..state import merge_tree, remove_tree
 from ..toolchain import llvm_bin, toolchain_identity
@@ -254,7 +254,7 @@ class BuildStep(Step):
             "OUT": str(staging),
             "SYSROOT": str(sysroot),
             "FILES": str(files),
-            "JOBS": str(config.jobs),
+            "JOBS": str(remote_compile.jobs(config)),  # more with distcc hosts
             "LLVM_BIN": str(tools),
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,
@@ -287,6 +287,7 @@ def ccache_environment(project) -> dict:
         "CCACHE_BASEDIR": str(project.root),
         "CCACHE_NOHASHDIR": "1",
         "CCACHE_COMPILERCHECK": "content",
+        **remote_compile.environment(project.config),
     }
 
 
