@@ -109,6 +109,8 @@ def _git(*args: str) -> str:
 
 
 def _at_commit(root: Path, rev: str) -> bool:
+    if not (root / ".git").exists():
+        return False  # not cloned yet (an interrupted run may have stopped before)
     result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     return result.returncode == 0 and result.stdout.strip() == rev
 
