@@ -19,7 +19,6 @@ from pathlib import Path
 from ..errors import MlbuildError
 from ..state import remove_tree, signature_of, write_atomic
 from .archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, parse_manifest, restore, tree_entries
-from .backends import BackendError, Missing, open_backend
 
 MANIFEST = "manifest.json"
 
@@ -58,6 +57,9 @@ class Stats:
 
 class ArtifactCache:
     def __init__(self, specs: list[str], stats_path: Path, say=None):
+        # The backends (urllib, http.client and ssl) load only when a task really runs: not on a no-op.
+        from .backends import BackendError, open_backend
+
         self.backends = []
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self._disabled: set[str] = set()
@@ -76,7 +78,7 @@ class ArtifactCache:
         with self._lock:
             return backend.name not in self._disabled
 
-    def _fault(self, backend, error: BackendError, task: str) -> None:
+    def _fault(self, backend, error, task: str) -> None:
         """One line per fault; a backend that is down or refuses us is skipped from now on."""
         self.stats.add(backend.name, faults=1)
         with self._lock:
@@ -91,6 +93,7 @@ class ArtifactCache:
         """Look the task up in each backend in order; on a verified hit, its output is in staging.
 
         Returns (backend name, output hash) or None (then staging does not exist)."""
+        from .backends import BackendError, Missing
         signature = signature_of(inputs)
         manifest_key, _ = entry_keys(signature)
         for backend in self.backends:
@@ -144,6 +147,7 @@ class ArtifactCache:
 
     def push(self, step, inputs: dict, output: Path, output_hash: str, seconds: float, task: str = "") -> list[str]:
         """Store a built output in every writable backend that lacks it; returns the backends written."""
+        from .backends import BackendError
         writable = [b for b in self.backends if b.writable and self._usable(b)]
         if not writable:
             return []

@@ -4,7 +4,6 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from ..download import fetch
 from ..errors import MlbuildError
 from ..state import remove_tree
 from ..unpack import unpack
@@ -39,6 +38,8 @@ class FetchStep(Step):
 
     def run(self, staging: Path, log) -> None:
         config = self.project.config
+        from ..download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
+
         archive = fetch(self.recipe, config.download_dir, config.mirrors, log)
         self.fetched_sha256 = archive.parent.name
         source = next(s for s in self.recipe.sources if s.sha256 == self.fetched_sha256)
