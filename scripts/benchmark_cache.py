@@ -121,7 +121,7 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
 
 def bench_pack(tree: Path) -> None:
     from mlbuild.artifacts.archive import pack, restore, tree_entries
-    from mlbuild.state import hash_tree
+    from mlbuild.trees import hash_tree
 
     size = sum(p.lstat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
     with tempfile.TemporaryDirectory(prefix="mlbuild-pack-") as folder:

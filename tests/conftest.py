@@ -295,7 +295,7 @@ def built(built_once, tmp_path) -> Project:
 
 def assert_stamps_valid(project: Project) -> None:
     """Every task has a stamp, is up to date, and (but for fetch) its recorded output hash is its output's."""
-    from mlbuild.incremental import is_up_to_date
+    from mlbuild.signature import is_up_to_date
     from mlbuild.project import Project as Loaded
 
     loaded = Loaded(project.root, environ={})

@@ -21,7 +21,7 @@ from conftest import ALL_TASKS, Project, assert_stamps_valid, make_project, x86
 
 from mlbuild.artifacts import ArtifactCache
 from mlbuild.artifacts.archive import pack, tree_entries
-from mlbuild.state import hash_file, hash_tree
+from mlbuild.trees import hash_file, hash_tree
 
 CACHED = x86("hello", "extra", "app", "target", "images")  # every task but fetch
 

@@ -68,12 +68,12 @@ def test_editing_a_template_in_a_symlinked_templates_folder_rebuilds(built, tmp_
 
 
 def test_bumping_the_engine_format_makes_every_task_out_of_date(built, monkeypatch):
-    import mlbuild.state
-    from mlbuild.incremental import is_up_to_date
+    import mlbuild.signature
+    from mlbuild.signature import is_up_to_date
     from mlbuild.project import Project
 
     project = Project(built.root, environ={})
     assert all(is_up_to_date(step) for step in project.steps.values())
-    monkeypatch.setattr(mlbuild.state, "ENGINE_FORMAT", mlbuild.state.ENGINE_FORMAT + "-next")
+    monkeypatch.setattr(mlbuild.signature, "ENGINE_FORMAT", mlbuild.signature.ENGINE_FORMAT + "-next")
     project = Project(built.root, environ={})
     assert not any(is_up_to_date(step) for step in project.steps.values())

@@ -68,7 +68,7 @@ def test_a_toolchain_program_needs_only_the_hosts_c_library(configured):
     """A real link with the toolchain's flags: LLVM's `not` (LLVMSupport and one file: minutes, not hours)."""
     sys.path.insert(0, str(REPO / "src"))
     from mlbuild.project import Project
-    from mlbuild.steps.build import ccache_environment
+    from mlbuild.ccache import ccache_environment
 
     assert "-static-libgcc" in cmake_cache(configured / "CMakeCache.txt")["CMAKE_EXE_LINKER_FLAGS"]
     env = {**os.environ, **ccache_environment(Project(REPO))}

@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import EXTRA_C, HELLO_C, x86
 
-from mlbuild.state import hash_tree
+from mlbuild.trees import hash_tree
 
 
 def _no_python(folder):

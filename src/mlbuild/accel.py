@@ -93,6 +93,7 @@ def probe_kvm(arch: str, kernel: Path, seconds: float = PROBE_SECONDS) -> tuple[
         return False, f"kvm: {program} did not start ({error.strerror})"
     output = bytearray()
     seen = threading.Event()
+    closed = threading.Event()  # QEMU closed its output: it ended, or is about to
 
     def read() -> None:
         for chunk in iter(lambda: process.stdout.read1(4096), b""):
@@ -100,12 +101,20 @@ def probe_kvm(arch: str, kernel: Path, seconds: float = PROBE_SECONDS) -> tuple[
             if BANNER in output:
                 seen.set()
                 return
-        seen.set()  # QEMU ended
+        closed.set()
+        seen.set()
 
     threading.Thread(target=read, daemon=True).start()
     seen.wait(seconds)
     elapsed = time.monotonic() - started
+    # Output closed means QEMU is ending: wait for its status rather than take it for a hang
+    # (on a loaded machine it is reaped a moment after its output closes).
     exited = process.poll()
+    if exited is None and closed.is_set():
+        try:
+            exited = process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass  # closed its output and runs on: a hang after all
     if exited is None:
         process.kill()
     process.wait()

@@ -10,7 +10,7 @@ from .boundary import EXPECTED, one_line
 from .errors import InputError, MlbuildError
 from . import graph_view, hooks, legal_info, sbom, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
-from .incremental import is_up_to_date, reasons
+from .signature import decide, is_up_to_date
 from .models import Config
 from .project import Project
 from .render import environment, language_of, raw_expansion_message, raw_expansions
@@ -65,7 +65,7 @@ def cmd_explain(project: Project, args) -> int:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise InputError(f"explain: no task {args.task!r}{hint}; `doit list --all` shows them")
     pending = [dep for dep in _ancestors(project, name) if not is_up_to_date(project.steps[dep])]
-    why = reasons(step)
+    why = decide(step).reasons()
     if not why and not pending:
         stamp = project.stamps.read(step.stamp)
         origin = f", restored from {stamp['restored_from']}" if stamp.get("restored_from") else ""
@@ -77,7 +77,7 @@ def cmd_explain(project: Project, args) -> int:
     if pending:
         print("  dependencies that run first (if their output changes, so does this task's input):")
         for dep in pending:
-            print(f"  - {dep}: {'; '.join(reasons(project.steps[dep])) or 'up to date'}")
+            print(f"  - {dep}: {'; '.join(decide(project.steps[dep]).reasons()) or 'up to date'}")
     return 0
 
 

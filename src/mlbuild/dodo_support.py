@@ -12,8 +12,8 @@ from .errors import MlbuildError
 from .processes import install_interrupt_handling
 from .progress import reporter_for
 from .project import Project
-from .state import remove_tree
-from .steps.build import BUILD_UMASK
+from .trees import remove_tree
+from .reproducible import BUILD_UMASK
 
 DOIT_DB = "doit.sqlite3"
 

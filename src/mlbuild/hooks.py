@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import InputError, MlbuildError
 from .processes import run_in_group
-from .state import hash_file
+from .trees import hash_file
 
 KEYS = {"post-build": "post_build", "post-image": "post_image"}
 
@@ -71,7 +71,7 @@ def post_image(step, staging: Path, log) -> None:
     """The post-image hooks of an images step, on its staging folder (IMAGES_DIR)."""
     from .arches import ARCHES
     from .image_profile import resolve
-    from .steps.build import SOURCE_DATE_EPOCH
+    from .reproducible import SOURCE_DATE_EPOCH
 
     target = step.project.steps[step.deps[0]].output
     run(step.project, "post-image", staging, {

@@ -3,6 +3,7 @@
 import shutil
 
 from .errors import MlbuildError
+from .signature import is_up_to_date
 
 # Program -> the Debian/Ubuntu package that provides it (scripts/setup.sh installs them all).
 DEBIAN_PACKAGES = {
@@ -23,8 +24,6 @@ def missing(tools) -> list[str]:
 
 def check_host_tools(project) -> None:
     """Every program that the tasks still to run need is installed; else one line naming them and their packages."""
-    from .incremental import is_up_to_date  # late: incremental imports this module
-
     needed: dict[str, list[str]] = {}
     for step in project.ordered_steps():
         tools = step.host_tools

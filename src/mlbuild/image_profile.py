@@ -28,7 +28,7 @@ def resolve(config) -> str:
 
 def inputs(step) -> dict:
     """An images step's profile and the rules of this module (changing either repacks the images)."""
-    from .steps.base import code_hash
+    from .signature import code_hash
 
     profile = resolve(step.project.config)
     if profile == "full":
@@ -51,7 +51,7 @@ def prepare(step, log) -> None:
     step.packed_root = None
     if resolve(step.project.config) == "full":
         return
-    from .state import remove_tree
+    from .trees import remove_tree
 
     tree = _work(step)
     remove_tree(tree)
@@ -63,7 +63,7 @@ def prepare(step, log) -> None:
 
 def finish(step) -> None:
     """Remove the runtime tree (hard links: it would keep an old target's files alive)."""
-    from .state import remove_tree
+    from .trees import remove_tree
 
     if getattr(step, "packed_root", None):
         remove_tree(step.packed_root)

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from . import sbom
 from .download import fetch
 from .errors import MlbuildError
-from .state import remove_tree, replace_tree
+from .trees import remove_tree, replace_tree
 
 # A license text: by its name (at the top of the source or one folder down), or anywhere under LICENSES/.
 LICENSE_NAME = re.compile(r"^(COPYING|COPYRIGHT|LICEN[CS]E|NOTICE|UNLICENSE)([._-].*)?$", re.IGNORECASE)

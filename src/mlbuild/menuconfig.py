@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .errors import MlbuildError
 from .kconfig_check import read_symbols
-from .state import TreeLock, write_if_changed
+from .tree_lock import TreeLock
+from .trees import write_if_changed
 
 
 def fragment_line(name: str, value: str) -> str:

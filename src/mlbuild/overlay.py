@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jinja2
 
 from .errors import InputError
-from .state import hash_file
+from .trees import hash_file
 
 
 class Entry(NamedTuple):

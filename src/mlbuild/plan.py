@@ -9,7 +9,7 @@ run once a dependency has run: its dependency's output may come out different
 import networkx as nx
 
 from .errors import MlbuildError
-from .incremental import is_up_to_date
+from .signature import is_up_to_date
 
 UP_TO_DATE = "up to date"
 RUN = "run"

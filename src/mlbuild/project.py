@@ -9,9 +9,10 @@ from .arches import HOST
 from .config import load_config
 from .graph import build_graph
 from .recipes import load_recipes
-from .render_cache import RenderCache, tree_key
+from .render_cache import RenderCache
 from .run_logs import RunLogs, new_run_id
-from .state import StampStore
+from .signature import tree_key
+from .stamps import StampStore
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
 from .steps.images import ImagesStep
@@ -47,9 +48,9 @@ class Project:
 
     @cached_property
     def render_cache(self) -> RenderCache:
-        config_view = self.config.model_dump_json(include={"kernel_config", "llvm_version", "target_llvm", "toolchain", "fragments"})
+        # Per task, the key is everything its templates see (signature.render_key); here, what renders them.
         code = Path(__file__).with_name("render.py").read_text() + Path(__file__).parent.joinpath("steps", "build.py").read_text()
-        key = tree_key(self.templates, config_view, code)
+        key = tree_key(self.templates, code)
         return RenderCache(self.build_dir / "cache" / "render.json", key)
 
     def _make_step(self, name: str, data: dict):

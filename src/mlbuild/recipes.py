@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from .errors import InputError
 from . import models
 from .models import PATTERN_HINTS, Recipe
-from .state import write_atomic
+from .trees import write_atomic
 from .validation import describe
 
 

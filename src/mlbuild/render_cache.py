@@ -1,24 +1,15 @@
 """Remember the hashes of rendered scripts and files between runs, so a no-op run renders nothing.
 
-Valid while the templates folder, the configuration and the rendering code are
-unchanged (the global key); per task, while its recipe and arch are unchanged.
+Valid while the templates folder and the rendering code are unchanged (the
+global key); per task, while everything its templates see is unchanged
+(signature.render_key).
 """
 
 import atexit
-import hashlib
-import os
 import json
 from pathlib import Path
 
-from .state import write_atomic
-
-
-def tree_key(folder: Path, *extra: str) -> str:
-    digest = hashlib.sha256("\0".join(extra).encode())
-    files = [Path(top, name) for top, _, names in os.walk(folder, followlinks=True) for name in names]
-    for path in sorted(files):
-        digest.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+from .trees import write_atomic
 
 
 class RenderCache:

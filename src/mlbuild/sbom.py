@@ -64,7 +64,7 @@ def document(project, arch: str):
     from spdx_tools.spdx.model import (Actor, ActorType, Checksum, ChecksumAlgorithm, CreationInfo, Document, Package,
                                        PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
 
-    from .steps.build import SOURCE_DATE_EPOCH
+    from .reproducible import SOURCE_DATE_EPOCH
 
     system_id = spdx_id(f"system-{arch}")
     packages = [Package(spdx_id=system_id, name=f"mlbuild-system-{arch}", download_location=SpdxNoAssertion(),

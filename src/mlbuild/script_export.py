@@ -180,7 +180,7 @@ class _Writer:
             out.append(self.file(f"{self.path(files)}/{shlex.quote(name)}", text))
         out.append(f"# the build script, rendered from templates/build/{step.recipe.build}.sh.j2\n")
         out.append(self.file(f"{self.path(work)}/build.sh", step.script))
-        environment = step._environment(staging, sysroot, files, work / "ccache-stats.log")
+        environment = dict(step.spec(staging).environment)
         environment.pop("CCACHE_STATSLOG", None)  # only for mlbuild's log line
         environment.pop("PYTHONPATH", None)
         # The check that config fragments took effect (mlbuild.kconfig_check) needs mlbuild: skipped here.

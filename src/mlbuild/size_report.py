@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .graph import images_task, target_task
-from .state import write_atomic
+from .trees import write_atomic
 
 ASSEMBLY = "/etc and folders (mlbuild)"
 

@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from .state import write_atomic
+from .trees import write_atomic
 
 RUNS_KEPT = 100  # run files; each is a few kB
 SHRINK_ALL_LIMIT = 300  # tasks in a run up to which `mlbuild stats` says "if free" for each of them

@@ -10,8 +10,10 @@ from .errors import MlbuildError
 from .graph import images_task, target_task
 from .menuconfig import run_menuconfig
 from .qemu import boot_test, checks_for, qemu_command, run_interactive
-from .incremental import execute, is_up_to_date
-from .state import TreeLock, remove_tree
+from .execution import execute
+from .signature import is_up_to_date
+from .tree_lock import TreeLock
+from .trees import remove_tree
 from .stats import measured
 
 

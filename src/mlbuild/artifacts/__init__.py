@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from ..errors import MlbuildError
-from ..state import remove_tree, signature_of, write_atomic
+from ..trees import remove_tree, write_atomic
+from ..signature import signature_of
 from .archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, parse_manifest, restore, tree_entries
 
 MANIFEST = "manifest.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 import zstandard
 
 from ..errors import MlbuildError
-from ..state import hash_file, remove_tree
+from ..trees import hash_file, remove_tree
 from ..unpack import unpack
 
 FORMAT = 1

@@ -7,8 +7,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import InputError
-from ..incremental import is_up_to_date
-from ..state import TreeLock
+from ..signature import is_up_to_date
+from ..tree_lock import TreeLock
 from . import MANIFEST, artifact_cache
 from .archive import EntryError, parse_manifest, scan_archive
 from .backends import BackendError, Missing

@@ -1,11 +1,8 @@
 """What every kind of task provides to the incremental engine."""
 
-import hashlib
-import sys
-from functools import cache
 from pathlib import Path
 
-from ..state import hash_tree
+from ..trees import hash_tree
 
 
 class Step:
@@ -61,12 +58,3 @@ class Step:
 
     def output_hash(self, folder: Path) -> str:
         return hash_tree(folder)
-
-
-@cache
-def code_hash(*modules: str) -> str:
-    """Hash of the Python modules that do a step's work: changing them redoes the step."""
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(sys.modules[module].__file__).read_bytes())
-    return digest.hexdigest()

@@ -1,39 +1,22 @@
-"""build:<recipe>-<arch>: render the recipe's build script and run it in a clean environment."""
+"""build:<recipe>-<arch>: a recipe rendered into a build spec (build_spec.py runs it); its inputs."""
 
 import hashlib
-import os
-import subprocess
 import sys
 import tempfile
 from functools import cached_property
 from pathlib import Path
 
 from ..arches import ARCHES, HOST, host_arch
+from ..build_spec import BuildSpec, run, run_on_terminal
+from ..ccache import ccache_environment
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
-from ..processes import run_in_group, stop_leftover
 from .. import remote_compile, sandbox
 from ..render import render
-from ..state import merge_tree, remove_tree
+from ..reproducible import BUILD_ENVIRONMENT, prefix_map_flags
+from ..signature import render_key
 from ..toolchain import llvm_bin, toolchain_identity
 from .base import Step
-
-# Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
-SOURCE_DATE_EPOCH = "1672531200"  # 2023-01-01 00:00:00 UTC
-BUILD_ENVIRONMENT = {
-    "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-    "KBUILD_BUILD_TIMESTAMP": "Sun Jan  1 00:00:00 UTC 2023",
-    "KBUILD_BUILD_USER": "mlbuild",
-    "KBUILD_BUILD_HOST": "mlbuild",
-    "KBUILD_BUILD_VERSION": "1",
-    "LC_ALL": "C",
-    "TZ": "UTC",
-    "TERM": "dumb",
-    "PYTHONHASHSEED": "0",  # generators written in Python iterate sets in a fixed order
-}
-# Every build runs under this umask, whatever the builder's (dodo_support sets it for the
-# whole run): outputs, the target tree and the images get 0755/0644, never 0700/0600.
-BUILD_UMASK = 0o022
 
 
 def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]) -> dict:
@@ -166,8 +149,7 @@ class BuildStep(Step):
     @cached_property
     def rendered_hashes(self) -> dict:
         """Hashes of the script and config files, from the render cache when nothing they depend on changed."""
-        fragments = b"\0".join(path.name.encode() + b"\0" + path.read_bytes() for path in self.user_fragments)
-        key = hashlib.sha256(self.recipe.model_dump_json().encode() + self.arch.encode() + b"\0" + fragments).hexdigest()
+        key = render_key(self.context, self.user_fragments)
         hashes = self.project.render_cache.get(self.name, key)
         if hashes is None:
             hashes = {
@@ -178,10 +160,27 @@ class BuildStep(Step):
         return hashes
 
     def run(self, staging: Path, log) -> None:
-        script, environment = self.prepare(staging)
-        log(f"# running {self.project.relative(script)} (log of the commands follows)")
-        _run_script(script, self.work, environment, log, self.name, self._sandbox_prefix(staging, environment))
-        log(_ccache_summary(Path(environment["CCACHE_STATSLOG"]), environment))
+        run(self.spec(staging), log, self.project.relative)
+
+    def run_action(self, action: str) -> int:
+        """Run the script with MLBUILD_ACTION=action (menuconfig) on the caller's terminal.
+
+        Nothing is committed: such a run never makes the task up to date."""
+        with tempfile.TemporaryDirectory(dir=self.project.build_dir) as staging:
+            return run_on_terminal(self.spec(Path(staging)), action)
+
+    def spec(self, staging: Path) -> BuildSpec:
+        """This task's build script run, resolved, with its output going to staging."""
+        environment = self._environment(staging)
+        return BuildSpec(
+            task=self.name,
+            script=self.script,
+            files=self.files,
+            sysroot_parts=tuple((dep, self.project.steps[dep].output) for dep in build_ancestors(self.project.graph, self.name)),
+            work=self.work,
+            environment=environment,
+            sandbox=tuple(self._sandbox_prefix(staging, environment)),
+        )
 
     def _sandbox_prefix(self, staging: Path, environment: dict) -> list[str]:
         """bwrap's command line when build scripts run sandboxed (sandbox.py), else nothing.
@@ -201,113 +200,27 @@ class BuildStep(Step):
             network=bool(getattr(config, "distcc_hosts", "") or getattr(config, "ccache_remote_storage", "")),
         )
 
-    def run_action(self, action: str) -> int:
-        """Run the script with MLBUILD_ACTION=action (menuconfig, configure) on the caller's terminal.
-
-        Nothing is committed: such a run never makes the task up to date."""
-        with tempfile.TemporaryDirectory(dir=self.project.build_dir) as staging:
-            script, environment = self.prepare(Path(staging))
-            environment.update(MLBUILD_ACTION=action, TERM=os.environ.get("TERM", "xterm"))
-            for name in ("LINES", "COLUMNS"):
-                if name in os.environ:
-                    environment[name] = os.environ[name]
-            return subprocess.run(["bash", "-eu", "-o", "pipefail", str(script)], cwd=self.work, env=environment).returncode
-
-    def prepare(self, staging: Path) -> tuple[Path, dict]:
-        """Write the script, the config files and the sysroot into the work folder; the script's environment."""
-        work = self.work
-        work.mkdir(parents=True, exist_ok=True)
-        stop_leftover(work)
-        files = work / "files"
-        remove_tree(files)
-        files.mkdir()
-        for name, text in self.files.items():
-            (files / name).write_text(text)
-        sysroot = work / "sysroot"
-        self._assemble_sysroot(sysroot)
-        script = work / "build.sh"
-        script.write_text(self.script)
-        stats_log = work / "ccache-stats.log"
-        stats_log.unlink(missing_ok=True)
-        return script, self._environment(staging, sysroot, files, stats_log)
-
-    def _assemble_sysroot(self, sysroot: Path) -> None:
-        """The union of the outputs of every build task this one depends on.
-
-        Copies, not hard links: a script writing into $SYSROOT must not change a dependency's output."""
-        remove_tree(sysroot)
-        sysroot.mkdir()
-        owners: dict[str, str] = {}
-        for dep in build_ancestors(self.project.graph, self.name):
-            merge_tree(self.project.steps[dep].output, sysroot, dep, owners)
-
-    def _environment(self, staging: Path, sysroot: Path, files: Path, stats_log: Path) -> dict:
+    def _environment(self, staging: Path) -> dict:
         config = self.project.config
         tools = llvm_bin(config, self.is_host)
         package_root = Path(__file__).resolve().parents[2]
+        source = self.project.steps[fetch_task(self.recipe)].output
+        work = self.work
         return {
             **BUILD_ENVIRONMENT,
             "PATH": f"{tools}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(self.work),
-            "SRC": str(self.project.steps[fetch_task(self.recipe)].output),
-            "WORK": str(self.work),
+            "HOME": str(work),
+            "SRC": str(source),
+            "WORK": str(work),
             "OUT": str(staging),
-            "SYSROOT": str(sysroot),
-            "FILES": str(files),
+            "SYSROOT": str(work / "sysroot"),
+            "FILES": str(work / "files"),
             "JOBS": str(remote_compile.jobs(config)),  # more with distcc hosts
             "LLVM_BIN": str(tools),
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,
-            "PREFIX_MAP_FLAGS": prefix_map_flags(self.recipe.name, self.project.steps[fetch_task(self.recipe)].output,
-                                                 self.work, sysroot),
+            "PREFIX_MAP_FLAGS": prefix_map_flags(self.recipe.name, source, work, work / "sysroot"),
             "PYTHONPATH": str(package_root),
             **ccache_environment(self.project),
-            "CCACHE_STATSLOG": str(stats_log),
+            "CCACHE_STATSLOG": str(work / "ccache-stats.log"),
         }
-
-
-def prefix_map_flags(name: str, source: Path, work: Path, sysroot: Path) -> str:
-    """clang flags that write fixed paths instead of this checkout's into objects (debug info, __FILE__).
-
-    For every compile (the templates add $PREFIX_MAP_FLAGS to CC, HOSTCC, KCFLAGS and CMake's
-    flags): two checkouts in different folders then give the same objects, with or without
-    ccache. clang applies the longest matching prefix, so the sysroot inside the work folder
-    maps to / whatever the order. Only folders that are the same on every run of the task:
-    the kernel's make redoes its configuration when HOSTCC changes.
-    """
-    return " ".join(f"-ffile-prefix-map={path}={fixed}" for path, fixed in (
-        (source, f"/usr/src/{name}"), (work, f"/usr/obj/{name}"), (sysroot, ""),
-    ))
-
-
-def ccache_environment(project) -> dict:
-    """ccache for every build: one cache, paths relative to the project (hits in another checkout too)."""
-    return {
-        "CCACHE_DIR": str(project.config.ccache_dir),
-        "CCACHE_BASEDIR": str(project.root),
-        "CCACHE_NOHASHDIR": "1",
-        "CCACHE_COMPILERCHECK": "content",
-        **remote_compile.environment(project.config),
-    }
-
-
-def _run_script(script: Path, cwd: Path, environment: dict, log, task: str, prefix: list[str] = ()) -> None:
-    """bash -eu -o pipefail (behind prefix: the sandbox) in its own process group, killed with everything it started on interrupt."""
-    status = run_in_group([*prefix, "bash", "-eu", "-o", "pipefail", str(script)], task, cwd, environment, log.file, cwd / ".pgid")
-    if status != 0:
-        tail = "\n".join(log.tail(25))
-        sandboxed = " in the sandbox (no network; only its source, work and output folders)" if prefix else ""
-        raise MlbuildError(f"{task}: build script failed (exit status {status}){sandboxed}; log: {log.path}\n{tail}")
-
-
-def _ccache_summary(stats_log: Path, environment: dict) -> str:
-    if not stats_log.exists():
-        return "# ccache: no compilations"
-    result = subprocess.run(["ccache", "--show-log-stats", "-v"], env=environment, capture_output=True, text=True)
-    counts = {}
-    for line in result.stdout.splitlines():
-        words = line.split()
-        for key in ("Hits:", "Misses:"):
-            if line.strip().startswith(key) and len(words) >= 2 and words[1].isdigit():
-                counts.setdefault(key[:-1].lower(), words[1])
-    return f"# ccache: {counts.get('hits', '?')} hits, {counts.get('misses', '?')} misses"

@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import MlbuildError
-from ..state import remove_tree
+from ..trees import remove_tree
 from ..unpack import unpack
 from .base import Step
 

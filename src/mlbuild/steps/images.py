@@ -7,10 +7,11 @@ from .. import hooks, image_profile
 from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..processes import run_in_group
-from ..state import hash_tree
+from ..trees import hash_tree
 from ..zstd import compress
-from .base import Step, code_hash
-from .build import SOURCE_DATE_EPOCH
+from ..signature import code_hash
+from .base import Step
+from ..reproducible import SOURCE_DATE_EPOCH
 from .target import SKELETON_MODES
 from ..users import SHADOW_MODE
 

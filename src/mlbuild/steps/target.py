@@ -11,9 +11,10 @@ from pathlib import Path
 from .. import hooks, image_profile, overlay, users
 from ..arches import ARCHES
 from ..errors import InputError, MlbuildError
-from ..state import merge_tree
-from .base import Step, code_hash
-from .build import SOURCE_DATE_EPOCH
+from ..trees import merge_tree
+from ..signature import code_hash
+from .base import Step
+from ..reproducible import SOURCE_DATE_EPOCH
 
 # Folders every system has even when no component installs into them.
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")

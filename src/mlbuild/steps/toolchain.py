@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from ..state import merge_tree
-from .base import Step, code_hash
+from ..trees import merge_tree
+from ..signature import code_hash
+from .base import Step
 
 
 class ToolchainStep(Step):

@@ -1,76 +1,17 @@
-"""Decide whether a task must run, run it atomically, and say why it ran.
+"""Run a task that must run (signature.decide says which): into a staging folder, then commit output and stamp.
 
-A task is up to date iff its stamp's signature equals the signature of its
-current inputs and its output exists. Timestamps never decide.
+A task killed at any moment leaves no stamp and its old output, never a mix.
 """
 
-import difflib
-import json
 import time
 
 from .errors import MlbuildError
-from . import state
 from .host_tools import check_host_tools
 from .processes import running_task, stop_leftovers
 from .artifacts import push_built, restore_or_run
-from .state import TreeLock, remove_tree, replace_tree
-
-
-def is_up_to_date(step) -> bool:
-    stamp = step.project.stamps.read(step.stamp)
-    if stamp is None or not step.output.exists():
-        return False
-    # Comparing the inputs themselves is the same test as comparing their hashes, and cheaper.
-    return stamp.get("format") == state.ENGINE_FORMAT and stamp["inputs"] == step.inputs()
-
-
-def reasons(step) -> list[str]:
-    """Why the task would run, in plain words; empty when it is up to date."""
-    stamp = step.project.stamps.read(step.stamp)
-    if stamp is None:
-        return ["it has not been built yet (or its last build did not finish)"]
-    found = []
-    if stamp.get("format") != state.ENGINE_FORMAT:
-        found.append("it was built by another version of mlbuild's engine")
-    if not step.output.exists():
-        found.append(f"its output {step.project.relative(step.output)} is missing")
-    old, new = stamp["inputs"], step.inputs()
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            found.append(_describe_change(key, old.get(key), new.get(key), stamp, step))
-    return found
-
-
-def _describe_change(key: str, old, new, stamp: dict, step) -> str:
-    kind, _, what = key.partition(":")
-    nouns = {"file": "config file", "dep": "dependency", "recipe": "recipe field"}
-    if old is None:
-        return f"new {nouns.get(kind, 'input')} {what or key}"
-    if new is None:
-        return f"{nouns.get(kind, 'input')} {what or key} is gone"
-    if kind == "dep":
-        if new == "not built":
-            return f"dependency {what} is not built yet"
-        return f"dependency {what} has a new output"
-    if kind == "recipe":
-        return f"recipe field {what} changed: {_short(old)} -> {_short(new)}"
-    if kind == "file":
-        return f"file {what} changed"
-    if kind == "script":
-        old_script = step.project.stamps.read_text(step.stamp)
-        diff = difflib.unified_diff(old_script.splitlines(), step.script.splitlines(), lineterm="", n=0)
-        changed = [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-        return "its build script changed: " + " | ".join(changed[:6]) + (" | …" if len(changed) > 6 else "")
-    if kind == "source":
-        return f"its source changed: {_short(old)} -> {_short(new)}"
-    if kind == "toolchain":
-        return f"the toolchain changed: {old} -> {new}"
-    return f"{key} changed: {_short(old)} -> {_short(new)}"
-
-
-def _short(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= 60 else text[:57] + "..."
+from .signature import is_up_to_date
+from .tree_lock import TreeLock
+from .trees import remove_tree, replace_tree
 
 
 class Log:

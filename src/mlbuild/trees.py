@@ -1,0 +1,100 @@
+"""Files and folders: written atomically, hashed, merged and replaced whole."""
+
+import hashlib
+import os
+import shutil
+import stat
+import threading
+from pathlib import Path
+
+from .errors import MlbuildError
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write text unless the file already holds it (nothing downstream sees a new file)."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text.encode())
+    return True
+
+
+def hash_tree(root: Path) -> str:
+    """A hash of a folder's names, kinds, modes, link targets and contents (not mtimes)."""
+    digest = hashlib.sha256()
+    for path in sorted(_walk(root)):
+        relative = path.relative_to(root).as_posix()
+        info = path.lstat()
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(f"L {relative} {os.readlink(path)}\n".encode())
+        elif stat.S_ISDIR(info.st_mode):
+            digest.update(f"D {relative} {mode:o}\n".encode())
+        else:
+            digest.update(f"F {relative} {mode:o} {hash_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _walk(root: Path):
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            yield Path(folder, name)
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def merge_tree(source: Path, destination: Path, owner: str, owners: dict[str, str]) -> None:
+    """Copy a folder into another, refusing a path that an earlier source (in owners) already brought."""
+    if not source.is_dir():
+        raise MlbuildError(f"{owner}: its output {source} is missing; run again")
+    for folder, dirs, names in os.walk(source):
+        relative = Path(folder).relative_to(source)
+        target_folder = destination / relative
+        target_folder.mkdir(exist_ok=True)
+        shutil.copymode(folder, target_folder)
+        for name in names + [d for d in dirs if Path(folder, d).is_symlink()]:
+            key = (relative / name).as_posix()
+            if key in owners:
+                raise MlbuildError(f"{owner}: installs {key}, which {owners[key]} installs too")
+            owners[key] = owner
+            src = Path(folder, name)
+            if src.is_symlink():
+                (target_folder / name).symlink_to(os.readlink(src))
+            else:
+                shutil.copy2(src, target_folder / name)
+
+
+def replace_tree(staging: Path, final: Path) -> None:
+    """Put staging where final is: the old tree is moved aside first, then deleted."""
+    old = final.with_name(f".{final.name}.old")
+    remove_tree(old)
+    if final.exists() or final.is_symlink():
+        os.replace(final, old)
+    os.replace(staging, final)
+    remove_tree(old)
