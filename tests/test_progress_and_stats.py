@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import time
 import xml.etree.ElementTree as ElementTree
 
@@ -257,3 +258,18 @@ def test_graph_colours_tasks_by_what_the_next_build_would_do_and_shows_one_tasks
     down = built.cli("graph", "build:hello-x86_64", "--descendants")
     nodes = set(re.findall(r'^  "([^"]+:[^"]+)" \[shape', built.read("build/graph.dot"), re.M))
     assert down.returncode == 0 and nodes == x86("hello", "app", "target", "images")
+
+
+def test_graph_colours_a_task_the_artifact_cache_holds_as_restore(built, tmp_path):
+    cache = tmp_path / "artifacts"
+    built.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
+    assert built.doit("clean", "build:hello-x86_64").returncode == 0
+    assert built.doit().executed == x86("hello")  # built again (same output) and pushed
+    assert built.doit("clean", "build:hello-x86_64").returncode == 0
+    result = built.cli("graph")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "next build: 3 up to date, 3 run if a dependency's output changes, 1 restore from cache"
+    colour = dict(re.findall(r'"([^"]+)" \[shape=\w+, style=filled, fillcolor="(#[0-9a-f]+)"\]', built.read("build/graph.dot")))
+    assert colour["build:hello-x86_64"] == "#9ecae1"
+    shutil.rmtree(cache)  # the entry gone: the same task would run
+    assert "1 run," in built.cli("graph").stdout.splitlines()[0]

@@ -9,7 +9,7 @@ run once a dependency has run: its dependency's output may come out different
 import networkx as nx
 
 from .errors import MlbuildError
-from .signature import is_up_to_date
+from .signature import decide
 
 UP_TO_DATE = "up to date"
 RUN = "run"
@@ -17,8 +17,11 @@ AFTER_DEPS = "run if a dependency's output changes"
 RESTORE = "restore from cache"
 
 
-def next_actions(project, names=None) -> dict[str, str]:
-    """For each task (all, or names and everything they need): what the next build would do."""
+def next_actions(project, names=None, consult_cache: bool = True) -> dict[str, str]:
+    """For each task (all, or names and everything they need): what the next build would do.
+
+    consult_cache: ask the artifact caches whether they hold a task that would run (one
+    manifest lookup per such task; the progress display does without)."""
     graph = project.graph
     if names is not None:
         wanted = set(names)
@@ -29,10 +32,23 @@ def next_actions(project, names=None) -> dict[str, str]:
     for name in nx.topological_sort(graph):
         step = project.steps[name]
         try:
-            own = UP_TO_DATE if is_up_to_date(step) else RUN
+            decision = decide(step)
         except MlbuildError:
+            decision = None
+        if decision is None:
             own = RUN
-        if own == RUN and _restorable(step):
+        elif decision.up_to_date:
+            own = UP_TO_DATE
+        elif not decision.problems and all(change.key.startswith("dep:") and actions.get(change.key[4:], UP_TO_DATE) != UP_TO_DATE
+                                           for change in decision.changes):
+            # Only dependencies that run first differ (one removed, to be restored, counts as "not built"):
+            # whether this task runs depends on what they produce.
+            own = AFTER_DEPS
+        else:
+            own = RUN
+        # Only a task whose dependencies are all up to date has inputs known now (their output hashes).
+        if own == RUN and consult_cache \
+                and all(actions[dep] == UP_TO_DATE for dep in graph.predecessors(name)) and _restorable(step):
             own = RESTORE
         if own == UP_TO_DATE and any(actions[dep] != UP_TO_DATE for dep in graph.predecessors(name)):
             own = AFTER_DEPS
@@ -41,9 +57,12 @@ def next_actions(project, names=None) -> dict[str, str]:
 
 
 def _restorable(step) -> bool:
-    """Whether a cache holds this task's output for its current inputs (when a cache is configured)."""
-    check = getattr(step.project, "restorable", None)  # provided by the artifact cache, where there is one
+    """Whether a configured artifact cache holds this task's output for its current inputs."""
+    if not step.artifact or not step.project.config.cache:
+        return False
+    from .artifacts import artifact_cache
+
     try:
-        return bool(check and check(step))
+        return artifact_cache(step.project).holder(step.inputs()) is not None
     except MlbuildError:
         return False

@@ -281,7 +281,7 @@ class BuildReporter(ConsoleReporter):
             from .plan import UP_TO_DATE, next_actions
 
             names = [name for name in self.selected if name in self.project.steps]
-            self.pending_plan = {name: action for name, action in next_actions(self.project, names).items()
+            self.pending_plan = {name: action for name, action in next_actions(self.project, names, consult_cache=False).items()
                                  if name in self.selected}
             self.nothing_to_do = {name for name, action in self.pending_plan.items() if action == UP_TO_DATE}
         except Exception:  # the estimate is a nicety: never let it stop a build

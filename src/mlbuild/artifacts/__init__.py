@@ -140,6 +140,20 @@ class ArtifactCache:
             return backend.name, manifest["output_hash"]
         return None
 
+    def holder(self, inputs: dict) -> str | None:
+        """The first backend that has an entry for these inputs (its manifest only: nothing is downloaded), or None.
+
+        For `mlbuild graph` and the progress ETA: a fault counts as not there, quietly."""
+        from .backends import BackendError
+        manifest_key, _ = entry_keys(signature_of(inputs))
+        for backend in self.backends:
+            try:
+                if self._usable(backend) and backend.exists(manifest_key):
+                    return backend.name
+            except BackendError:
+                continue
+        return None
+
     def _bad_entry(self, backend, step, signature: str, error: EntryError, log) -> None:
         self.stats.add(backend.name, faults=1)
         line = f"{step.name}: artifact cache {backend.name}: entry {signature[:12]} is unusable: {error}; building locally"
