@@ -107,3 +107,30 @@ def test_with_the_runtime_image_profile_the_exported_script_packs_the_same_image
     archive = (out / "images/x86_64/initramfs.cpio").read_bytes()
     assert b"usr/lib/libapp.so" in archive and b"libapp.a" not in archive and b"app.h" not in archive
     assert not (out / "work/images-x86_64-runtime").exists()
+
+
+def test_the_exported_script_runs_the_post_build_and_post_image_hooks_as_mlbuild_does(built, tmp_path):
+    post_build = built.write("hooks/post-build.sh", '#!/bin/sh\nset -eu\necho "$MLBUILD_HOOK $ARCH $IMAGE_PROFILE $SOURCE_DATE_EPOCH" > "$TARGET_DIR/etc/built-by"\n'
+                             'test "$1" = "$TARGET_DIR"\n')
+    post_image = built.write("hooks/post-image.sh", '#!/bin/sh\nset -eu\nls "$IMAGES_DIR" > "$IMAGES_DIR/listing"\n'
+                             'test -x "$TARGET_DIR/bin/hello"\n')
+    post_build.chmod(0o755)
+    post_image.chmod(0o755)
+    built.edit("pyproject.toml", "[tool.mlbuild]\n", '[tool.mlbuild]\npost_build = ["hooks/post-build.sh"]\npost_image = ["hooks/post-image.sh"]\n')
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert built.read("target/x86_64/etc/built-by").startswith("post-build x86_64 ")
+
+    exported = built.cli("script", "build:images-x86_64")
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.count("post-build hook hooks/post-build.sh") == 1
+    (tmp_path / "build.sh").write_text(exported.stdout)
+    environment = {"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path),
+                   "MLBUILD_DOWNLOADS": str(tmp_path / "downloads"), "MLBUILD_PROJECT": str(tmp_path)}
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], env=environment,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = tmp_path / "out"
+    assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
+    for name in ("initramfs.cpio", "rootfs.ext4", "listing"):
+        assert (out / "images/x86_64" / name).read_bytes() == built.path(f"build/images/x86_64/{name}").read_bytes(), name

@@ -46,18 +46,22 @@ def inputs(project, kind: str) -> dict:
             for index, path in enumerate(scripts(project, kind))}
 
 
-def run(project, kind: str, folder: Path, environment: dict, task: str, log) -> None:
-    """Run every hook of a kind on folder, in order; the first failure stops the task."""
-    base = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/"),
+def environment(project, kind: str, values: dict) -> dict:
+    """What a hook sees besides PATH and HOME (the caller's): the fixed part and the step's values."""
+    return {
         "LC_ALL": "C",
         "TZ": "UTC",
         "BUILD_DIR": str(project.build_dir),
         "PROJECT_DIR": str(project.root),
         "MLBUILD_HOOK": kind,
-        **environment,
+        **values,
     }
+
+
+def run(project, kind: str, folder: Path, values: dict, task: str, log) -> None:
+    """Run every hook of a kind on folder, in order; the first failure stops the task."""
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
+            **environment(project, kind, values)}
     for path in scripts(project, kind):
         relative = project.relative(path)
         log(f"{kind} hook {relative}")
@@ -67,14 +71,30 @@ def run(project, kind: str, folder: Path, environment: dict, task: str, log) -> 
             raise MlbuildError(f"{task}: {kind} hook {relative} failed (exit status {status}); log: {log.path}")
 
 
-def post_image(step, staging: Path, log) -> None:
-    """The post-image hooks of an images step, on its staging folder (IMAGES_DIR)."""
+def post_build_values(step, target_dir: Path) -> dict:
+    """The post-build hooks' values of a target step assembling target_dir."""
+    return _values(step, target_dir, step.project.target_build_dir / "images" / step.arch)
+
+
+def post_image_values(step, images_dir: Path) -> dict:
+    """The post-image hooks' values of an images step writing images_dir."""
+    return _values(step, step.project.steps[step.deps[0]].output, images_dir)
+
+
+def _values(step, target_dir: Path, images_dir: Path) -> dict:
     from .arches import ARCHES
     from .image_profile import resolve
     from .reproducible import SOURCE_DATE_EPOCH
 
-    target = step.project.steps[step.deps[0]].output
-    run(step.project, "post-image", staging, {
-        "ARCH": step.arch, "TRIPLE": ARCHES[step.arch].triple, "TARGET_DIR": str(target), "IMAGES_DIR": str(staging),
-        "IMAGE_PROFILE": resolve(step.project.config), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-    }, step.name, log)
+    return {"ARCH": step.arch, "TRIPLE": ARCHES[step.arch].triple, "TARGET_DIR": str(target_dir), "IMAGES_DIR": str(images_dir),
+            "IMAGE_PROFILE": resolve(step.project.config), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+
+
+def post_build(step, staging: Path, log) -> None:
+    """The post-build hooks of a target step, on its staging folder (TARGET_DIR)."""
+    run(step.project, "post-build", staging, post_build_values(step, staging), step.name, log)
+
+
+def post_image(step, staging: Path, log) -> None:
+    """The post-image hooks of an images step, on its staging folder (IMAGES_DIR)."""
+    run(step.project, "post-image", staging, post_image_values(step, staging), step.name, log)

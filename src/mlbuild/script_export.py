@@ -13,9 +13,9 @@ from pathlib import Path
 
 import networkx as nx
 
-from . import image_profile, users, zstd
+from . import hooks, image_profile, users, zstd
 from .errors import InputError
-from .graph import build_ancestors, fetch_task
+from .graph import build_ancestors
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
 from .steps.images import DEVICES, DISK_UUID, MODES, ROOT_OWNED_AT_EPOCH, ImagesStep
@@ -209,9 +209,27 @@ class _Writer:
             out.append(f"mkdir -p {s}/{shlex.quote(home)}\n")
         for origin, _, entries in step.user_overlays:
             out.append(self.overlay(step, s, origin, entries))
-        if step.project.config.post_build:
-            raise InputError("mlbuild script: post_build hooks are not exported yet; remove post_build to export")
+        out.append(self.hooks(step, "post-build", hooks.post_build_values(step, staging), s))
         out.append(f"mkdir -p {self.path(step.output.parent)}\nrm -rf {self.path(step.output)}\nmv {s} {self.path(step.output)}\n")
+        return "".join(out)
+
+    def hooks(self, step, kind: str, values: dict, folder: str) -> str:
+        """The hooks of a kind as mlbuild runs them (hooks.py): each one's text, then a run in its environment.
+
+        They run from the project folder, as in mlbuild: the one of the export, or $MLBUILD_PROJECT."""
+        out = []
+        project = self.project
+        environment = hooks.environment(project, kind, values)
+        for index, path in enumerate(hooks.scripts(project, kind)):
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                raise InputError(f"mlbuild script: {project.relative(path)}: a {kind} hook that is not text cannot be exported") from None
+            copy = f'"$ROOT/hooks/{kind}-{index}-"{shlex.quote(path.name)}'
+            out.append(f"# {kind} hook {project.relative(path)}\nmkdir -p \"$ROOT/hooks\"\n" + self.file(copy, text, "755"))
+            lines = [f"  {key}={self.word(str(value))}" for key, value in environment.items() if key != "PROJECT_DIR"]
+            out.append(f'(cd "${{MLBUILD_PROJECT:-{project.root}}}" && env -i PATH="$PATH" HOME="$HOME" \\\n'
+                       f'  PROJECT_DIR="${{MLBUILD_PROJECT:-{project.root}}}" \\\n' + " \\\n".join(lines) + f" \\\n  {copy} {folder})\n")
         return "".join(out)
 
     def overlay(self, step, s: str, origin: str, entries) -> str:
@@ -238,8 +256,6 @@ class _Writer:
         return "".join(out)
 
     def images(self, step) -> str:
-        if step.project.config.post_image:
-            raise InputError("mlbuild script: post_image hooks are not exported yet; remove post_image to export")
         out_dir = self.path(step.output)
         epoch = ROOT_OWNED_AT_EPOCH[-1][1].lstrip("@")
         declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(MODES.items()))
@@ -313,6 +329,7 @@ class _Writer:
                    f"rm {out_dir}/rootfs.debugfs\n")
         if image_profile.resolve(step.project.config) != "full":
             out.append(f"rm -rf {root}  # the runtime tree is not kept\n")
+        out.append(self.hooks(step, "post-image", hooks.post_image_values(step, step.output), out_dir))
         return "".join(out)
 
     @staticmethod

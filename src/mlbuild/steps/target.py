@@ -14,7 +14,6 @@ from ..errors import InputError, MlbuildError
 from ..trees import merge_tree
 from ..signature import code_hash
 from .base import Step
-from ..reproducible import SOURCE_DATE_EPOCH
 
 # Folders every system has even when no component installs into them.
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
@@ -140,12 +139,7 @@ class TargetStep(Step):
         self._user_overlays(staging, owners, log)
         users.check_shells(self.project.config, staging, self.name)
         log(f"{len(owners)} files from {len(self.components)} components")
-        hooks.run(self.project, "post-build", staging, {
-            "ARCH": self.arch, "TRIPLE": ARCHES[self.arch].triple, "TARGET_DIR": str(staging),
-            "IMAGES_DIR": str(self.project.target_build_dir / "images" / self.arch),
-            "IMAGE_PROFILE": image_profile.resolve(self.project.config),
-            "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-        }, self.name, log)
+        hooks.post_build(self, staging, log)
 
     def _user_overlays(self, staging: Path, owners: dict[str, str], log) -> None:
         """The configuration's overlays, in order: they may replace any file (a later overlay wins)."""
