@@ -77,3 +77,21 @@ def test_bumping_the_engine_format_makes_every_task_out_of_date(built, monkeypat
     monkeypatch.setattr(mlbuild.signature, "ENGINE_FORMAT", mlbuild.signature.ENGINE_FORMAT + "-next")
     project = Project(built.root, environ={})
     assert not any(is_up_to_date(step) for step in project.steps.values())
+
+
+def test_ccache_hits_in_another_checkout_when_compiles_name_a_resource_dir_inside_it(tmp_path):
+    """ccache does not rewrite -resource-dir=<path in the checkout>: mlbuild has it ignored (the sysroot decides it)."""
+    from conftest import make_project
+
+    shared = {"MLBUILD_CCACHE_DIR": str(tmp_path / "ccache")}
+    logs = []
+    for name in ("first", "second-in-a-longer-path"):
+        project = make_project(tmp_path / name)
+        # Like the target templates: a resource dir below the task's folders (here a link to the host clang's).
+        project.edit("templates/build/hello.sh.j2", "ccache clang -O1",
+                     'ln -sfn "$(clang -print-resource-dir)" "$WORK/resource"\nccache clang -resource-dir="$WORK/resource" -O1')
+        result = project.doit("build:hello-x86_64", env=shared)
+        assert result.returncode == 0, result.stdout + result.stderr
+        logs.append(project.log("build:hello-x86_64"))
+    assert "# ccache: 0 hits, 1 misses" in logs[0], logs[0][-500:]
+    assert "# ccache: 1 hits, 0 misses" in logs[1], logs[1][-500:]

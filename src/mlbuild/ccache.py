@@ -13,6 +13,11 @@ def ccache_environment(project) -> dict:
         "CCACHE_BASEDIR": str(project.root),
         "CCACHE_NOHASHDIR": "1",
         "CCACHE_COMPILERCHECK": "content",
+        # ccache rewrites --sysroot=<path below the project> to a relative path but hashes
+        # -resource-dir=<path> as it is, so no compile with it hit in another checkout (busybox:
+        # 1 % hits). The resource dir is always $SYSROOT/usr/lib/clang/<major> (_toolchain.sh.j2,
+        # the LLVM templates): --sysroot, which is hashed, already decides it.
+        "CCACHE_IGNOREOPTIONS": "-resource-dir=*",
         **remote_compile.environment(project.config),
     }
 
