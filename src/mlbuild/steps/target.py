@@ -114,6 +114,9 @@ class TargetStep(Step):
                 raise MlbuildError(f"{origin}: permissions: {path} leads out of {self.project.relative(self.output)}/")
             os.chmod(file, entry.bits)
 
+    def restore_modes(self, folder: Path) -> None:
+        self.apply_permissions(folder)  # the modes are inputs of this task: its signature holds them
+
     @property
     def components(self) -> list:
         return [self.project.steps[dep] for dep in self.deps]
