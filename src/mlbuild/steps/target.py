@@ -112,6 +112,7 @@ class TargetStep(Step):
                                    "(no component, overlay or mlbuild installs it)")
             if not file.resolve().is_relative_to(inside):  # a folder on the way is a link out of the tree
                 raise MlbuildError(f"{origin}: permissions: {path} leads out of {self.project.relative(self.output)}/")
+            # (A builder without root outside the file's group cannot set setgid: the kernel drops it. The images have it.)
             os.chmod(file, entry.bits)
 
     def restore_modes(self, folder: Path) -> None:
