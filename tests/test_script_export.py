@@ -134,3 +134,23 @@ def test_the_exported_script_runs_the_post_build_and_post_image_hooks_as_mlbuild
     assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
     for name in ("initramfs.cpio", "rootfs.ext4", "listing"):
         assert (out / "images/x86_64" / name).read_bytes() == built.path(f"build/images/x86_64/{name}").read_bytes(), name
+
+
+def test_declared_permissions_give_the_exported_script_the_same_target_and_images(built, tmp_path):
+    built.update_recipe("hello", permissions=[{"path": "bin/hello", "mode": "4750"}])
+    built.update_recipe("app", permissions=[{"path": "bin/app", "mode": "0711", "uid": 1000, "gid": 100}])
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    exported = built.cli("script", "build:images-x86_64")
+    assert exported.returncode == 0, exported.stderr
+    assert "chmod 4750 " in exported.stdout and "# recipes/hello.toml" in exported.stdout
+    (tmp_path / "build.sh").write_text(exported.stdout)
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")],
+                         env={"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = tmp_path / "out"
+    assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))  # the modes, setuid included
+    for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):  # the modes and the owners
+        ours = hashlib.sha256((out / "images/x86_64" / image).read_bytes()).hexdigest()
+        assert ours == hashlib.sha256(built.path(f"build/images/x86_64/{image}").read_bytes()).hexdigest(), image

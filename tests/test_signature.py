@@ -114,6 +114,11 @@ def add_post_image_hook(project):
     return x86("images")
 
 
+def declare_permissions(project):
+    project.update_recipe("hello", permissions=[{"path": "bin/hello", "mode": "4755"}])
+    return x86("target", "images")  # not hello's build: the target applies declared modes
+
+
 def change_image_profile(project):
     project.edit("pyproject.toml", "[tool.mlbuild]\n", '[tool.mlbuild]\nimage_profile = "runtime"\n')
     return x86("images")
@@ -138,6 +143,7 @@ ROWS = {
     "hook (post-build)": add_post_build_hook,
     "hook (post-image)": add_post_image_hook,
     "image_profile": change_image_profile,
+    "permissions": declare_permissions,
 }
 # Inputs no project file can change: the task's identity (its name, its arch), and the engine's
 # own constants and code (a new mlbuild version); the toolchain is pinned by test_toolchain_switch.py.
@@ -167,6 +173,7 @@ def test_every_declared_input_has_a_row(built):
     add_post_build_hook(built)
     add_post_image_hook(built)
     change_image_profile(built)
+    declare_permissions(built)
     covered = {row.split(" ")[0] for row in ROWS} | NOT_PROJECT_FILES
     probe = built.path("inputs.py")
     probe.write_text(

@@ -10,8 +10,8 @@ from pathlib import Path
 TRAILER = "TRAILER!!!"
 
 
-def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, name: str, rdev=(0, 0)) -> bytes:
-    fields = [ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name.encode()) + 1, 0]
+def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, name: str, rdev=(0, 0), owner=(0, 0)) -> bytes:
+    fields = [ino, mode, owner[0], owner[1], nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name.encode()) + 1, 0]
     header = b"070701" + b"".join(f"{value:08X}".encode() for value in fields) + name.encode() + b"\0"
     return header + b"\0" * (-len(header) % 4)
 
@@ -29,8 +29,11 @@ def normal_mode(st_mode: int) -> int:
     return special | (0o755 if executable else 0o644)
 
 
-def write_initramfs(root: Path, archive: Path, mtime: int, modes: dict[str, int], devices: dict[str, tuple]) -> None:
-    """Pack root owned by root:root with normal modes; modes overrides permission bits, devices adds nodes {path: ('c', major, minor)}."""
+def write_initramfs(root: Path, archive: Path, mtime: int, modes: dict[str, int], devices: dict[str, tuple],
+                    owners: dict[str, tuple[int, int]] | None = None) -> None:
+    """Pack root owned by root:root with normal modes; modes overrides permission bits, owners {path: (uid, gid)}
+    the owner, devices adds nodes {path: ('c', major, minor)}."""
+    owners = owners or {}
     entries = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -49,7 +52,7 @@ def write_initramfs(root: Path, archive: Path, mtime: int, modes: dict[str, int]
             else:
                 data = b""
             nlink = 2 if stat.S_ISDIR(info.st_mode) else 1
-            out.write(_header(ino, mode, nlink, mtime, len(data), name) + data + b"\0" * (-len(data) % 4))
+            out.write(_header(ino, mode, nlink, mtime, len(data), name, owner=owners.get(name, (0, 0))) + data + b"\0" * (-len(data) % 4))
             ino += 1
         for name, (kind, major, minor) in sorted(devices.items()):
             kind_bits = stat.S_IFCHR if kind == "c" else stat.S_IFBLK

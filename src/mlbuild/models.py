@@ -109,6 +109,59 @@ def _relative_path(value):
     return value
 
 
+MODE_PATTERN = r"^[0-7]{3,4}$"
+PATTERN_HINTS[MODE_PATTERN] = 'expected an octal mode of 3 or 4 digits, such as "4755"'
+TARGET_PATH_PATTERN = r"^[A-Za-z0-9_+][A-Za-z0-9_.+/-]*$"
+PATTERN_HINTS[TARGET_PATH_PATTERN] = "expected a path in the target of letters, digits and _ . + / -"
+
+
+class Permission(Strict):
+    """The mode and owner an installed file gets in the system (as Buildroot's <pkg>_PERMISSIONS tables).
+
+    The target assembly applies the mode (it cannot chown: no root), the images the mode and the
+    owner; a component's own output never carries set-id bits, so the artifact cache restores it whole.
+    """
+
+    path: Annotated[str, StringConstraints(pattern=TARGET_PATH_PATTERN, max_length=256)]  # relative to the target root
+    mode: Annotated[str, StringConstraints(pattern=MODE_PATTERN)]  # octal text: a TOML 4755 would be decimal
+    uid: int = Field(default=0, ge=0, le=65534)
+    gid: int = Field(default=0, ge=0, le=65534)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _plain_relative_path(cls, value):
+        if not isinstance(value, str):
+            return value  # the type check says what is expected
+        if value.startswith("/"):
+            raise ValueError(f"expected a path relative to the target root (bin/busybox, not /bin/busybox), got {value!r}")
+        parts = value.split("/")
+        if ".." in parts:
+            raise ValueError(f"expected a path inside the target, without '..', got {value!r}")
+        if "" in parts or "." in parts:
+            raise ValueError(f"expected a plain path, without '.', '//' or a trailing '/', got {value!r}")
+        return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_is_text(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(f'expected the mode as octal text in quotes, such as "4755", got {value!r}')
+        return value
+
+    @property
+    def bits(self) -> int:
+        return int(self.mode, 8)
+
+
+def _paths_once(entries: list[Permission]) -> list[Permission]:
+    seen = set()
+    for entry in entries:
+        if entry.path in seen:
+            raise ValueError(f"{entry.path} is declared twice")
+        seen.add(entry.path)
+    return entries
+
+
 class ArchOverride(Strict):
     """Per-arch additions: vars are merged over the recipe's, lists are appended."""
 
@@ -116,8 +169,10 @@ class ArchOverride(Strict):
     files: list[TemplatePath] = []
     vars: dict[str, VarValue] = {}
     kernel: TemplatePath | None = None  # the bootable kernel image it installs on this arch, relative to the target root
+    permissions: list[Permission] = []  # replace the recipe's entry of the same path on this arch
 
     _kernel_inside = field_validator("kernel")(_relative_path)
+    _permissions_once = field_validator("permissions")(_paths_once)
 
     @field_validator("vars")
     @classmethod
@@ -165,6 +220,15 @@ class Recipe(Strict):
     when: str | None = None  # a boolean configuration key: the recipe is built only when it is on
     kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
     checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
+    # Modes and owners of installed files ([[permissions]]): inputs of the target and the images, not of its build.
+    permissions: list[Permission] = []
+
+    @field_validator("permissions")
+    @classmethod
+    def _permissions_of_the_target(cls, value, info):
+        if value and (info.data.get("host") or not info.data.get("target", True) or not info.data.get("build")):
+            raise ValueError("only a recipe that installs into the target (build, target = true, not host) declares permissions")
+        return _paths_once(value)
 
     _kernel_inside = field_validator("kernel")(_relative_path)
     tools: list[Name] = []  # programs of the build machine its script runs (make, flex…): checked before the build starts
@@ -200,6 +264,8 @@ class Recipe(Strict):
             raise ValueError("'patches' belong to the recipe that owns the source")
         if not self.build and self.depends:
             raise ValueError("a recipe without 'build' cannot have 'depends'")
+        if any(extra.permissions for extra in self.arch.values()) and (self.host or not self.target or not self.build):
+            raise ValueError("arch.<arch>.permissions: only a recipe that installs into the target (build, target = true, not host) declares permissions")
         return self
 
     # Fields that only document the recipe: changing them rebuilds nothing.
@@ -209,6 +275,11 @@ class Recipe(Strict):
     def kernel_for(self, arch: str) -> str | None:
         extra = self.arch.get(arch)
         return extra.kernel if extra is not None and extra.kernel else self.kernel
+
+    def permissions_for(self, arch: str) -> dict[str, Permission]:
+        """{path: permission} on arch: the recipe's entries, an [arch.<arch>] entry replacing one of the same path."""
+        extra = self.arch.get(arch)
+        return {entry.path: entry for entry in self.permissions + (extra.permissions if extra is not None else [])}
 
     def depends_for(self, arch: str) -> list[str]:
         """The recipe's dependencies on arch (cheap: the graph asks for every recipe × arch)."""

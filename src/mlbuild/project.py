@@ -39,12 +39,15 @@ class Project:
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
 
     def render_all(self) -> None:
-        """Render every template now (cached), so a template error stops the run before any task."""
+        """Render every template now (cached), so a template error stops the run before any task.
+
+        Each target's declared permissions too: two recipes declaring one path is an input error."""
         for step in self.steps.values():
             if isinstance(step, BuildStep):
                 step.rendered_hashes
             elif isinstance(step, TargetStep):
                 step.etc_files
+                step.permissions
 
     @cached_property
     def render_cache(self) -> RenderCache:

@@ -18,7 +18,7 @@ from .errors import InputError
 from .graph import build_ancestors
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
-from .steps.images import DEVICES, DISK_UUID, MODES, ROOT_OWNED_AT_EPOCH, ImagesStep
+from .steps.images import DEVICES, DISK_UUID, ROOT_OWNED_AT_EPOCH, ImagesStep
 from .steps.target import SKELETON, SKELETON_MODES, TargetStep
 from .steps.toolchain import ToolchainStep
 
@@ -209,6 +209,9 @@ class _Writer:
             out.append(f"mkdir -p {s}/{shlex.quote(home)}\n")
         for origin, _, entries in step.user_overlays:
             out.append(self.overlay(step, s, origin, entries))
+        if step.permissions:
+            out.append("# the modes the recipes declare ([[permissions]]; the images set the owners)\n")
+            out += [f"chmod {entry.mode} {s}/{shlex.quote(path)}  # {origin}\n" for path, (entry, origin) in step.permissions.items()]
         out.append(self.hooks(step, "post-build", hooks.post_build_values(step, staging), s))
         out.append(f"mkdir -p {self.path(step.output.parent)}\nrm -rf {self.path(step.output)}\nmv {s} {self.path(step.output)}\n")
         return "".join(out)
@@ -258,7 +261,8 @@ class _Writer:
     def images(self, step) -> str:
         out_dir = self.path(step.output)
         epoch = ROOT_OWNED_AT_EPOCH[-1][1].lstrip("@")
-        declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(MODES.items()))
+        declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(step.modes.items()))
+        owned = "".join(f"    {shlex.quote(name)}) echo {uid} {gid} ;;\n" for name, (uid, gid) in sorted(step.owners.items()))
         out = [f"rm -rf {out_dir}\nmkdir -p {out_dir}\n"]
         if image_profile.resolve(step.project.config) == "full":
             root = self.path(step.root)
@@ -279,19 +283,23 @@ class _Writer:
             f'  case "$1" in\n{declared}  esac\n'
             "  echo $(( (st & 0170000) | perm ))\n"
             "}\n",
+            "# Every path is root's but those the recipes give another owner ([[permissions]]).\n",
+            "image_owner() {\n"
+            f'  case "$1" in\n{owned}    *) echo 0 0 ;;\n  esac\n'
+            "}\n",
             '# initramfs.cpio: a cpio "newc" archive, byte for byte as mlbuild\'s writer makes it without\n'
-            "# root: every entry root-owned at SOURCE_DATE_EPOCH, in name order, inodes numbered from 1,\n"
+            "# root: every entry root-owned (or as declared) at SOURCE_DATE_EPOCH, in name order, inodes numbered from 1,\n"
             "# then the device nodes, then the trailer.\n",
-            "cpio_entry() {  # ino mode nlink mtime size name [rdev-major rdev-minor]\n"
+            "cpio_entry() {  # ino mode nlink mtime size name [rdev-major rdev-minor]; owner: $uid $gid\n"
             "  local namesize=$(( $(printf '%s' \"$6\" | wc -c) + 1 ))\n"
             "  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%s\\0' \\\n"
-            "    \"$1\" \"$2\" 0 0 \"$3\" \"$4\" \"$5\" 0 0 \"${7:-0}\" \"${8:-0}\" \"$namesize\" 0 \"$6\"\n"
+            "    \"$1\" \"$2\" \"${uid:-0}\" \"${gid:-0}\" \"$3\" \"$4\" \"$5\" 0 0 \"${7:-0}\" \"${8:-0}\" \"$namesize\" 0 \"$6\"\n"
             "  head -c $(( (4 - (110 + namesize) % 4) % 4 )) /dev/zero\n"
             "}\n",
             f"(cd {root}\n",
             " ino=1\n",
             " while IFS= read -r name; do\n",
-            "  mode=$(image_mode \"$name\")\n",
+            "  mode=$(image_mode \"$name\"); read -r uid gid < <(image_owner \"$name\")\n",
             "  if [ -L \"$name\" ]; then data=$(readlink \"$name\"); size=$(printf '%s' \"$data\" | wc -c); nlink=1\n",
             "  elif [ -f \"$name\" ]; then size=$(stat -c %s \"$name\"); nlink=1\n",
             "  else size=0; nlink=2; fi\n",
@@ -301,6 +309,7 @@ class _Writer:
             "  ino=$((ino + 1))\n",
             " done < <(find . -mindepth 1 | sed 's|^\\./||' | LC_ALL=C sort)\n",
         ]
+        out.append(" uid=0 gid=0  # the device nodes are root's\n")
         for name, (kind, major, minor) in sorted(DEVICES.items()):
             bits = 0o020000 if kind == "c" else 0o060000
             out.append(f" cpio_entry $ino {bits | 0o600} 1 {epoch} 0 {name} {major} {minor}; ino=$((ino + 1))\n")
@@ -318,7 +327,9 @@ class _Writer:
             "# images' modes for every file, then the device nodes\n",
             f"(cd {root} && while IFS= read -r name; do\n",
         ]
+        out.append('   read -r uid gid < <(image_owner "$name")\n')
         for field, value in ROOT_OWNED_AT_EPOCH:
+            value = f"${field}" if field in ("uid", "gid") else value  # the declared owner, else root
             out.append(f'   echo "sif \\"/$name\\" {field} {value}"\n')
         out.append('   [ -L "$name" ] || printf \'sif "/%s" mode 0%o\\n\' "$name" "$(image_mode "$name")"\n')
         out.append(" done < <(find . -mindepth 1 | sed 's|^\\./||' | LC_ALL=C sort)\n")

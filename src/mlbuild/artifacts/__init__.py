@@ -117,7 +117,8 @@ class ArtifactCache:
             try:
                 size = backend.download(archive_key, download)
                 check_archive(download, manifest)
-                restore(download, staging, manifest, step.output_hash, f"{step.name}: cache entry {signature[:12]}")
+                restore(download, staging, manifest, step.output_hash, f"{step.name}: cache entry {signature[:12]}",
+                        step.restore_modes)
             except Missing:
                 self._bad_entry(backend, step, signature, EntryError("its manifest names an archive that is not there"), log)
                 continue

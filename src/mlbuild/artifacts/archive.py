@@ -119,9 +119,11 @@ def check_archive(archive: Path, manifest: dict) -> None:
         raise EntryError("its archive's sha256 differs from the manifest's (corrupt)")
 
 
-def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label: str) -> None:
+def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label: str, restore_modes=None) -> None:
     """Unpack a checked archive into staging (which must not exist) and verify every entry.
 
+    restore_modes(staging), when given, sets the modes the task's own inputs declare (a target's
+    setuid files): set-id bits come from the signature's recipes, never from the cache's bytes.
     On any failure staging is removed and EntryError or OSError raised."""
     tar_file = archive.with_name(archive.name + ".tar")
     try:
@@ -136,6 +138,11 @@ def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label:
             raise EntryError(str(error).removeprefix(f"{label}: ")) from None
         tar_file.unlink()
         _verify_and_fix(staging, manifest["entries"])
+        if restore_modes is not None:
+            try:
+                restore_modes(staging)
+            except MlbuildError as error:
+                raise EntryError(str(error)) from None
         if output_hash_of(staging) != manifest["output_hash"]:
             raise EntryError("the unpacked tree's hash differs from the manifest's output hash")
     except BaseException:

@@ -58,3 +58,6 @@ class Step:
 
     def output_hash(self, folder: Path) -> str:
         return hash_tree(folder)
+
+    def restore_modes(self, folder: Path) -> None:
+        """After a restore from the artifact cache (which drops set-id bits): set the modes this step's inputs declare."""

@@ -127,9 +127,11 @@ class BuildStep(Step):
     @cached_property
     def _recipe_fields(self) -> dict:
         # Sources and patches are the fetch task's inputs; vars, files and depends come merged
-        # for the arch; menuconfig only adds a task. Fields left at their defaults are left
-        # out, so a new recipe field (with a default) rebuilds nothing.
-        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends", "menuconfig", "tools"}
+        # for the arch; menuconfig only adds a task; permissions are applied by the target and
+        # the images, never by the build. Fields left at their defaults are left out, so a new
+        # recipe field (with a default) rebuilds nothing.
+        not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends",
+                                             "menuconfig", "tools", "permissions"}
         return self.recipe.model_dump(mode="json", exclude=not_here, exclude_defaults=True)
 
     def inputs(self) -> dict:

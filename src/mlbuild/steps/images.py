@@ -1,4 +1,4 @@
-"""build:images-<arch>: an initramfs and an ext4 disk image of the target, root-owned, no root needed."""
+"""build:images-<arch>: an initramfs and an ext4 disk image of the target, root-owned (or as declared), no root needed."""
 
 import stat
 from pathlib import Path
@@ -17,9 +17,9 @@ from ..users import SHADOW_MODE
 
 # Device nodes the kernel needs before devtmpfs is mounted (its own default initramfs has these).
 DEVICES = {"dev/console": ("c", 5, 1), "dev/null": ("c", 1, 3)}
-SETUID = {"bin/busybox": 0o4755}
+# The modes the engine itself needs, then (per image) those the recipes declare ([[permissions]]).
 # Every other path gets cpio.normal_mode: the modes of the images never depend on the builder's umask.
-MODES = {**SKELETON_MODES, **SETUID, "etc/shadow": SHADOW_MODE}
+MODES = {**SKELETON_MODES, "etc/shadow": SHADOW_MODE}
 ROOT_OWNED_AT_EPOCH = [("uid", 0), ("gid", 0)] + [(f"{kind}time", f"@{SOURCE_DATE_EPOCH}") for kind in "amc"]
 DISK_UUID = "6d6c6275-696c-4400-8000-000000000001"  # fixed: images are reproducible
 
@@ -43,13 +43,29 @@ class ImagesStep(Step):
         """The tree packed: target/<arch>/, or while run() packs a runtime image, the part of it that runs."""
         return getattr(self, "packed_root", None) or self.project.steps[self.deps[0]].output
 
+    @property
+    def permissions(self) -> dict[str, tuple]:
+        """The recipes' declared permissions of this arch's target: {path: (Permission, recipe file)}."""
+        return self.project.steps[self.deps[0]].permissions
+
+    @property
+    def modes(self) -> dict[str, int]:
+        return {**MODES, **{path: entry.bits for path, (entry, _) in self.permissions.items()}}
+
+    @property
+    def owners(self) -> dict[str, tuple[int, int]]:
+        """{path: (uid, gid)} of the declared paths not owned by root:root; every other path is root's."""
+        return {path: (entry.uid, entry.gid) for path, (entry, _) in self.permissions.items() if (entry.uid, entry.gid) != (0, 0)}
+
     def inputs(self) -> dict:
+        declared = {path: [entry.mode, entry.uid, entry.gid] for path, (entry, _) in self.permissions.items()}
         return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd"), **self.dep_inputs(),
+                **({"permissions": declared} if declared else {}),
                 **image_profile.inputs(self), **hooks.inputs(self.project, "post-image")}
 
     def run(self, staging: Path, log) -> None:
         image_profile.prepare(self, log)  # sets packed_root for the runtime profile
-        write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), MODES, DEVICES)
+        write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), self.modes, DEVICES, self.owners)
         log(f"initramfs.cpio: {(staging / 'initramfs.cpio').stat().st_size} bytes")
         # What QEMU boots: a fraction of the size (the cpio stays, to inspect).
         compress(staging / "initramfs.cpio", staging / "initramfs.cpio.zst")
@@ -63,15 +79,17 @@ class ImagesStep(Step):
         environment = {"E2FSPROGS_FAKE_TIME": SOURCE_DATE_EPOCH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "mlbuild", "-U", DISK_UUID, "-E", f"hash_seed={DISK_UUID},root_owner=0:0",
               "-d", str(self.root), str(image), f"{size_mib}M"], environment, log, self.name)
-        # mke2fs -d copies the building user's uid/gid, mtimes and modes (its umask's): set root:root,
-        # fixed times, the modes of the initramfs and the device nodes.
+        # mke2fs -d copies the building user's uid/gid, mtimes and modes (its umask's): set root:root
+        # (or the declared owner), fixed times, the modes of the initramfs and the device nodes.
         commands = []
+        modes, owners = self.modes, self.owners
         for path in sorted(self.root.rglob("*")):
             name = "/" + path.relative_to(self.root).as_posix()
-            commands += [f'sif "{name}" {field} {value}' for field, value in ROOT_OWNED_AT_EPOCH]
+            owner = dict(zip(("uid", "gid"), owners.get(name[1:], (0, 0))))
+            commands += [f'sif "{name}" {field} {owner.get(field, value)}' for field, value in ROOT_OWNED_AT_EPOCH]
             st_mode = path.lstat().st_mode
             if not stat.S_ISLNK(st_mode):  # a link's mode is always 0777
-                mode = MODES.get(name[1:], normal_mode(st_mode))
+                mode = modes.get(name[1:], normal_mode(st_mode))
                 commands.append(f'sif "{name}" mode 0{stat.S_IFMT(st_mode) | mode:o}')
         for name, (kind, major, minor) in DEVICES.items():
             commands.append(f'mknod "/{name}" {kind} {major} {minor}')

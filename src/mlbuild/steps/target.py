@@ -87,6 +87,37 @@ class TargetStep(Step):
         # Scripts under etc/init.d are run by init: executable.
         return 0o755 if "/init.d/" in f"/{name}" else 0o644
 
+    @cached_property
+    def permissions(self) -> dict[str, tuple]:
+        """{path: (Permission, recipe file)}: the [[permissions]] of every component of this arch's target."""
+        declared: dict[str, tuple] = {}
+        for step in self.components:
+            origin = f"recipes/{step.recipe.name}.toml"
+            for path, entry in step.recipe.permissions_for(self.arch).items():
+                if path in declared:
+                    raise InputError(f"{origin}: permissions: {path} is declared by {declared[path][1]} too")
+                declared[path] = (entry, origin)
+        return dict(sorted(declared.items()))
+
+    def apply_permissions(self, root: Path) -> None:
+        """chmod every declared path of root (chown needs root: the images set the owners)."""
+        inside = root.resolve()
+        for path, (entry, origin) in self.permissions.items():
+            file = root / path
+            if file.is_symlink():
+                raise MlbuildError(f"{origin}: permissions: {path} is a symbolic link in "
+                                   f"{self.project.relative(self.output)}/; declare the file it points to")
+            if not file.exists():
+                raise MlbuildError(f"{origin}: permissions: no {path} in {self.project.relative(self.output)}/ "
+                                   "(no component, overlay or mlbuild installs it)")
+            if not file.resolve().is_relative_to(inside):  # a folder on the way is a link out of the tree
+                raise MlbuildError(f"{origin}: permissions: {path} leads out of {self.project.relative(self.output)}/")
+            # (A builder without root outside the file's group cannot set setgid: the kernel drops it. The images have it.)
+            os.chmod(file, entry.bits)
+
+    def restore_modes(self, folder: Path) -> None:
+        self.apply_permissions(folder)  # the modes are inputs of this task: its signature holds them
+
     @property
     def components(self) -> list:
         return [self.project.steps[dep] for dep in self.deps]
@@ -106,6 +137,8 @@ class TargetStep(Step):
             **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.etc_files.items()},
             **overlays,
             **({"homes": users.homes(self.project.config)} if self.project.config.users else {}),
+            # Only the modes: the target cannot hold owners (the images' inputs have them).
+            **({"permissions": {path: entry.mode for path, (entry, _) in self.permissions.items()}} if self.permissions else {}),
             **hooks.inputs(self.project, "post-build"),
             **({"image_profile": image_profile.resolve(self.project.config)} if self.project.config.post_build else {}),
             **self.dep_inputs(),
@@ -137,6 +170,11 @@ class TargetStep(Step):
         for home in users.homes(self.project.config):
             (staging / home).mkdir(parents=True, exist_ok=True)
         self._user_overlays(staging, owners, log)
+        # Last, over the overlays (as Buildroot's permission tables): a declared mode is the mode the system has.
+        self.apply_permissions(staging)
+        if self.permissions:
+            log(f"{len(self.permissions)} declared permissions: " + ", ".join(
+                f"/{path} {entry.mode}" for path, (entry, _) in self.permissions.items()))
         users.check_shells(self.project.config, staging, self.name)
         log(f"{len(owners)} files from {len(self.components)} components")
         hooks.post_build(self, staging, log)
