@@ -76,5 +76,5 @@ def post_image(step, staging: Path, log) -> None:
     target = step.project.steps[step.deps[0]].output
     run(step.project, "post-image", staging, {
         "ARCH": step.arch, "TRIPLE": ARCHES[step.arch].triple, "TARGET_DIR": str(target), "IMAGES_DIR": str(staging),
-        "IMAGE_PROFILE": resolve(step.project.config), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+        "IMAGE_PROFILE": resolve(step.project, step.arch), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
     }, step.name, log)

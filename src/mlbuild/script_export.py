@@ -244,7 +244,7 @@ class _Writer:
         epoch = ROOT_OWNED_AT_EPOCH[-1][1].lstrip("@")
         declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(MODES.items()))
         out = [f"rm -rf {out_dir}\nmkdir -p {out_dir}\n"]
-        if image_profile.resolve(step.project.config) == "full":
+        if image_profile.resolve(step.project, step.arch) == "full":
             root = self.path(step.root)
         else:
             runtime = step.project.target_build_dir / "work" / f"images-{step.arch}-runtime"
@@ -311,7 +311,7 @@ class _Writer:
         out.append(f") > {out_dir}/rootfs.debugfs\n")
         out.append(f"E2FSPROGS_FAKE_TIME={epoch} debugfs -w -f {out_dir}/rootfs.debugfs {out_dir}/rootfs.ext4 >/dev/null\n"
                    f"rm {out_dir}/rootfs.debugfs\n")
-        if image_profile.resolve(step.project.config) != "full":
+        if image_profile.resolve(step.project, step.arch) != "full":
             out.append(f"rm -rf {root}  # the runtime tree is not kept\n")
         return "".join(out)
 

@@ -107,7 +107,7 @@ class TargetStep(Step):
             **overlays,
             **({"homes": users.homes(self.project.config)} if self.project.config.users else {}),
             **hooks.inputs(self.project, "post-build"),
-            **({"image_profile": image_profile.resolve(self.project.config)} if self.project.config.post_build else {}),
+            **({"image_profile": image_profile.resolve(self.project, self.arch)} if self.project.config.post_build else {}),
             **self.dep_inputs(),
         }
 
@@ -142,7 +142,7 @@ class TargetStep(Step):
         hooks.run(self.project, "post-build", staging, {
             "ARCH": self.arch, "TRIPLE": ARCHES[self.arch].triple, "TARGET_DIR": str(staging),
             "IMAGES_DIR": str(self.project.target_build_dir / "images" / self.arch),
-            "IMAGE_PROFILE": image_profile.resolve(self.project.config),
+            "IMAGE_PROFILE": image_profile.resolve(self.project, self.arch),
             "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
         }, self.name, log)
 
