@@ -101,7 +101,7 @@ class Settings:
                 return parsed
         elif isinstance(value, str) and value in option.choices:
             return value
-        raise InputError(f"{self.where(key)}: {key}: {option.expected(from_text)} (an option of recipes/{declared.recipe}.toml), got {value!r}")
+        raise InputError(f"{self.where(key)}: {key} (option of recipes/{declared.recipe}.toml): {option.expected(from_text)}, got {value!r}")
 
 
 def load_config(project: Path, command_line: dict[str, str] | None = None, environ=None) -> Config:

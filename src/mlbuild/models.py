@@ -170,7 +170,8 @@ class Option(Strict):
         """What a value of this option must be, for error messages."""
         if not self.is_switch:
             return f"expected one of: {', '.join(self.choices)}"
-        return f"expected a boolean ({', '.join(TRUE_WORDS + FALSE_WORDS)})" if from_text else "expected true or false"
+        words = ", ".join(f"{yes}/{no}" for yes, no in zip(TRUE_WORDS, FALSE_WORDS))
+        return f"expected a boolean ({words})" if from_text else "expected true or false"
 
 
 class Merged(NamedTuple):
