@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_project
-from mlbuild.config import load_config
+from mlbuild.config import Settings, load_config
 from mlbuild.errors import InputError
 
 
@@ -79,25 +79,23 @@ def _project_with(tmp_path: Path, text: str) -> Path:
 
 
 def test_load_config_precedence_is_pyproject_then_environment_then_command_line(tmp_path):
-    root = _project_with(tmp_path, '[tool.mlbuild]\narches = ["x86_64"]\njobs = 3\nkernel_config = "defconfig"\n')
+    root = _project_with(tmp_path, '[tool.mlbuild]\narches = ["x86_64"]\njobs = 3\nprogress = "plain"\n')
     config = load_config(root, environ={})
-    assert (config.arches, config.jobs, config.kernel_config) == (["x86_64"], 3, "defconfig")
+    assert (config.arches, config.jobs, config.progress) == (["x86_64"], 3, "plain")
     config = load_config(root, environ={"MLBUILD_JOBS": "5", "MLBUILD_ARCHES": "arm64 x86_64"})
     assert (config.arches, config.jobs) == (["arm64", "x86_64"], 5)
     config = load_config(root, {"jobs": "7", "arches": "x86_64,arm64"}, environ={"MLBUILD_JOBS": "5"})
     assert (config.arches, config.jobs) == (["x86_64", "arm64"], 7)
 
 
-def test_load_config_reads_booleans_and_ignores_foreign_variables(tmp_path):
+def test_load_config_ignores_foreign_variables(tmp_path):
     root = _project_with(tmp_path, "[tool.mlbuild]\n")
-    for text, value in [("0", False), ("no", False), ("off", False), ("1", True), ("Yes", True), ("true", True)]:
-        assert load_config(root, environ={"MLBUILD_TARGET_LLVM": text}).target_llvm is value
     # The engine's own MLBUILD_ variables pass through; foreign settings do not (test_hostile_engine.py).
     defaults = load_config(root, {}, environ={})
-    config = load_config(root, {}, environ={"MLBUILD_LOCK_WAIT": "0", "MLBUILD_PYTHON": "/x", "HOME": "/root"})
-    assert config == defaults  # they set nothing of the configuration
-    with pytest.raises(InputError, match="MLBUILD_LOCK_WAITS"):
-        load_config(root, {}, environ={"MLBUILD_LOCK_WAITS": "0"})  # a near miss of an engine variable is refused
+    settings = Settings(root, {}, environ={"MLBUILD_LOCK_WAIT": "0", "MLBUILD_PYTHON": "/x", "HOME": "/root"})
+    assert settings.config() == defaults and settings.options({}) == {}  # they set nothing of the configuration
+    with pytest.raises(InputError, match="MLBUILD_LOCK_WAITS"):  # a near miss of an engine variable is refused
+        Settings(root, {}, environ={"MLBUILD_LOCK_WAITS": "0"}).options({})
 
 
 def test_load_config_makes_relative_folders_absolute_against_the_project(tmp_path):
@@ -114,8 +112,8 @@ def test_load_config_makes_relative_folders_absolute_against_the_project(tmp_pat
      "pyproject.toml [tool.mlbuild]: jobs: Input should be greater than or equal to 1"),
     ("[tool.mlbuild]\n", {"toolchain": "gcc"}, {},
      "command line: toolchain: Input should be 'host' or 'llvm'"),
-    ("[tool.mlbuild]\n", {}, {"MLBUILD_TARGET_LLVM": "maybe"},
-     "environment MLBUILD_TARGET_LLVM: target_llvm: Input should be a valid boolean, got 'maybe'"),
+    ("[tool.mlbuild]\n", {}, {"MLBUILD_PROGRESS": "fancy"},
+     "environment MLBUILD_PROGRESS: progress: Input should be 'auto', 'live' or 'plain'"),
     ("[tool.mlbuild\n", {}, {},
      "pyproject.toml: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 14)"),
 ], ids=["pyproject", "command-line", "environment", "invalid-toml"])

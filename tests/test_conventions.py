@@ -35,7 +35,7 @@ def test_doit_works_from_a_subfolder_of_the_checkout(project):
 
 
 def test_mlbuild_commands_take_key_value_settings_like_doit(project):
-    result = project.cli("explain", "build:hello-x86_64", "jobs=1", "target_llvm=0")
+    result = project.cli("explain", "build:hello-x86_64", "jobs=1", "progress=plain")
     assert result.returncode == 0, result.stderr
     assert "build:hello-x86_64 would run" in result.stdout
     wrong = project.cli("explain", "build:hello-x86_64", "jobs=0")

@@ -54,7 +54,7 @@ RECIPE_ERRORS = {
         "recipes/app.toml: not valid TOML: Invalid value (at line 2, column 11)"),
     "missing-required-field": (
         lambda p: _drop(p, "app", "version"),
-        "recipes/app.toml: version: required field is missing"),
+        "recipes/app.toml: version: required field is missing (only a recipe with 'source' may leave it out)"),
     "both-sources-and-source": (
         lambda p: p.update_recipe("extra", sources=p.recipes["hello"]["sources"]),
         "recipes/extra.toml: (top level): give either 'sources' or 'source', not both"),

@@ -61,8 +61,8 @@ def test_sbom_mistakes_are_one_line(project):
     result = project.cli("sbom", "riscv64")
     assert result.returncode != 0 and result.stderr.count("\n") == 1
     assert "riscv64: not one of the configured arches (x86_64)" in result.stderr
-    result = project.cli("sbom", "x86_64", "target_lvm=0")  # settings as on doit's command line, checked alike
-    assert result.returncode != 0 and "command line: target_lvm=: unknown configuration key (did you mean 'target_llvm'?)" in result.stderr
+    result = project.cli("sbom", "x86_64", "target_dr=out")  # settings as on doit's command line, checked alike
+    assert result.returncode != 0 and "command line: target_dr=: unknown configuration key (did you mean 'target_dir'?)" in result.stderr
 
 
 def test_legal_info_collects_the_exact_tarballs_patches_and_license_texts_with_a_manifest(project):

@@ -120,7 +120,8 @@ def declare_permissions(project):
 
 
 def change_image_profile(project):
-    project.edit("pyproject.toml", "[tool.mlbuild]\n", '[tool.mlbuild]\nimage_profile = "runtime"\n')
+    # auto is runtime here: no recipe of the synthetic project needs the full tree (image_profile = "full").
+    project.edit("pyproject.toml", "[tool.mlbuild]\n", '[tool.mlbuild]\nimage_profile = "full"\n')
     return x86("images")
 
 

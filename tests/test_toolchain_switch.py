@@ -60,8 +60,12 @@ def test_both_toolchains_results_live_side_by_side(built):
     assert built.doit("toolchain=llvm").executed == set()
 
 
+# A switch the optional recipe declares itself, as recipes/clang.toml does.
+TARGET_LLVM = {"target_llvm": {"help": "build the optional recipe", "default": True}}
+
+
 def test_a_recipe_that_is_off_has_no_task_and_turning_it_on_builds_it(built):
-    recipe = {**built.recipes["extra"], "name": "optional", "when": "target_llvm", "target": False}
+    recipe = {**built.recipes["extra"], "name": "optional", "when": "target_llvm", "target": False, "options": TARGET_LLVM}
     built.write_recipe("optional", recipe)
     assert "optional" not in built.doit("list", "--all", "target_llvm=0").stdout
     result = built.doit("build", "target_llvm=1")
@@ -69,16 +73,20 @@ def test_a_recipe_that_is_off_has_no_task_and_turning_it_on_builds_it(built):
     assert result.executed == {"build:optional-x86_64"}
 
 
-def test_target_llvm_is_on_by_default(project):
-    project.write_recipe("optional", {**project.recipes["extra"], "name": "optional", "when": "target_llvm"})
+def test_a_switch_declared_on_by_default_builds_its_recipe_by_default(project):
+    project.write_recipe("optional", {**project.recipes["extra"], "name": "optional", "when": "target_llvm", "options": TARGET_LLVM})
     assert "build:optional-x86_64" in project.doit("list", "--all").stdout
+    project.update_recipe("optional", options={"target_llvm": {**TARGET_LLVM["target_llvm"], "default": False}})
+    assert "build:optional-x86_64" not in project.doit("list", "--all").stdout
 
 
-def test_when_must_name_a_boolean_configuration_key(project):
+def test_when_must_name_a_switch_a_recipe_declares(project):
+    project.write_recipe("optional", {**project.recipes["extra"], "name": "optional", "when": "target_llvm", "options": TARGET_LLVM})
     project.write_recipe("extra", {**project.recipes["extra"], "when": "jobs"})
     result = project.doit("list")
     assert result.returncode == 2
-    assert "recipes/extra.toml: when: expected a boolean configuration key (target_llvm)" in result.stderr
+    assert result.stderr == ("mlbuild: recipes/extra.toml: when: expected a switch a recipe declares ([options.jobs]), "
+                             "'jobs' is declared by no recipe; switches: target_llvm\n")
 
 
 def test_a_target_recipe_cannot_depend_on_a_host_recipe(project):

@@ -11,10 +11,9 @@ from .errors import InputError, MlbuildError
 from . import graph_view, hooks, legal_info, sbom, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .signature import decide, is_up_to_date
-from .models import Config
 from .project import Project
 from .render import environment, language_of, raw_expansion_message, raw_expansions
-from .steps.build import BuildStep
+from .steps.build import BuildStep, option_text
 
 
 def find_root(start: Path) -> Path:
@@ -40,16 +39,25 @@ def cmd_check(project: Project, args) -> int:
         if language == "shell":
             for line, where, expression in raw_expansions(text)[:1]:
                 raise InputError(f"templates/{name}:{line}: {raw_expansion_message(where, expression)}")
-    # Recipes that are off (`when`) are checked too: render with every switch on.
-    switches = {name: "1" for name, field in Config.model_fields.items() if field.annotation is bool}
-    project = Project(project.root, switches)
+    # Recipes that are off (`when`) are checked too: render with every switch on, then once more
+    # for each other choice of each choice option (the templates that read it).
+    declared = project.declared_options
+    switches = {name: "1" for name, found in declared.items() if found.option.is_switch}
+    settings = [switches] + [{**switches, name: choice} for name, found in declared.items()
+                             for choice in found.option.choices if choice != found.option.default]
     rendered = 0
-    for step in project.ordered_steps():
-        if isinstance(step, BuildStep):
-            step.script, step.files
-            rendered += 1 + len(step.files)
-        elif hasattr(step, "etc_files"):
-            rendered += len(step.etc_files)
+    for index, values in enumerate(settings):
+        varied = values.keys() - switches.keys()  # the choice option this round renders otherwise (none in the first)
+        checked = Project(project.root, values)
+        for step in checked.ordered_steps():
+            if varied and not (isinstance(step, BuildStep) and varied & step.options.keys()):
+                continue  # rendered in the first round already
+            if isinstance(step, BuildStep):
+                step.script, step.files
+                rendered += 1 + len(step.files)
+            elif hasattr(step, "etc_files"):
+                rendered += len(step.etc_files)
+        project = project if index else checked  # the rest of the check looks at the first (every switch on)
     for kind in hooks.KEYS:  # each hook exists and is executable
         hooks.scripts(project, kind)
     print(f"ok: {len(project.recipes)} recipes, {len(project.steps)} tasks, {len(templates)} templates, {rendered} files rendered")
@@ -70,6 +78,7 @@ def cmd_explain(project: Project, args) -> int:
         stamp = project.stamps.read(step.stamp)
         origin = f", restored from {stamp['restored_from']}" if stamp.get("restored_from") else ""
         print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)}{origin})")
+        _print_options(project, step)
         return 0
     print(f"{name} would run:" if why else f"{name} is up to date, but may run after its dependencies:")
     for line in why:
@@ -78,7 +87,15 @@ def cmd_explain(project: Project, args) -> int:
         print("  dependencies that run first (if their output changes, so does this task's input):")
         for dep in pending:
             print(f"  - {dep}: {'; '.join(decide(project.steps[dep]).reasons()) or 'up to date'}")
+    _print_options(project, step)
     return 0
+
+
+def _print_options(project: Project, step) -> None:
+    """The options a build task reacts to (its recipe declares them), with their values now."""
+    if isinstance(step, BuildStep) and step.options:
+        shown = ", ".join(f"{name}={option_text(value)}" for name, value in step.options.items())
+        print(f"  options it reacts to (recipes/{step.recipe.name}.toml): {shown}")
 
 
 def _ancestors(project: Project, name: str) -> list[str]:

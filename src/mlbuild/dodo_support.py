@@ -83,7 +83,7 @@ def _database_problem(database: Path) -> str | None:
 
 def doit_config(project: Project) -> dict:
     return {
-        # Correctness never depends on doit's DB (see incremental.py); sqlite3
+        # Correctness never depends on doit's DB (see signature.py); sqlite3
         # lets `doit list`/`doit info` read while a build runs.
         "backend": "sqlite3",
         "dep_file": str(project.build_dir / DOIT_DB),

@@ -43,8 +43,10 @@ def check_cycles(recipes: dict[str, Recipe]) -> None:
     raise InputError(f"recipes: dependency cycle: {' -> '.join(names)}")
 
 
-def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
-    """Nodes are doit task names with attributes kind, recipe and arch; edges point to dependents."""
+def build_graph(recipes: dict[str, Recipe], config: Config, options: dict) -> nx.DiGraph:
+    """Nodes are doit task names with attributes kind, recipe and arch; edges point to dependents.
+
+    options: the values of the recipes' options, which `when` reads."""
     for name in recipes:
         if name in RESERVED:
             raise InputError(f"recipes/{name}.toml: name: {name!r} is reserved for an aggregate task")
@@ -60,10 +62,10 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
         graph.add_node(images_task(arch), kind="images", recipe=None, arch=arch)
         graph.add_edge(target, images_task(arch))
         for recipe in recipes.values():
-            if not recipe.build or recipe.host or arch not in recipe.arches or not enabled(recipe, config):
+            if not recipe.build or recipe.host or arch not in recipe.arches or not enabled(recipe, options):
                 continue
             for dep in recipe.depends_for(arch):
-                if not enabled(recipes[dep], config):
+                if not enabled(recipes[dep], options):
                     raise InputError(f"recipes/{recipe.name}.toml: depends: {dep!r} is off ({recipes[dep].when} = false)")
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
@@ -79,8 +81,8 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
     return graph
 
 
-def enabled(recipe: Recipe, config: Config) -> bool:
-    return recipe.when is None or getattr(config, recipe.when)
+def enabled(recipe: Recipe, options: dict) -> bool:
+    return recipe.when is None or options[recipe.when]
 
 
 def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe]) -> None:

@@ -87,7 +87,7 @@ def _values(step, target_dir: Path, images_dir: Path) -> dict:
     from .reproducible import SOURCE_DATE_EPOCH
 
     return {"ARCH": step.arch, "TRIPLE": ARCHES[step.arch].triple, "TARGET_DIR": str(target_dir), "IMAGES_DIR": str(images_dir),
-            "IMAGE_PROFILE": resolve(step.project.config), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+            "IMAGE_PROFILE": resolve(step.project, step.arch), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
 
 
 def post_build(step, staging: Path, log) -> None:

@@ -19,18 +19,23 @@ DEVELOPMENT_FOLDERS = ("include", "lib/pkgconfig", "lib/cmake", "share/pkgconfig
 DEVELOPMENT_FILES = ("*.a", "*.o", "*.la", "*.map", "*.prl")
 
 
-def resolve(config) -> str:
-    """The profile the configuration asks for; auto is full when a compiler is inside the system."""
-    if config.image_profile != "auto":
-        return config.image_profile
-    return "full" if config.target_llvm else "runtime"
+def resolve(project, arch: str) -> str:
+    """The profile the configuration asks for; auto is full when a recipe in the arch's target
+    needs the whole tree (image_profile = "full": a compiler inside the system)."""
+    if project.config.image_profile != "auto":
+        return project.config.image_profile
+    from .graph import target_task
+
+    graph = project.graph
+    components = [graph.nodes[task]["recipe"] for task in graph.predecessors(target_task(arch))]
+    return "full" if any(project.recipes[name].image_profile == "full" for name in components) else "runtime"
 
 
 def inputs(step) -> dict:
     """An images step's profile and the rules of this module (changing either repacks the images)."""
     from .signature import code_hash
 
-    profile = resolve(step.project.config)
+    profile = resolve(step.project, step.arch)
     if profile == "full":
         return {}  # as before profiles existed: the same signature, nothing repacked
     return {"image_profile": profile, "image_profile.code": code_hash(__name__), "kernels": sorted(_kernels(step))}
@@ -49,7 +54,7 @@ def _work(step) -> Path:
 def prepare(step, log) -> None:
     """For the runtime profile, the runtime tree of the target, which step.root then names."""
     step.packed_root = None
-    if resolve(step.project.config) == "full":
+    if resolve(step.project, step.arch) == "full":
         return
     from .trees import remove_tree
 

@@ -193,6 +193,42 @@ def _check_var_shapes(values: dict) -> None:
             raise ValueError(f"{key}: expected letters, digits and + _ . ~ - (a safe version), got {value!r}")
 
 
+# A configuration key a recipe declares: it is also an MLBUILD_<NAME> variable and a key=value of doit's command line.
+OptionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+PATTERN_HINTS[r"^[a-z][a-z0-9_]*$"] = "expected lowercase letters, digits and _ (a configuration key)"
+# What a switch accepts as text (environment, command line); pyproject.toml gives a TOML boolean.
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class Option(Strict):
+    """A configuration option a recipe declares ([options.<name>]): a switch, or a choice of words."""
+
+    help: str = Field(min_length=1, max_length=300)
+    default: bool | Name  # a switch: true or false; a choice: one of choices
+    choices: list[Name] = []  # empty: a switch
+
+    @model_validator(mode="after")
+    def _default_fits(self):
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError("choices: expected each choice once")
+        if not self.choices and not isinstance(self.default, bool):
+            raise ValueError(f"default: expected true or false (a switch), or give 'choices', got {self.default!r}")
+        if self.choices and self.default not in self.choices:
+            raise ValueError(f"default: expected one of the choices ({', '.join(self.choices)}), got {self.default!r}")
+        return self
+
+    @property
+    def is_switch(self) -> bool:
+        return not self.choices
+
+    def expected(self, from_text: bool) -> str:
+        """What a value of this option must be, for error messages."""
+        if not self.is_switch:
+            return f"expected one of: {', '.join(self.choices)}"
+        words = ", ".join(f"{yes}/{no}" for yes, no in zip(TRUE_WORDS, FALSE_WORDS))
+        return f"expected a boolean ({words})" if from_text else "expected true or false"
+
+
 class Merged(NamedTuple):
     depends: list[str]
     files: list[str]
@@ -201,7 +237,7 @@ class Merged(NamedTuple):
 
 class Recipe(Strict):
     name: Name
-    version: Version
+    version: Version | None = None  # None: its source recipe's (source = "<recipe>"), filled in when recipes are loaded
     summary: str = Field(min_length=1, max_length=200)
     homepage: str = Field(pattern=r"^https?://")
     license: Spdx
@@ -217,7 +253,7 @@ class Recipe(Strict):
     target: bool = True  # whether the output goes into the target root filesystem
     menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
     host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
-    when: str | None = None  # a boolean configuration key: the recipe is built only when it is on
+    when: OptionName | None = None  # a switch a recipe declares ([options.<name>]): the recipe is built only when it is on
     kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
     checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
     # Modes and owners of installed files ([[permissions]]): inputs of the target and the images, not of its build.
@@ -232,13 +268,18 @@ class Recipe(Strict):
 
     _kernel_inside = field_validator("kernel")(_relative_path)
     tools: list[Name] = []  # programs of the build machine its script runs (make, flex…): checked before the build starts
+    # Configuration options it reacts to: set like mlbuild's own keys, its templates read them as options.<name>.
+    options: dict[OptionName, Option] = {}
+    # What of the target this component needs in the images: full when it is a compiler (headers, static
+    # libraries); image_profile = "auto" in the configuration is full when a recipe of the arch's target says so.
+    image_profile: Literal["runtime", "full"] = "runtime"
 
-    @field_validator("when")
+    @field_validator("options")
     @classmethod
-    def _when_is_a_switch(cls, value):
-        switches = [name for name, field in Config.model_fields.items() if field.annotation is bool]
-        if value is not None and value not in switches:
-            raise ValueError(f"expected a boolean configuration key ({', '.join(switches)})")
+    def _options_are_not_engine_keys(cls, value):
+        for name in value:
+            if name in Config.model_fields:
+                raise ValueError(f"{name}: a configuration key of mlbuild itself; choose another name")
         return value
 
     @field_validator("arches", "arch")
@@ -269,8 +310,9 @@ class Recipe(Strict):
         return self
 
     # Fields that only document the recipe: changing them rebuilds nothing.
-    # The kernel's location and the guest checks are read by the boot, not the build.
-    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks"})
+    # The kernel's location and the guest checks are read by the boot, the image profile by the
+    # images, not the build; options act through their values, in the rendered script and files.
+    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks", "options", "image_profile"})
 
     def kernel_for(self, arch: str) -> str | None:
         extra = self.arch.get(arch)
@@ -353,10 +395,6 @@ class Config(Strict):
     arches: list[str] = list(ARCHES)
     toolchain: Literal["host", "llvm"] = "host"
     llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = "19"
-    kernel_config: Literal["qemu", "defconfig"] = "qemu"
-    # clang in the target (recipes/clang.toml), on by default (the system has a compiler inside):
-    # an hour or more per arch on 2 cores, so the tests turn it off (docs/usage.md).
-    target_llvm: bool = True
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     build_dir: Folder = Path("build")
     target_dir: Folder = Path("target")
@@ -386,7 +424,7 @@ class Config(Strict):
     users: list[User] = []  # [[tool.mlbuild.users]]: /etc/passwd and /etc/shadow (root is there anyway)
     groups: list[Group] = []  # [[tool.mlbuild.groups]]: /etc/group
     # What the images hold: runtime (no headers, static libraries, .map files, kernel image) or the full tree;
-    # auto: full when a compiler is inside (target_llvm), else runtime.
+    # auto: full when a recipe in the arch's target needs it (image_profile = "full": a compiler), else runtime.
     image_profile: Literal["auto", "runtime", "full"] = "auto"
 
     _paths_inside = field_validator("overlays", "post_build", "post_image")(

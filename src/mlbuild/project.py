@@ -6,9 +6,9 @@ from pathlib import Path
 import networkx as nx
 
 from .arches import HOST
-from .config import load_config
+from .config import Settings
 from .graph import build_graph
-from .recipes import load_recipes
+from .recipes import declared_options, load_recipes
 from .render_cache import RenderCache
 from .run_logs import RunLogs, new_run_id
 from .signature import tree_key
@@ -24,7 +24,8 @@ class Project:
     def __init__(self, root: Path, command_line: dict[str, str] | None = None, environ=None):
         self.root = root.resolve()
         self.templates = self.root / "templates"
-        self.config = load_config(self.root, command_line, environ)
+        settings = Settings(self.root, command_line, environ)
+        self.config = settings.config()
         self.build_dir = self.config.build_dir
         # What the target toolchain builds goes to a tree of its own per toolchain:
         # switching toolchains and back rebuilds nothing.
@@ -34,7 +35,10 @@ class Project:
         target_dir = self.config.target_dir
         self.target_dir = target_dir if toolchain == "host" else target_dir.with_name(f"{target_dir.name}-{toolchain}")
         self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.json")
-        self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
+        # The recipes' options, now that they are known: their values, and who declares each.
+        self.declared_options = declared_options(self.recipes)
+        self.options = settings.options(self.declared_options)
+        self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
 

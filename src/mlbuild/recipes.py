@@ -6,12 +6,13 @@ import json
 import tomllib
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
 from .errors import InputError
 from . import models
-from .models import PATTERN_HINTS, Recipe
+from .models import PATTERN_HINTS, Option, Recipe
 from .trees import write_atomic
 from .validation import describe
 
@@ -36,7 +37,8 @@ def load_recipes(project: Path, templates: Path, cache_file: Path | None = None)
     """Every recipe of the project, checked for duplicates and dangling references.
 
     Validated models are cached in cache_file, keyed by the content of every
-    recipe file and of the model code, so a no-op run skips parsing.
+    recipe file and of the model and loading code, so a no-op run skips parsing.
+    Versions taken from a source recipe are filled in before they are cached.
     """
     paths = sorted((project / "recipes").glob("*.toml"))
     texts = {path: _read_recipe_file(path) for path in paths}
@@ -51,14 +53,64 @@ def load_recipes(project: Path, templates: Path, cache_file: Path | None = None)
                 raise InputError(f"recipes/{path.name}: not UTF-8 text") from None
             recipe = load_recipe(path, f"recipes/{path.name}", text)
             recipes[recipe.name] = recipe
+        recipes = _inherit_versions(recipes)
         _write_cache(cache_file, key, recipes)
+    options = declared_options(recipes)
     for name, recipe in recipes.items():
         _check_references(recipe, f"recipes/{name}.toml", recipes, project, templates)
+        _check_when(recipe, f"recipes/{name}.toml", options)
     return recipes
 
 
+class DeclaredOption(NamedTuple):
+    recipe: str  # the first recipe (by name) that declares it
+    option: Option
+
+
+def declared_options(recipes: dict[str, Recipe]) -> dict[str, DeclaredOption]:
+    """Every option the recipes declare; a second recipe may declare one again only word for word."""
+    found: dict[str, DeclaredOption] = {}
+    for name in sorted(recipes):
+        for key, option in recipes[name].options.items():
+            first = found.setdefault(key, DeclaredOption(name, option))
+            if first.option != option:
+                raise InputError(f"recipes/{name}.toml: options.{key}: declared otherwise by recipes/{first.recipe}.toml; "
+                                 "a recipe that reacts to another's option repeats its declaration as it is")
+    return found
+
+
+def _inherit_versions(recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+    """A recipe using another's source (source = "...") and giving no version has that recipe's."""
+    for name, recipe in recipes.items():
+        if recipe.version is None and recipe.source is None:
+            raise InputError(f"recipes/{name}.toml: version: required field is missing (only a recipe with 'source' may leave it out)")
+    resolved = dict(recipes)
+    for name, recipe in recipes.items():
+        if recipe.version is not None:
+            continue
+        owner = recipes.get(recipe.source)
+        if owner is None:
+            raise InputError(f"recipes/{name}.toml: source: unknown recipe {recipe.source!r}{_did_you_mean(recipe.source, recipes)}")
+        if owner.version is None:  # the owner uses a source itself: _check_references refuses that, say it here already
+            raise InputError(f"recipes/{name}.toml: source: recipe {recipe.source!r} has no sources of its own")
+        resolved[name] = recipe.model_copy(update={"version": owner.version})
+    return resolved
+
+
+def _check_when(recipe: Recipe, label: str, options: dict[str, DeclaredOption]) -> None:
+    if recipe.when is None:
+        return
+    declared = options.get(recipe.when)
+    if declared is None or not declared.option.is_switch:
+        switches = [name for name, found in options.items() if found.option.is_switch]
+        what = f"a choice of recipes/{declared.recipe}.toml, not a switch" if declared else "declared by no recipe"
+        known = f"; switches: {', '.join(sorted(switches))}" if switches else "; declare it: [options.<name>] with default = true or false"
+        raise InputError(f"{label}: when: expected a switch a recipe declares ([options.{recipe.when}]), {recipe.when!r} is {what}{known}")
+
+
 def _content_key(texts: dict[Path, bytes]) -> str:
-    digest = hashlib.sha256(Path(models.__file__).read_bytes())
+    # This module too: the cached models are what it made of the files (inherited versions).
+    digest = hashlib.sha256(Path(models.__file__).read_bytes() + Path(__file__).read_bytes())
     for path, data in texts.items():
         digest.update(f"{path.name}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()

@@ -264,7 +264,7 @@ class _Writer:
         declared = "".join(f"    {shlex.quote(name)}) perm=0{mode:o} ;;\n" for name, mode in sorted(step.modes.items()))
         owned = "".join(f"    {shlex.quote(name)}) echo {uid} {gid} ;;\n" for name, (uid, gid) in sorted(step.owners.items()))
         out = [f"rm -rf {out_dir}\nmkdir -p {out_dir}\n"]
-        if image_profile.resolve(step.project.config) == "full":
+        if image_profile.resolve(step.project, step.arch) == "full":
             root = self.path(step.root)
         else:
             runtime = step.project.target_build_dir / "work" / f"images-{step.arch}-runtime"
@@ -338,7 +338,7 @@ class _Writer:
         out.append(f") > {out_dir}/rootfs.debugfs\n")
         out.append(f"E2FSPROGS_FAKE_TIME={epoch} debugfs -w -f {out_dir}/rootfs.debugfs {out_dir}/rootfs.ext4 >/dev/null\n"
                    f"rm {out_dir}/rootfs.debugfs\n")
-        if image_profile.resolve(step.project.config) != "full":
+        if image_profile.resolve(step.project, step.arch) != "full":
             out.append(f"rm -rf {root}  # the runtime tree is not kept\n")
         out.append(self.hooks(step, "post-image", hooks.post_image_values(step, step.output), out_dir))
         return "".join(out)

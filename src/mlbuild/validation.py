@@ -11,6 +11,8 @@ def field_path(loc: tuple) -> str:
     """('sources', 0, 'sha256') -> 'sources[0].sha256'."""
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic's mark for a table's key that failed: the key itself is already the last part
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         else:

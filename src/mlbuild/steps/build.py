@@ -19,8 +19,10 @@ from ..toolchain import llvm_bin, toolchain_identity
 from .base import Step
 
 
-def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]) -> dict:
-    """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing."""
+def script_context(recipe, merged, arch: str, config, user_fragments: list[Path], options: dict) -> dict:
+    """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing.
+
+    options: the values of the options the recipe declares (and those alone: a template reading another fails)."""
     facts = host_arch() if arch == HOST else ARCHES[arch]
     return {
         "recipe": recipe,
@@ -29,14 +31,18 @@ def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]
         "karch": facts.karch,
         "vars": merged.vars,
         "files": [_file_name(name) for name in merged.files] + [path.name for path in user_fragments],
+        "options": options,
         "config": {
-            "kernel_config": config.kernel_config,
             "llvm_version": config.llvm_version,
-            "target_llvm": config.target_llvm,
             # What compiles this script: host recipes are always built by the host's LLVM.
             "toolchain": "host" if arch == HOST else config.toolchain,
         },
     }
+
+
+def option_text(value: bool | str) -> str:
+    """An option's value as it is written in the configuration (true, qemu)."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 def _file_name(template: str) -> str:
@@ -48,7 +54,9 @@ class BuildStep(Step):
         super().__init__(project, name)
         self.recipe = recipe
         self.arch = arch
-        self.doc = f"build {recipe.name} {recipe.version} for {arch}"
+        self.options = {name: project.options[name] for name in recipe.options}
+        shown = ", ".join(f"{name}={option_text(value)}" for name, value in self.options.items())
+        self.doc = f"build {recipe.name} {recipe.version} for {arch}" + (f" ({shown})" if shown else "")
 
     @property
     def is_host(self) -> bool:
@@ -85,7 +93,7 @@ class BuildStep(Step):
 
     @cached_property
     def context(self) -> dict:
-        return script_context(self.recipe, self.merged, self.arch, self.project.config, self.user_fragments)
+        return script_context(self.recipe, self.merged, self.arch, self.project.config, self.user_fragments, self.options)
 
     @cached_property
     def user_fragments(self) -> list[Path]:

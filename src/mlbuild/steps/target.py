@@ -140,7 +140,7 @@ class TargetStep(Step):
             # Only the modes: the target cannot hold owners (the images' inputs have them).
             **({"permissions": {path: entry.mode for path, (entry, _) in self.permissions.items()}} if self.permissions else {}),
             **hooks.inputs(self.project, "post-build"),
-            **({"image_profile": image_profile.resolve(self.project.config)} if self.project.config.post_build else {}),
+            **({"image_profile": image_profile.resolve(self.project, self.arch)} if self.project.config.post_build else {}),
             **self.dep_inputs(),
         }
 
