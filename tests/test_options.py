@@ -98,6 +98,7 @@ def test_a_template_reads_its_recipe_s_options_and_a_changed_value_renders_anew_
     first = load(optioned)
     hello, app_inputs = first.steps["build:hello-x86_64"], first.steps["build:app-x86_64"].inputs()
     assert hello.script.endswith("\necho short\n")
+    assert hello.rendered_hashes["script"] == hashlib.sha256(hello.script.encode()).hexdigest()  # now in the render cache
     first.render_cache.save()
     second = load(optioned, {"style": "long", "loud": "1"})  # the render cache of the first load is read now
     step = second.steps["build:hello-x86_64"]
