@@ -12,6 +12,7 @@ from .recipes import load_recipes
 from .render_cache import RenderCache
 from .run_logs import RunLogs, new_run_id
 from .signature import tree_key
+from .source_override import resolve as resolve_overrides
 from .stamps import StampStore
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
@@ -34,6 +35,8 @@ class Project:
         target_dir = self.config.target_dir
         self.target_dir = target_dir if toolchain == "host" else target_dir.with_name(f"{target_dir.name}-{toolchain}")
         self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.json")
+        # Local source overrides: checked now, so a wrong path stops the run before any task.
+        self.overrides = resolve_overrides(self.config.override, self.recipes, self.root, self.build_dir)
         self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
