@@ -87,15 +87,15 @@ class _CachedHashes:
         except FileNotFoundError as error:  # the folder itself, or a file deleted while it was read
             raise MlbuildError(f"fetch:{self.override.recipe}: source override {self.override.text}: "
                                f"{error.filename} vanished while it was read; run again") from None
-        record = {"root": str(self.override.path), "files": self.new}
-        write_if_changed(self.override.cache_file, json.dumps(record, sort_keys=True, separators=(",", ":")))
+        if self.new != self.old:  # a no-op rewrites nothing
+            record = {"root": str(self.override.path), "files": self.new}
+            write_if_changed(self.override.cache_file, json.dumps(record, sort_keys=True, separators=(",", ":")))
         return digest
 
-    def _file_hash(self, path: Path, info: os.stat_result) -> str:
+    def _file_hash(self, path: str, info: os.stat_result, relative: str) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise MlbuildError(f"fetch:{self.override.recipe}: source override {self.override.text}: {path}: "
                                f"expected a file, folder or symbolic link, found a {special_kind(info.st_mode)}")
-        relative = path.relative_to(self.override.path).as_posix()
         key = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_mode]
         cached = self.old.get(relative)
         if isinstance(cached, list) and cached[:-1] == key:
