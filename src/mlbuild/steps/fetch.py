@@ -7,6 +7,7 @@ the folder is the source as the user wants it built.
 
 import hashlib
 import subprocess
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import MlbuildError
@@ -41,10 +42,16 @@ class FetchStep(Step):
         folder = self.project.root / "recipes" / self.recipe.name
         return [folder / patch for patch in self.recipe.patches]
 
+    @cached_property
+    def override_hash(self) -> str:
+        # Once per run: the progress display's plan and doit's up-to-date check both ask. Taken before
+        # the copy in any case (run() hashes again right before copying), so an edit after it shows next time.
+        return self.override.tree_hash()
+
     def inputs(self) -> dict:
         if self.override:
             # The folder's content is the whole identity: the tarball and the patches are not used.
-            return {"override": self.override.tree_hash()}
+            return {"override": self.override_hash}
         # Any alternative gives the same release, so the set of checksums is the identity.
         return {
             "recipe.sources": sorted({source.sha256 for source in self.recipe.sources}),
