@@ -15,9 +15,9 @@ def use_mlbuild_commands(project) -> None:
         project.write("pyproject.toml", PLUGINS + project.read("pyproject.toml"))
 
 
-def installed_doit(cwd, *args):
+def installed_doit(cwd, *args, env=None):
     """The `doit` command mlbuild installs (mlbuild.doit_entry), of this checkout, run in cwd."""
-    return subprocess.run([sys.executable, "-m", "mlbuild.doit_entry", *args], cwd=cwd, env=base_environment(),
+    return subprocess.run([sys.executable, "-m", "mlbuild.doit_entry", *args], cwd=cwd, env=base_environment(env),
                           capture_output=True, text=True, timeout=120)
 
 HOST_TOOL_SH = 'mkdir -p "$OUT/bin"\nprintf "#!/bin/sh\\necho tool\\n" > "$OUT/bin/tool"\n'
@@ -54,10 +54,12 @@ def test_doit_works_from_a_subfolder_of_the_checkout(project):
 def test_the_installed_doit_works_from_any_subfolder_with_the_checkouts_commands(project):
     add_host_recipe(project)  # only mlbuild's list shows the host tasks under `build`: proof that [tool.doit] was read
     (project.root / "recipes" / "deeper").mkdir()
-    for folder in (project.root / "recipes" / "deeper", project.root / "templates" / "build"):
-        result = installed_doit(folder, "list", "--all", "build")
+    for folder, seek in ((project.root / "recipes" / "deeper", {}), (project.root / "templates" / "build", {}),
+                         (project.root / "recipes", {"DOIT_SEEK_FILE": "1"})):  # what scripts/setup.sh's venv sets
+        result = installed_doit(folder, "list", "--all", "build", env=seek)
         assert result.returncode == 0, result.stderr
         assert "build:tool-host" in result.stdout and "build:hello-x86_64" in result.stdout
+        assert result.stderr == ""
     # doit's own, from a subfolder (-k), runs doit's forget: a warning says so rather than forgetting nothing in silence.
     plain = run_doit(project.root / "recipes", "-k", "forget", "build:hello-x86_64")
     assert "mlbuild: warning: doit started in " in plain.stderr and "`doit forget` is doit's own here" in plain.stderr

@@ -7,10 +7,11 @@ command by mlbuild's package, turns exactly those failures into one line and
 is doit's own main otherwise. (`python -m doit` is doit's own, untouched.)
 
 It also works from any subfolder of the checkout (build/, recipes/busybox/), as git does:
-without a dodo.py here and without -f, -d or -k, it moves to the nearest folder above
-that has one before doit starts, so doit reads that folder's pyproject.toml too (its
+without a dodo.py here and without -f or -d, it moves to the nearest folder above that
+has one before doit starts, so doit reads that folder's pyproject.toml too (its
 [tool.doit] table, where mlbuild's list, info and forget commands are declared). doit's
-own `-k` finds dodo.py but reads pyproject.toml from the current folder only.
+own seek (`-k`, DOIT_SEEK_FILE) finds dodo.py and moves there too, but only after it read
+pyproject.toml from the current folder: it would run doit's forget, not mlbuild's.
 """
 
 import os
@@ -19,12 +20,12 @@ import tomllib
 from pathlib import Path
 
 # Options that choose the dodo file or the folder: then doit decides, as always.
-LOADER_OPTIONS = ("-f", "--file", "-d", "--dir", "-k", "--seek-file")
+LOADER_OPTIONS = ("-f", "--file", "-d", "--dir")
 
 
 def checkout_folder(start: Path, argv: list[str], environ=os.environ) -> Path | None:
     """The nearest folder above start with a dodo.py, when doit would find none in start itself."""
-    if (start / "dodo.py").exists() or environ.get("DOIT_FILE") or environ.get("DOIT_SEEK_FILE"):
+    if (start / "dodo.py").exists() or environ.get("DOIT_FILE"):
         return None
     if any(arg.split("=", 1)[0] in LOADER_OPTIONS or arg.startswith(("-f", "-d")) and len(arg) > 2 for arg in argv):
         return None
