@@ -166,13 +166,16 @@ def test_a_file_changed_just_now_is_not_recorded_in_the_stat_cache(tmp_path):
     ('"pyproject.toml"', "mlbuild: configuration: override.hello: pyproject.toml ({root}/pyproject.toml) is not a folder; "
                          "expected a folder holding hello's source\n"),
     ('"."', "mlbuild: configuration: override.hello: . ({root}) holds the build folder {root}/build; expected a folder outside it\n"),
+    ('"build/src/hello"', "mlbuild: configuration: override.hello: build/src/hello ({root}/build/src/hello) is inside the "
+                          "build folder {root}/build, which mlbuild rewrites; expected a folder outside it\n"),
 ])
 def test_an_override_that_is_not_a_folder_is_one_line_naming_the_key_and_nothing_runs(project, setting, expected):
     configure(project, setting)
+    project.path("build/src/hello").mkdir(parents=True)
     result = project.doit(env={"HOME": str(project.root.parent)})
     assert result.returncode == 2
     assert result.stderr == expected.format(parent=project.root.parent, root=project.root)
-    assert not project.path("build/state").exists()
+    assert not project.path("build/state").exists() and not project.path("build/logs").exists()
 
 
 def test_an_override_of_an_unknown_recipe_suggests_one_and_of_a_borrowed_source_names_its_owner(project):
@@ -191,6 +194,8 @@ def test_an_override_of_an_unknown_recipe_suggests_one_and_of_a_borrowed_source_
 
 def test_an_override_from_the_command_line(built):
     make_override(built)
+    assert built.cli("explain", "fetch:hello", "override=hello=../hello-src").stdout == (
+        "fetch:hello would run:\n  - its source is now the local override ../hello-src (no download, no patches)\n")
     result = built.doit("override=hello=../hello-src")
     assert result.returncode == 0, result.stdout + result.stderr
     assert built.run_binary("hello") == "Hello, world! (local)\n"

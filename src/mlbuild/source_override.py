@@ -61,6 +61,9 @@ def resolve(overrides: dict[str, str], recipes: dict, root: Path, build_dir: Pat
         build = build_dir.resolve()
         if build == path or path in build.parents:
             raise InputError(f"{key}: {shown} holds the build folder {build}; expected a folder outside it")
+        if build in path.parents:  # build/src/<recipe> itself would be replaced by its own copy
+            raise InputError(f"{key}: {shown} is inside the build folder {build}, which mlbuild rewrites; "
+                             "expected a folder outside it")
         resolved[name] = SourceOverride(name, text, path, build_dir / "cache" / f"override-{name}.json")
     return resolved
 
