@@ -1,6 +1,24 @@
-"""What doit users try first: host tasks under `doit list --all build`, doit from a subfolder, key=value for mlbuild."""
+"""What doit users try first: list, info, forget and clean of a task, doit from a subfolder, key=value for mlbuild."""
 
-from conftest import run_doit
+import subprocess
+import sys
+
+from conftest import ALL_TASKS, base_environment, run_doit, x86
+
+# The checkout's pyproject.toml declares mlbuild's doit commands; the synthetic project gets the same lines.
+PLUGINS = ('[tool.doit.plugins.command]\nlist = "mlbuild.doit_commands:List"\n'
+           'info = "mlbuild.doit_commands:Info"\nforget = "mlbuild.doit_commands:Forget"\n\n')
+
+
+def use_mlbuild_commands(project) -> None:
+    if "[tool.doit.plugins.command]" not in project.read("pyproject.toml"):
+        project.write("pyproject.toml", PLUGINS + project.read("pyproject.toml"))
+
+
+def installed_doit(cwd, *args, env=None):
+    """The `doit` command mlbuild installs (mlbuild.doit_entry), of this checkout, run in cwd."""
+    return subprocess.run([sys.executable, "-m", "mlbuild.doit_entry", *args], cwd=cwd, env=base_environment(env),
+                          capture_output=True, text=True, timeout=120)
 
 HOST_TOOL_SH = 'mkdir -p "$OUT/bin"\nprintf "#!/bin/sh\\necho tool\\n" > "$OUT/bin/tool"\n'
 
@@ -10,8 +28,7 @@ def add_host_recipe(project) -> None:
     project.write_recipe("tool", {"name": "tool", "version": "1.0", "summary": "a tool of the build machine",
                                   "homepage": "https://example.org/", "license": "MIT", "build": "tool",
                                   "source": "hello", "host": True})
-    project.write("pyproject.toml", project.read("pyproject.toml").replace(
-        "[tool.mlbuild]", '[tool.doit.plugins.command]\nlist = "mlbuild.doit_commands:List"\n\n[tool.mlbuild]'))
+    use_mlbuild_commands(project)
 
 
 def test_doit_list_all_build_lists_the_host_tasks_that_doit_build_leaves_out(project):
@@ -32,6 +49,67 @@ def test_doit_works_from_a_subfolder_of_the_checkout(project):
     result = run_doit(project.root / "recipes" / "deeper", "list", env={"DOIT_SEEK_FILE": "1"})
     assert result.returncode == 0, result.stderr
     assert "build:hello-x86_64" in run_doit(project.root / "recipes", "list", "--all", env={"DOIT_SEEK_FILE": "1"}).stdout
+
+
+def test_the_installed_doit_works_from_any_subfolder_with_the_checkouts_commands(project):
+    add_host_recipe(project)  # only mlbuild's list shows the host tasks under `build`: proof that [tool.doit] was read
+    (project.root / "recipes" / "deeper").mkdir()
+    for folder, seek in ((project.root / "recipes" / "deeper", {}), (project.root / "templates" / "build", {}),
+                         (project.root / "recipes", {"DOIT_SEEK_FILE": "1"})):  # what scripts/setup.sh's venv sets
+        result = installed_doit(folder, "list", "--all", "build", env=seek)
+        assert result.returncode == 0, result.stderr
+        assert "build:tool-host" in result.stdout and "build:hello-x86_64" in result.stdout
+        assert result.stderr == ""
+    # doit's own, from a subfolder (-k), runs doit's forget: a warning says so rather than forgetting nothing in silence.
+    plain = run_doit(project.root / "recipes", "-k", "forget", "build:hello-x86_64")
+    assert "mlbuild: warning: doit started in " in plain.stderr and "`doit forget` is doit's own here" in plain.stderr
+
+
+def test_doit_info_shows_the_reasons_in_words_and_the_inputs_output_stamp_and_log(built):
+    use_mlbuild_commands(built)
+    result = built.doit("info", "build:app-x86_64")
+    assert result.returncode == 0, result.stderr
+    assert "status     : up-to-date" in result.stdout
+    assert "output     : build/out/app-x86_64\n" in result.stdout
+    assert "stamp      : build/state/build_app-x86_64.json\n" in result.stdout
+    assert "log        : build/logs/build_app-x86_64.log\n" in result.stdout
+    assert ' - recipe:vars: {"message": "app says hi"}\n' in result.stdout
+    assert " - dep:build:hello-x86_64: " in result.stdout
+
+    built.update_recipe("app", vars={"message": "changed"})
+    result = built.doit("info", "build:app-x86_64")
+    assert result.returncode == 1  # doit's convention: 1 when the task would run
+    assert ' * recipe field vars changed: {"message": "app says hi"} -> {"message": "changed"}\n' in result.stdout
+    assert "function" not in result.stdout  # no uptodate callable's repr
+
+    wrong = built.doit("info", "build:ap-x86_64")
+    assert wrong.returncode == 3 and "Traceback" not in wrong.stderr
+    assert wrong.stderr == "mlbuild: info: no task 'build:ap-x86_64' (did you mean build:app-x86_64?); `doit list --all` shows them\n"
+
+
+def test_doit_forget_makes_the_task_run_again_and_nothing_else(built):
+    use_mlbuild_commands(built)
+    result = built.doit("forget", "build:hello-x86_64")
+    assert result.returncode == 0, result.stderr
+    assert not built.stamp("build:hello-x86_64").exists()
+    result = built.doit()
+    # Rebuilt to the same bytes: its dependents stay up to date (early cutoff).
+    assert result.executed == x86("hello")
+
+    assert built.doit("forget", "--all").returncode == 0
+    assert built.doit().executed == ALL_TASKS
+
+
+def test_doit_clean_removes_the_output_and_stamp_of_a_fetch_too_and_its_dry_run_names_what(built):
+    dry = built.doit("clean", "-n", "fetch:hello")
+    assert "fetch:hello - executing 'Python: function mlbuild_clean(output, work folder, stamp)'" in dry.stdout
+    assert built.path("build/src/hello").is_dir() and built.stamp("fetch:hello").exists()
+    result = built.doit("clean", "fetch:hello")
+    assert result.returncode == 0, result.stderr
+    assert "fetch:hello: removed build/src/hello" in result.stdout
+    assert not built.path("build/src/hello").exists() and not built.stamp("fetch:hello").exists()
+    # Unpacked again, to the same tree: nothing downstream runs.
+    assert built.doit().executed == {"fetch:hello"}
 
 
 def test_mlbuild_commands_take_key_value_settings_like_doit(project):

@@ -29,6 +29,9 @@ def _parse_override(key: str, text: str):
     field = Config.model_fields[key]
     if getattr(field.annotation, "__origin__", None) is list:
         return [item for item in text.replace(",", " ").split() if item]
+    if getattr(field.annotation, "__origin__", None) is dict and all("=" in item for item in text.split(",") if item.strip()):
+        # name=value[,name=value]: `doit override=busybox=~/src/busybox`; an empty text is an empty table.
+        return dict(item.strip().split("=", 1) for item in text.split(",") if item.strip())
     if field.annotation is bool:
         return _switch_word(text, text)
     if field.annotation is int and text.strip().lstrip("-").isdigit():

@@ -28,6 +28,7 @@ def _command_line_variables() -> dict[str, str]:
 def load_project_or_exit(root: Path) -> Project:
     """The project, or a one-line error on stderr and a non-zero exit (no task runs)."""
     install_interrupt_handling()  # Ctrl-C/SIGTERM: builds stopped, one line, exit 130
+    _warn_if_doit_commands_are_plain(root)
     os.umask(BUILD_UMASK)  # the builder's umask must not reach outputs, the target tree or the images
     try:
         project = Project(root, _command_line_variables())
@@ -37,6 +38,24 @@ def load_project_or_exit(root: Path) -> Project:
         print(f"mlbuild: {one_line(error)}", file=sys.stderr)
         sys.exit(error.exit_status if isinstance(error, MlbuildError) else 1)
     return project
+
+
+# Commands mlbuild extends through pyproject.toml's [tool.doit.plugins.command] (doit_commands.py).
+EXTENDED_COMMANDS = ("list", "info", "forget")
+
+
+def _warn_if_doit_commands_are_plain(root: Path) -> None:
+    """`python -m doit -k forget X` from a subfolder: doit read no pyproject.toml of the checkout, say so.
+
+    Without mlbuild's forget, the stamp stays and X does not run again: a silent no-op otherwise."""
+    from doit import loader
+
+    started = Path(getattr(loader, "initial_workdir", None) or os.getcwd())
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-") and "=" not in arg), "run")
+    if command in EXTENDED_COMMANDS and "mlbuild.doit_commands" not in sys.modules and started.resolve() != root.resolve():
+        print(f"mlbuild: warning: doit started in {started}, so it did not read {root}/pyproject.toml: "
+              f"`doit {command}` is doit's own here, not mlbuild's; run the `doit` mlbuild installs, "
+              f"or run it in {root}", file=sys.stderr, flush=True)
 
 
 def _prepare_state(build_dir: Path) -> None:

@@ -43,6 +43,19 @@ def license_members(archive: Path, strip_components: int):
                     yield "/".join(parts), handle.read()
 
 
+def license_files(folder: Path):
+    """(path in the source, bytes) of each license text in an unpacked source folder (a local override)."""
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = sorted(name for name in dirs if name != ".git")
+        for name in sorted(names):
+            path = Path(top, name)
+            parts = path.relative_to(folder).parts
+            if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_LICENSE_BYTES:
+                continue
+            if (len(parts) <= 2 and LICENSE_NAME.match(parts[-1])) or (len(parts) > 1 and parts[0] == "LICENSES"):
+                yield "/".join(parts), path.read_bytes()
+
+
 def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     """Write the legal-info folder of an arch; returns the manifest's rows."""
     staging = folder.with_name(f".{folder.name}.staging")
@@ -53,7 +66,12 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     try:
         for recipe, source_recipe in sbom.components(project, arch):
             source_folder = f"{source_recipe.name}-{source_recipe.version}"
-            if source_recipe.name not in copied_sources:  # a source several components share is read once
+            override = project.overrides.get(source_recipe.name)
+            if override and source_recipe.name not in copied_sources:
+                # Like Buildroot's legal-info for an overridden package: the source is not saved.
+                log(f"warning: {source_recipe.name}: built from the local override {override.text}: its source is not saved")
+                copied_sources[source_recipe.name] = None, None, list(license_files(override.path))
+            elif source_recipe.name not in copied_sources:  # a source several components share is read once
                 archive, source = _copy_source(project, source_recipe, staging / "sources" / source_folder, log)
                 copied_sources[source_recipe.name] = archive, source, list(license_members(archive, source.strip_components))
             archive, source, texts = copied_sources[source_recipe.name]
@@ -62,14 +80,16 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
                 path = license_folder / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
+            where = archive.name if archive else f"the local override {override.text}"
             if not texts:
-                log(f"warning: {recipe.name}: no license text found in {archive.name} (declared: {recipe.license})")
+                log(f"warning: {recipe.name}: no license text found in {where} (declared: {recipe.license})")
             rows.append({
                 "package": recipe.name, "version": recipe.version, "license": recipe.license,
                 "license files": " ".join(name for name, _ in texts),
-                "source archive": f"sources/{source_folder}/{archive.name}",
-                "source site": sbom.download_location(source), "sha256": source.sha256,
-                "patches": " ".join(PurePosixPath(name).name for name, _ in sbom.patches(project, source_recipe)),
+                "source archive": f"sources/{source_folder}/{archive.name}" if archive else "",
+                "source site": sbom.download_location(source) if source else f"local override {override.text}",
+                "sha256": source.sha256 if source else "",
+                "patches": "" if override else " ".join(PurePosixPath(name).name for name, _ in sbom.patches(project, source_recipe)),
             })
         _write_manifest(staging / "manifest.csv", rows)
         sbom.write(project, arch, staging / "sbom.spdx.json")

@@ -407,6 +407,9 @@ class Config(Strict):
     ccache_remote_storage: Annotated[str, StringConstraints(pattern=CCACHE_REMOTE)] = ""  # ccache's remote_storage for every compile
     distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
+    # A recipe's source taken from a local folder instead of its tarball and patches ([tool.mlbuild.override],
+    # like Buildroot's <PKG>_OVERRIDE_SRCDIR); ~ and paths relative to the project allowed (source_override.py).
+    override: dict[Name, Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = {}
     boot_timeout: int = Field(default=300, ge=10)
     checks: list[GuestCheck] = []  # your own boot checks, run after the recipes' ([[tool.mlbuild.checks]])
     # What a build shows (progress.py): auto is a live panel on a terminal, plain lines elsewhere.

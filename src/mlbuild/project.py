@@ -12,6 +12,7 @@ from .recipes import declared_options, load_recipes
 from .render_cache import RenderCache
 from .run_logs import RunLogs, new_run_id
 from .signature import tree_key
+from .source_override import resolve as resolve_overrides
 from .stamps import StampStore
 from .steps.build import BuildStep
 from .steps.fetch import FetchStep
@@ -38,6 +39,8 @@ class Project:
         # The recipes' options, now that they are known: their values, and who declares each.
         self.declared_options = declared_options(self.recipes)
         self.options = settings.options(self.declared_options)
+        # Local source overrides: checked now, so a wrong path stops the run before any task.
+        self.overrides = resolve_overrides(self.config.override, self.recipes, self.root, self.build_dir)
         self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}

@@ -60,7 +60,6 @@ def spdx_id(name: str) -> str:
 
 def document(project, arch: str):
     """The SPDX document (spdx_tools model) of the arch's system."""
-    from spdx_tools.common.spdx_licensing import spdx_licensing
     from spdx_tools.spdx.model import (Actor, ActorType, Checksum, ChecksumAlgorithm, CreationInfo, Document, Package,
                                        PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
 
@@ -72,15 +71,17 @@ def document(project, arch: str):
                         comment=f"the {arch} system built by mlbuild (target/{arch}/ and build/images/{arch}/)")]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, system_id)]
     for recipe, source_recipe in components(project, arch):
+        origin = "" if source_recipe is recipe else f"the source of recipe {source_recipe.name}; "
+        override = project.overrides.get(source_recipe.name)
+        if override:
+            packages.append(_overridden_package(recipe, override, origin))
+            relationships.append(Relationship(system_id, RelationshipType.CONTAINS, packages[-1].spdx_id))
+            continue
         source = chosen_source(project, source_recipe)
         applied = patches(project, source_recipe)
-        origin = "" if source_recipe is recipe else f"the source of recipe {source_recipe.name}; "
         source_info = origin + ("patches applied in order: " + ", ".join(f"{name} (sha256 {sha})" for name, sha in applied)
                                 if applied else "no patches applied")
-        try:
-            license_expression = spdx_licensing.parse(recipe.license)
-        except Exception as error:
-            raise InputError(f"recipes/{recipe.name}.toml: license: {recipe.license!r} is not an SPDX expression ({error})") from None
+        license_expression = _license(recipe)
         package_id = spdx_id(f"package-{recipe.name}")
         location = download_location(source)
         # SPDX knows http(s), ftp and VCS locations; a file:// source (a local mirror) is said in a comment.
@@ -103,6 +104,29 @@ def document(project, arch: str):
         creators=[Actor(ActorType.TOOL, "mlbuild")], created=created,
     )
     return Document(creation_info=creation, packages=packages, relationships=relationships)
+
+
+def _overridden_package(recipe, override, origin: str):
+    """A component built from a local source override: no download location, no tarball checksum, no patches."""
+    from spdx_tools.spdx.model import Package, SpdxNoAssertion
+
+    return Package(
+        spdx_id=spdx_id(f"package-{recipe.name}"), name=recipe.name, version=recipe.version,
+        download_location=SpdxNoAssertion(), files_analyzed=False,
+        comment=f"source from a local override ({override.text}), not from its release tarball",
+        homepage=recipe.homepage, license_declared=_license(recipe), license_concluded=SpdxNoAssertion(),
+        copyright_text=SpdxNoAssertion(), summary=recipe.summary,
+        source_info=f"{origin}local override {override.text}; no patches applied",
+    )
+
+
+def _license(recipe):
+    from spdx_tools.common.spdx_licensing import spdx_licensing
+
+    try:
+        return spdx_licensing.parse(recipe.license)
+    except Exception as error:
+        raise InputError(f"recipes/{recipe.name}.toml: license: {recipe.license!r} is not an SPDX expression ({error})") from None
 
 
 def write(project, arch: str, path: Path) -> Path:

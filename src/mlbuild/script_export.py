@@ -120,6 +120,11 @@ class _Writer:
 
     def fetch(self, step) -> str:
         recipe = step.recipe
+        if step.override:  # a local folder (source_override.py): copied as mlbuild copies it, without .git, unpatched
+            destination = self.path(step.output)
+            return (f"# {recipe.name}: the local source override {step.override.text}; no download, no patches\n"
+                    f"rm -rf {destination}\nmkdir -p {destination}\n"
+                    f"tar -C {shlex.quote(str(step.override.path))} --exclude=.git -cf - . | tar -C {destination} -xpf -\n")
         cache = Path(self.project.config.download_dir)
         # The alternative mlbuild itself has in its cache, else the first one.
         source = next((s for s in recipe.sources if (cache / s.sha256).is_dir()), recipe.sources[0])

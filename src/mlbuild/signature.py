@@ -88,7 +88,8 @@ class Decision:
 
     def reasons(self) -> list[str]:
         """The reasons in plain words; empty when it is up to date."""
-        return self.problems + [_describe(change, self.step) for change in self.changes]
+        described = (_describe(change, self.step) for change in self.changes)
+        return self.problems + [text for text in described if text is not None]
 
 
 def decide(step) -> Decision:
@@ -116,6 +117,19 @@ def _describe(change: Change, step) -> str:
     key, old, new = change.key, change.old, change.new
     kind, _, what = key.partition(":")
     nouns = {"file": "config file", "dep": "dependency", "recipe": "recipe field"}
+    override = getattr(step, "override", None)
+    if key == "override":
+        if old is None:
+            return f"its source is now the local override {override.text} (no download, no patches)"
+        if new is None:
+            return "its source override is gone: the release tarball and patches again"
+        return f"its source override {override.text} changed"
+    if override is not None and key.startswith(("recipe.", "file:")):
+        return None  # the tarball's and patches' inputs come and go with the override: said once, above
+    if kind == "dep" and new != "not built":
+        source = getattr(step.project.steps.get(what), "override", None)
+        if source is not None:
+            return f"its source override {source.text} changed ({what} has a new output)"
     if old is None:
         return f"new {nouns.get(kind, 'input')} {what or key}"
     if new is None:

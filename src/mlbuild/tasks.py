@@ -50,6 +50,8 @@ def _clean(step):
             # doit's clean command reports a failed clean action and still exits 0: stop here, non-zero.
             raise SystemExit(2) from None
         print(f"{step.name}: removed {step.project.relative(step.output)}")
+    # What `doit clean` (and its dry run, -n) names instead of `function _clean.<locals>.clean`.
+    clean.__qualname__ = "mlbuild_clean(output, work folder, stamp)"
     return clean
 
 

@@ -1,11 +1,18 @@
-"""fetch:<recipe>: download (or take from the cache), verify, unpack and patch a source."""
+"""fetch:<recipe>: download (or take from the cache), verify, unpack and patch a source.
+
+With a local source override (source_override.py) it copies the user's folder instead:
+no download, no checksum and, as Buildroot does for <PKG>_OVERRIDE_SRCDIR, no patches:
+the folder is the source as the user wants it built.
+"""
 
 import hashlib
 import subprocess
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import MlbuildError
-from ..trees import remove_tree
+from ..source_override import SKIP
+from ..trees import copy_tree, remove_tree
 from ..unpack import unpack
 from .base import Step
 
@@ -19,6 +26,13 @@ class FetchStep(Step):
         super().__init__(project, name)
         self.recipe = recipe
         self.doc = f"download and unpack {recipe.name} {recipe.version}"
+        if self.override:
+            self.doc = f"copy {recipe.name}'s source from the local override {self.override.text}"
+
+    @property
+    def override(self):
+        """The local folder this source comes from instead of its tarball (source_override.py), or None."""
+        return self.project.overrides.get(self.recipe.name)
 
     @property
     def output(self) -> Path:
@@ -28,7 +42,16 @@ class FetchStep(Step):
         folder = self.project.root / "recipes" / self.recipe.name
         return [folder / patch for patch in self.recipe.patches]
 
+    @cached_property
+    def override_hash(self) -> str:
+        # Once per run: the progress display's plan and doit's up-to-date check both ask. Taken before
+        # the copy in any case (run() hashes again right before copying), so an edit after it shows next time.
+        return self.override.tree_hash()
+
     def inputs(self) -> dict:
+        if self.override:
+            # The folder's content is the whole identity: the tarball and the patches are not used.
+            return {"override": self.override_hash}
         # Any alternative gives the same release, so the set of checksums is the identity.
         return {
             "recipe.sources": sorted({source.sha256 for source in self.recipe.sources}),
@@ -37,6 +60,20 @@ class FetchStep(Step):
         }
 
     def run(self, staging: Path, log) -> None:
+        if self.override:
+            # Hashed before copying: an edit made during the copy shows as a change next time.
+            self.copied_hash = self.override.tree_hash()
+            log(f"copying the local override {self.override.text} ({self.override.path}), without .git; no patches applied")
+            try:
+                copy_tree(self.override.path, staging, SKIP)
+            except FileNotFoundError as error:
+                remove_tree(staging)
+                raise MlbuildError(f"fetch:{self.recipe.name}: source override {self.override.text}: "
+                                   f"{error.filename} vanished while it was copied; run again") from None
+            except BaseException:
+                remove_tree(staging)  # no half-copied tree is left behind
+                raise
+            return
         config = self.project.config
         from ..download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
 
@@ -62,5 +99,7 @@ class FetchStep(Step):
             raise
 
     def output_hash(self, folder: Path) -> str:
+        if self.override:
+            return self.copied_hash  # trees.hash_tree of the copy: the folder's hash, taken just before copying
         # The tree is a pure function of the tarball and the patches: hashing 1.5 GB of kernel is not needed.
         return hashlib.sha256(f"{self.fetched_sha256} {sorted(self.inputs().items())}".encode()).hexdigest()
