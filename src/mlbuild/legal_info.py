@@ -90,7 +90,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
 def _copy_source(project, source_recipe, destination: Path, log):
     """The verified tarball (from the download cache, downloading it if needed) and the patches, into destination."""
     config = project.config
-    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None)
+    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline)
     source = next(s for s in source_recipe.sources if s.sha256 == archive.parent.name)
     destination.mkdir(parents=True)
     copy = destination / archive.name

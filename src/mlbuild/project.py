@@ -69,6 +69,8 @@ class Project:
     def in_default_build(self, name: str) -> bool:
         """Whether `doit build` includes a task: not the LLVM toolchain unless the system is built with it."""
         kind, arch = self.graph.nodes[name]["kind"], self.graph.nodes[name]["arch"]
+        if kind == "fetch":  # a source is needed when a build that is needed uses it (`doit fetch` gets nothing else)
+            return any(self.in_default_build(user) for user in self.graph.successors(name))
         return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST)
 
     def ordered_steps(self):

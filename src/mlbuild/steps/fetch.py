@@ -40,7 +40,9 @@ class FetchStep(Step):
         config = self.project.config
         from ..download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
 
-        archive = fetch(self.recipe, config.download_dir, config.mirrors, log)
+        # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
+        archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,
+                        say=lambda line: print(f"mlbuild: {line}", flush=True))
         self.fetched_sha256 = archive.parent.name
         source = next(s for s in self.recipe.sources if s.sha256 == self.fetched_sha256)
         staging.rmdir()
