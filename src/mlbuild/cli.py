@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .boundary import EXPECTED, one_line
 from .errors import InputError, MlbuildError
-from . import graph_view, hooks, legal_info, sbom, script_export, size_report, stats_report
+from . import graph_view, hooks, legal_info, mirror, sbom, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .signature import decide, is_up_to_date
 from .models import Config
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    for module in (graph_view, stats_report, size_report, script_export, sbom, legal_info):
+    for module in (graph_view, stats_report, size_report, script_export, sbom, legal_info, mirror):
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")

@@ -122,8 +122,10 @@ HOW_TO_GET = ("get them with `doit fetch` on a connected machine (same download_
 
 def describe_missing(recipe: Recipe) -> str:
     """How a message names a recipe's source that is not cached: its file name and sha256 (each alternative)."""
-    return f"{recipe.name}: " + " or ".join(
-        f"{(source_names(source) or [FALLBACK_NAME])[0]} (sha256 {source.sha256})" for source in recipe.sources)
+    def name(source: Source) -> str:
+        names = source_names(source) or [FALLBACK_NAME]
+        return names[0] if source.url else f"{names[0].rsplit('.', 1)[0]}.* (Debian {source.debian})"
+    return f"{recipe.name}: " + " or ".join(f"{name(source)} (sha256 {source.sha256})" for source in recipe.sources)
 
 
 def source_names(source: Source) -> list[str]:
