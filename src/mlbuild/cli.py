@@ -27,19 +27,21 @@ def find_root(start: Path) -> Path:
 def cmd_check(project: Project, args) -> int:
     """Validate every recipe and template and render every build script and config file."""
     # templates/target is an overlay: only its .j2 files are templates, the rest is copied as it is.
-    templates = [p for p in project.templates.rglob("*") if p.is_file() and not p.is_symlink()
-                 and not (p.relative_to(project.templates).parts[0] == "target" and p.suffix != ".j2")]
-    for path in templates:
-        name = path.relative_to(project.templates).as_posix()
+    # External trees' templates too (external.py), each named where it is.
+    templates = [(folder, p) for folder in project.template_dirs for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+                 and not (p.relative_to(folder).parts[0] == "target" and p.suffix != ".j2")]
+    for folder, path in templates:
+        name = path.relative_to(folder).as_posix()
+        label = project.relative(path) if folder != project.templates else f"templates/{name}"
         language = "shell" if name.startswith("build/") else language_of(name)
         try:
             text = path.read_text()
-            environment(project.templates, language).parse(text, name=name, filename=str(path))
+            environment(project.template_dirs, language).parse(text, name=name, filename=str(path))
         except Exception as error:
-            raise InputError(f"templates/{name}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
+            raise InputError(f"{label}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
         if language == "shell":
             for line, where, expression in raw_expansions(text)[:1]:
-                raise InputError(f"templates/{name}:{line}: {raw_expansion_message(where, expression)}")
+                raise InputError(f"{label}:{line}: {raw_expansion_message(where, expression)}")
     # Recipes that are off (`when`) are checked too: render with every switch on.
     switches = {name: "1" for name, field in Config.model_fields.items() if field.annotation is bool}
     project = Project(project.root, switches)

@@ -99,7 +99,7 @@ def _copy_source(project, source_recipe, destination: Path, log):
     except OSError:
         shutil.copyfile(archive, copy)
     for patch in source_recipe.patches:
-        shutil.copyfile(project.root / "recipes" / source_recipe.name / patch, destination / PurePosixPath(patch).name)
+        shutil.copyfile(project.recipe_folder(source_recipe.name) / patch, destination / PurePosixPath(patch).name)
     log(f"  {source_recipe.name}: {archive.name} and {len(source_recipe.patches)} patches")
     return copy, source
 

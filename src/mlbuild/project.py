@@ -7,6 +7,7 @@ import networkx as nx
 
 from .arches import HOST
 from .config import load_config
+from . import external
 from .graph import build_graph
 from .recipes import load_recipes
 from .render_cache import RenderCache
@@ -33,7 +34,11 @@ class Project:
         self.target_build_dir = self.build_dir if toolchain == "host" else self.build_dir / f"toolchain-{toolchain}"
         target_dir = self.config.target_dir
         self.target_dir = target_dir if toolchain == "host" else target_dir.with_name(f"{target_dir.name}-{toolchain}")
-        self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.json")
+        # External trees (external.py): their recipes replace ours by name, their templates are found first.
+        self.trees = external.trees(self.root, self.config.external)
+        self.template_dirs = external.template_dirs(self.trees)
+        self.recipe_files = external.recipe_files(self.trees)
+        self.recipes = load_recipes(self.root, self.template_dirs, self.build_dir / "cache" / "recipes.json", self.recipe_files)
         self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
@@ -50,8 +55,17 @@ class Project:
     def render_cache(self) -> RenderCache:
         # Per task, the key is everything its templates see (signature.render_key); here, what renders them.
         code = Path(__file__).with_name("render.py").read_text() + Path(__file__).parent.joinpath("steps", "build.py").read_text()
-        key = tree_key(self.templates, code)
+        # Each tree's templates by relative names and bytes, in search order: no absolute path in the key.
+        key = tree_key(self.templates, code, *(tree_key(folder) for folder in self.template_dirs[:-1]))
         return RenderCache(self.build_dir / "cache" / "render.json", key)
+
+    def recipe_folder(self, name: str) -> Path:
+        """recipes/<name>/ of the tree the recipe comes from (its patches)."""
+        return self.recipe_files[name][0].parent / name
+
+    def recipe_label(self, name: str) -> str:
+        """How messages name a recipe's file: recipes/<name>.toml, or ../my-layer/recipes/<name>.toml."""
+        return self.recipe_files[name][1]
 
     def _make_step(self, name: str, data: dict):
         kind, arch = data["kind"], data["arch"]
@@ -84,6 +98,9 @@ class Project:
         try:
             return str(Path(path).relative_to(self.root))
         except ValueError:
+            for tree in self.trees[1:]:  # a file of an external tree: named as the configuration names the tree
+                if Path(path).is_relative_to(tree.root):
+                    return tree.label + str(Path(path).relative_to(tree.root))
             return str(path)
 
     @cached_property

@@ -25,7 +25,7 @@ class FetchStep(Step):
         return self.project.build_dir / "src" / self.recipe.name
 
     def _patches(self) -> list[Path]:
-        folder = self.project.root / "recipes" / self.recipe.name
+        folder = self.project.recipe_folder(self.recipe.name)
         return [folder / patch for patch in self.recipe.patches]
 
     def inputs(self) -> dict:
@@ -58,7 +58,8 @@ class FetchStep(Step):
                     stdout=log.file, stderr=subprocess.STDOUT,
                 )
                 if result.returncode != 0:
-                    raise MlbuildError(f"fetch:{self.recipe.name}: patch recipes/{self.recipe.name}/{patch.name} does not apply")
+                    where = self.project.recipe_label(self.recipe.name).removesuffix(".toml")
+                    raise MlbuildError(f"fetch:{self.recipe.name}: patch {where}/{patch.name} does not apply")
         except BaseException:
             remove_tree(staging)
             raise
