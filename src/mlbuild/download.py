@@ -106,7 +106,7 @@ def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log, offline: bool = 
                 started = time.monotonic()
                 path = get(source.sha256, report)
                 report(f"got {path.name} from {where}: {_size(path.stat().st_size)} in "
-                       f"{time.monotonic() - started:.1f} s ({_rate(path.stat().st_size, time.monotonic() - started)})")
+                       f"{time.monotonic() - started:.2f} s ({_rate(path.stat().st_size, time.monotonic() - started)})")
                 return path
             except CacheError as error:
                 raise MlbuildError(f"fetch:{recipe.name}: {error}") from None
@@ -156,7 +156,7 @@ def _size(count: int) -> str:
 
 
 def _rate(count: int, seconds: float) -> str:
-    return f"{_size(int(count / seconds))}/s" if seconds > 0.001 else "instant"
+    return f"{_size(int(count / max(seconds, 1e-3)))}/s"
 
 
 def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
