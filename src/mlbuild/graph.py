@@ -43,11 +43,14 @@ def check_cycles(recipes: dict[str, Recipe]) -> None:
     raise InputError(f"recipes: dependency cycle: {' -> '.join(names)}")
 
 
-def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
-    """Nodes are doit task names with attributes kind, recipe and arch; edges point to dependents."""
+def build_graph(recipes: dict[str, Recipe], config: Config, labels: dict[str, str] | None = None) -> nx.DiGraph:
+    """Nodes are doit task names with attributes kind, recipe and arch; edges point to dependents.
+
+    labels: how messages name each recipe's file (an external tree's recipes are elsewhere)."""
+    labels = labels or {}
     for name in recipes:
         if name in RESERVED:
-            raise InputError(f"recipes/{name}.toml: name: {name!r} is reserved for an aggregate task")
+            raise InputError(f"{labels.get(name, f'recipes/{name}.toml')}: name: {name!r} is reserved for an aggregate task")
     check_cycles(recipes)
     graph = nx.DiGraph()
     for recipe in recipes.values():
@@ -64,7 +67,8 @@ def build_graph(recipes: dict[str, Recipe], config: Config) -> nx.DiGraph:
                 continue
             for dep in recipe.depends_for(arch):
                 if not enabled(recipes[dep], config):
-                    raise InputError(f"recipes/{recipe.name}.toml: depends: {dep!r} is off ({recipes[dep].when} = false)")
+                    label = labels.get(recipe.name, f"recipes/{recipe.name}.toml")
+                    raise InputError(f"{label}: depends: {dep!r} is off ({recipes[dep].when} = false)")
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
             graph.add_edge(fetch_task(recipe), task)

@@ -39,7 +39,7 @@ class Project:
         self.template_dirs = external.template_dirs(self.trees)
         self.recipe_files = external.recipe_files(self.trees)
         self.recipes = load_recipes(self.root, self.template_dirs, self.build_dir / "cache" / "recipes.json", self.recipe_files)
-        self.graph: nx.DiGraph = build_graph(self.recipes, self.config)
+        self.graph: nx.DiGraph = build_graph(self.recipes, self.config, {name: label for name, (_, label) in self.recipe_files.items()})
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
 
