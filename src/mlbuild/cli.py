@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .boundary import EXPECTED, one_line
 from .errors import InputError, MlbuildError
-from . import graph_view, hooks, legal_info, sbom, script_export, size_report, stats_report
+from . import graph_view, hooks, legal_info, mirror, sbom, script_export, size_report, stats_report
 from .artifacts import commands as cache_commands
 from .signature import decide, is_up_to_date
 from .project import Project
@@ -26,19 +26,21 @@ def find_root(start: Path) -> Path:
 def cmd_check(project: Project, args) -> int:
     """Validate every recipe and template and render every build script and config file."""
     # templates/target is an overlay: only its .j2 files are templates, the rest is copied as it is.
-    templates = [p for p in project.templates.rglob("*") if p.is_file() and not p.is_symlink()
-                 and not (p.relative_to(project.templates).parts[0] == "target" and p.suffix != ".j2")]
-    for path in templates:
-        name = path.relative_to(project.templates).as_posix()
+    # External trees' templates too (external.py), each named where it is.
+    templates = [(folder, p) for folder in project.template_dirs for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+                 and not (p.relative_to(folder).parts[0] == "target" and p.suffix != ".j2")]
+    for folder, path in templates:
+        name = path.relative_to(folder).as_posix()
+        label = project.relative(path) if folder != project.templates else f"templates/{name}"
         language = "shell" if name.startswith("build/") else language_of(name)
         try:
             text = path.read_text()
-            environment(project.templates, language).parse(text, name=name, filename=str(path))
+            environment(project.template_dirs, language).parse(text, name=name, filename=str(path))
         except Exception as error:
-            raise InputError(f"templates/{name}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
+            raise InputError(f"{label}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
         if language == "shell":
             for line, where, expression in raw_expansions(text)[:1]:
-                raise InputError(f"templates/{name}:{line}: {raw_expansion_message(where, expression)}")
+                raise InputError(f"{label}:{line}: {raw_expansion_message(where, expression)}")
     # Recipes that are off (`when`) are checked too: render with every switch on, then once more
     # for each other choice of each choice option (the templates that read it).
     declared = project.declared_options
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    for module in (graph_view, stats_report, size_report, script_export, sbom, legal_info):
+    for module in (graph_view, stats_report, size_report, script_export, sbom, legal_info, mirror):
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")

@@ -33,6 +33,12 @@ def load_project_or_exit(root: Path) -> Project:
     try:
         project = Project(root, _command_line_variables())
         project.render_all()
+        if project.config.offline:  # what the selected tasks need must be cached: said before any task runs
+            from . import offline
+
+            selected = offline.selected_tasks(project, sys.argv[1:])
+            if selected is not None:
+                offline.check(project, selected)
         _prepare_state(project.build_dir)
     except EXPECTED as error:
         print(f"mlbuild: {one_line(error)}", file=sys.stderr)

@@ -31,6 +31,7 @@ ATTEMPTS = 4  # per URL; waits of BACKOFF, 2 × BACKOFF, 4 × BACKOFF seconds be
 BACKOFF = 1.0
 TIMEOUT = 60  # seconds without a byte before a connection counts as dropped
 STALE_PARTIAL = 3600  # seconds since a partial file was last written: its download died
+PROGRESS_EVERY = 10  # seconds between progress lines of one long download
 FALLBACK_NAME = "source"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
 
@@ -78,19 +79,35 @@ def _discard(path: Path, log, why: str) -> None:
         path.unlink()
 
 
-def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log) -> Path:
-    """A verified copy of the recipe's source in the cache, trying each alternative in order."""
+def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log, offline: bool = False, say=None) -> Path:
+    """A verified copy of the recipe's source in the cache, trying each alternative in order.
+
+    offline: only the cache, never the network. say: where the line per downloaded file
+    (size, time, rate) and the progress of long downloads go, besides the log."""
     for source in recipe.sources:
         hit = cached_file(cache, source.sha256, log)
         if hit:
             log(f"cached: {hit}")
             return hit
+    if offline:
+        raise MlbuildError(f"fetch:{recipe.name}: offline, and not in the download cache {cache}: "
+                           + describe_missing(recipe) + f"; {HOW_TO_GET}")
+    label = f"fetch:{recipe.name}"
+
+    def report(line: str) -> None:
+        log(line)
+        if say:
+            say(f"{label}: {line}")
     failures = []
     for source in recipe.sources:
         for where, get in _alternatives(source, mirrors, cache):
             log(f"trying {where}")
             try:
-                return get(source.sha256)
+                started = time.monotonic()
+                path = get(source.sha256, report)
+                report(f"got {path.name} from {where}: {_size(path.stat().st_size)} in "
+                       f"{time.monotonic() - started:.2f} s ({_rate(path.stat().st_size, time.monotonic() - started)})")
+                return path
             except CacheError as error:
                 raise MlbuildError(f"fetch:{recipe.name}: {error}") from None
             except MlbuildError as error:
@@ -99,18 +116,51 @@ def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log) -> Path:
     raise MlbuildError(f"fetch:{recipe.name}: every source failed: " + "; ".join(failures))
 
 
-def _alternatives(source: Source, mirrors: list[str], cache: Path):
+HOW_TO_GET = ("get them with `doit fetch` on a connected machine (same download_dir), "
+              "or `mlbuild mirror <folder>` there and mirrors = [\"file:///<folder>\"] here")
+
+
+def describe_missing(recipe: Recipe) -> str:
+    """How a message names a recipe's source that is not cached: its file name and sha256 (each alternative)."""
+    def name(source: Source) -> str:
+        names = source_names(source) or [FALLBACK_NAME]
+        return names[0] if source.url else f"{names[0].rsplit('.', 1)[0]}.* (Debian {source.debian})"
+    return f"{recipe.name}: " + " or ".join(f"{name(source)} (sha256 {source.sha256})" for source in recipe.sources)
+
+
+def source_names(source: Source) -> list[str]:
+    """The file names a mirror holds a source under: the URL's, or Debian's orig tarball's (by compression)."""
     if source.url:
-        filename = local_name(source.url)
-        yield source.url, lambda sha: download(source.url, filename or FALLBACK_NAME, sha, cache)
-        for mirror in mirrors if filename else []:  # a mirror is asked for the same file name
-            url = f"{mirror.rstrip('/')}/{filename}"
-            yield url, lambda sha, url=url: download(url, filename, sha, cache)
-    else:
-        yield f"Debian source {source.debian}", lambda sha: debian_orig(source.debian, sha, cache)
+        name = local_name(source.url)
+        return [name] if name else []
+    package, _, version = source.debian.partition("=")
+    upstream = version.split(":", 1)[-1].rsplit("-", 1)[0]  # no epoch, no Debian revision
+    return [f"{package}_{upstream}.orig.tar.{ext}" for ext in ("xz", "gz", "bz2")]
 
 
-def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF) -> Path:
+def _alternatives(source: Source, mirrors: list[str], cache: Path):
+    names = source_names(source)
+    mirrored = [(f"{mirror.rstrip('/')}/{name}", name) for name in names for mirror in mirrors]
+    if source.url:
+        filename = names[0] if names else None
+        yield source.url, lambda sha, say: download(source.url, filename or FALLBACK_NAME, sha, cache, say=say)
+    # A mirror is asked for the same file name; for a Debian source before apt, which is slow and needs the archive.
+    for url, name in mirrored:
+        yield url, lambda sha, say, url=url, name=name: download(url, name, sha, cache, say=say)
+    if source.debian:
+        yield f"Debian source {source.debian}", lambda sha, say: debian_orig(source.debian, sha, cache)
+
+
+def _size(count: int) -> str:
+    return f"{count} bytes" if count < 1 << 20 else f"{count / (1 << 20):.1f} MiB"
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{_size(int(count / max(seconds, 1e-3)))}/s"
+
+
+def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
+             say=None) -> Path:
     """Download url into the cache under sha256/filename, retrying and resuming; nothing is left on failure."""
     if not _SAFE_NAME.fullmatch(filename):
         raise MlbuildError(f"refusing the cache file name {filename!r}: expected a plain file name")
@@ -124,7 +174,7 @@ def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = 
     partial = Path(name)
     try:
         with os.fdopen(handle, "wb") as out:
-            _transfer(url, out, partial, attempts, backoff)
+            _transfer(url, out, partial, attempts, backoff, _Progress(filename, say))
         return _admit(partial, filename, sha256, cache)
     finally:
         partial.unlink(missing_ok=True)  # gone already when it was admitted
@@ -140,7 +190,23 @@ def _remove_stale_partials(folder: Path) -> None:
             pass
 
 
-def _transfer(url: str, out, partial: Path, attempts: int, backoff: float) -> None:
+class _Progress:
+    """A line every PROGRESS_EVERY seconds while a long download runs: bytes so far, of how many, rate."""
+
+    def __init__(self, filename: str, say):
+        self.filename, self.say = filename, say
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, received: int, total: int | None) -> None:
+        now = time.monotonic()
+        if self.say is None or now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        of = f" of {_size(total)}" if total else ""
+        self.say(f"{self.filename}: {_size(received)}{of}, {_rate(received, now - self.started)}")
+
+
+def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, progress=lambda received, total: None) -> None:
     """Write url's content to out: retry a dropped or timed-out connection, resume with Range if the server can."""
     received = 0
     last = "no attempt"
@@ -158,11 +224,13 @@ def _transfer(url: str, out, partial: Path, attempts: int, backoff: float) -> No
                     _write(out, partial, None)
                     received = 0
                 length = response.headers.get("Content-Length")
+                total = received + int(length) if length is not None and length.isdigit() else None
                 body = 0
                 while chunk := response.read(CHUNK):
                     _write(out, partial, chunk)
                     received += len(chunk)
                     body += len(chunk)
+                    progress(received, total)
                 # read(n) gives b"" when the connection drops: only the announced length tells.
                 if length is not None and length.isdigit() and body < int(length):
                     raise http.client.IncompleteRead(b"", int(length) - body)

@@ -43,13 +43,15 @@ def check_cycles(recipes: dict[str, Recipe]) -> None:
     raise InputError(f"recipes: dependency cycle: {' -> '.join(names)}")
 
 
-def build_graph(recipes: dict[str, Recipe], config: Config, options: dict) -> nx.DiGraph:
+def build_graph(recipes: dict[str, Recipe], config: Config, options: dict, labels: dict[str, str] | None = None) -> nx.DiGraph:
     """Nodes are doit task names with attributes kind, recipe and arch; edges point to dependents.
 
-    options: the values of the recipes' options, which `when` reads."""
+    options: the values of the recipes' options, which `when` reads.
+    labels: how messages name each recipe's file (an external tree's recipes are elsewhere)."""
+    labels = labels or {}
     for name in recipes:
         if name in RESERVED:
-            raise InputError(f"recipes/{name}.toml: name: {name!r} is reserved for an aggregate task")
+            raise InputError(f"{labels.get(name, f'recipes/{name}.toml')}: name: {name!r} is reserved for an aggregate task")
     check_cycles(recipes)
     graph = nx.DiGraph()
     for recipe in recipes.values():
@@ -66,7 +68,8 @@ def build_graph(recipes: dict[str, Recipe], config: Config, options: dict) -> nx
                 continue
             for dep in recipe.depends_for(arch):
                 if not enabled(recipes[dep], options):
-                    raise InputError(f"recipes/{recipe.name}.toml: depends: {dep!r} is off ({recipes[dep].when} = false)")
+                    label = labels.get(recipe.name, f"recipes/{recipe.name}.toml")
+                    raise InputError(f"{label}: depends: {dep!r} is off ({recipes[dep].when} = false)")
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
             graph.add_edge(fetch_task(recipe), task)

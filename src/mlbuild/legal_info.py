@@ -110,7 +110,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
 def _copy_source(project, source_recipe, destination: Path, log):
     """The verified tarball (from the download cache, downloading it if needed) and the patches, into destination."""
     config = project.config
-    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None)
+    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline)
     source = next(s for s in source_recipe.sources if s.sha256 == archive.parent.name)
     destination.mkdir(parents=True)
     copy = destination / archive.name
@@ -119,7 +119,7 @@ def _copy_source(project, source_recipe, destination: Path, log):
     except OSError:
         shutil.copyfile(archive, copy)
     for patch in source_recipe.patches:
-        shutil.copyfile(project.root / "recipes" / source_recipe.name / patch, destination / PurePosixPath(patch).name)
+        shutil.copyfile(project.recipe_folder(source_recipe.name) / patch, destination / PurePosixPath(patch).name)
     log(f"  {source_recipe.name}: {archive.name} and {len(source_recipe.patches)} patches")
     return copy, source
 

@@ -402,6 +402,11 @@ class Config(Strict):
     download_dir: Folder = Field(default_factory=lambda: _default_cache() / "downloads")
     ccache_dir: Folder = Field(default_factory=lambda: _default_cache() / "ccache")
     mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
+    # No network: every source must be in the download cache (offline.py says what is missing, before any task runs).
+    offline: bool = False
+    # External trees (external.py): folders with their own recipes/, templates/ and fragments/, relative to the
+    # project; a later one wins over an earlier one and over the project's own.
+    external: list[Annotated[str, StringConstraints(min_length=1)]] = []
     # Tried in order before a task runs, pushed to after it ran; shared by every clone of this user by default.
     cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [(_default_cache() / "artifacts").as_uri()])
     ccache_remote_storage: Annotated[str, StringConstraints(pattern=CCACHE_REMOTE)] = ""  # ccache's remote_storage for every compile

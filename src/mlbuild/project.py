@@ -7,6 +7,7 @@ import networkx as nx
 
 from .arches import HOST
 from .config import Settings
+from . import external
 from .graph import build_graph
 from .recipes import declared_options, load_recipes
 from .render_cache import RenderCache
@@ -35,13 +36,18 @@ class Project:
         self.target_build_dir = self.build_dir if toolchain == "host" else self.build_dir / f"toolchain-{toolchain}"
         target_dir = self.config.target_dir
         self.target_dir = target_dir if toolchain == "host" else target_dir.with_name(f"{target_dir.name}-{toolchain}")
-        self.recipes = load_recipes(self.root, self.templates, self.build_dir / "cache" / "recipes.json")
+        # External trees (external.py): their recipes replace ours by name, their templates are found first.
+        self.trees = external.trees(self.root, self.config.external)
+        self.template_dirs = external.template_dirs(self.trees)
+        self.recipe_files = external.recipe_files(self.trees)
+        self.recipes = load_recipes(self.root, self.template_dirs, self.build_dir / "cache" / "recipes.json", self.recipe_files)
         # The recipes' options, now that they are known: their values, and who declares each.
         self.declared_options = declared_options(self.recipes)
         self.options = settings.options(self.declared_options)
         # Local source overrides: checked now, so a wrong path stops the run before any task.
         self.overrides = resolve_overrides(self.config.override, self.recipes, self.root, self.build_dir)
-        self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options)
+        labels = {name: label for name, (_, label) in self.recipe_files.items()}
+        self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options, labels)
         self.stamps = StampStore(self.build_dir / "state")
         self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
 
@@ -60,8 +66,17 @@ class Project:
     def render_cache(self) -> RenderCache:
         # Per task, the key is everything its templates see (signature.render_key); here, what renders them.
         code = Path(__file__).with_name("render.py").read_text() + Path(__file__).parent.joinpath("steps", "build.py").read_text()
-        key = tree_key(self.templates, code)
+        # Each tree's templates by relative names and bytes, in search order: no absolute path in the key.
+        key = tree_key(self.templates, code, *(tree_key(folder) for folder in self.template_dirs[:-1]))
         return RenderCache(self.build_dir / "cache" / "render.json", key)
+
+    def recipe_folder(self, name: str) -> Path:
+        """recipes/<name>/ of the tree the recipe comes from (its patches)."""
+        return self.recipe_files[name][0].parent / name
+
+    def recipe_label(self, name: str) -> str:
+        """How messages name a recipe's file: recipes/<name>.toml, or ../my-layer/recipes/<name>.toml."""
+        return self.recipe_files[name][1]
 
     def _make_step(self, name: str, data: dict):
         kind, arch = data["kind"], data["arch"]
@@ -79,6 +94,8 @@ class Project:
     def in_default_build(self, name: str) -> bool:
         """Whether `doit build` includes a task: not the LLVM toolchain unless the system is built with it."""
         kind, arch = self.graph.nodes[name]["kind"], self.graph.nodes[name]["arch"]
+        if kind == "fetch":  # a source is needed when a build that is needed uses it (`doit fetch` gets nothing else)
+            return any(self.in_default_build(user) for user in self.graph.successors(name))
         return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST)
 
     def ordered_steps(self):
@@ -92,6 +109,9 @@ class Project:
         try:
             return str(Path(path).relative_to(self.root))
         except ValueError:
+            for tree in self.trees[1:]:  # a file of an external tree: named as the configuration names the tree
+                if Path(path).is_relative_to(tree.root):
+                    return tree.label + str(Path(path).relative_to(tree.root))
             return str(path)
 
     @cached_property

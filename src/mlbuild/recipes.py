@@ -33,32 +33,38 @@ def load_recipe(path: Path, label: str, text: str | None = None) -> Recipe:
     return recipe
 
 
-def load_recipes(project: Path, templates: Path, cache_file: Path | None = None) -> dict[str, Recipe]:
+def load_recipes(project: Path, templates: "Path | tuple[Path, ...]", cache_file: Path | None = None,
+                 files: dict[str, tuple[Path, str]] | None = None) -> dict[str, Recipe]:
     """Every recipe of the project, checked for duplicates and dangling references.
 
-    Validated models are cached in cache_file, keyed by the content of every
+    files: {name: (file, label)} when external trees add or replace recipes (external.py);
+    by default the project's recipes/*.toml. templates: the folders searched for templates.
+    Validated models are cached in cache_file, keyed by the label and content of every
     recipe file and of the model and loading code, so a no-op run skips parsing.
     Versions taken from a source recipe are filled in before they are cached.
     """
-    paths = sorted((project / "recipes").glob("*.toml"))
-    texts = {path: _read_recipe_file(path) for path in paths}
+    if files is None:
+        files = {path.stem: (path, f"recipes/{path.name}") for path in sorted((project / "recipes").glob("*.toml"))}
+    texts = {label: _read_recipe_file(path, label) for path, label in files.values()}
     key = _content_key(texts)
     recipes = _read_cache(cache_file, key)
     if recipes is None:
         recipes = {}
-        for path in paths:
+        for path, label in files.values():
             try:
-                text = texts[path].decode()
+                text = texts[label].decode()
             except UnicodeDecodeError:
-                raise InputError(f"recipes/{path.name}: not UTF-8 text") from None
-            recipe = load_recipe(path, f"recipes/{path.name}", text)
+                raise InputError(f"{label}: not UTF-8 text") from None
+            recipe = load_recipe(path, label, text)
             recipes[recipe.name] = recipe
         recipes = _inherit_versions(recipes)
         _write_cache(cache_file, key, recipes)
     options = declared_options(recipes)
+    folders = (templates,) if isinstance(templates, Path) else tuple(templates)
     for name, recipe in recipes.items():
-        _check_references(recipe, f"recipes/{name}.toml", recipes, project, templates)
-        _check_when(recipe, f"recipes/{name}.toml", options)
+        path, label = files[name]
+        _check_references(recipe, label, recipes, path.parent / name, folders)
+        _check_when(recipe, label, options)
     return recipes
 
 
@@ -108,21 +114,22 @@ def _check_when(recipe: Recipe, label: str, options: dict[str, DeclaredOption]) 
         raise InputError(f"{label}: when: expected a switch a recipe declares ([options.{recipe.when}]), {recipe.when!r} is {what}{known}")
 
 
-def _content_key(texts: dict[Path, bytes]) -> str:
+def _content_key(texts: dict[str, bytes]) -> str:
     # This module too: the cached models are what it made of the files (inherited versions).
+    # Labels, not absolute paths: a copy of the project (and its external trees) elsewhere hits the cache.
     digest = hashlib.sha256(Path(models.__file__).read_bytes() + Path(__file__).read_bytes())
-    for path, data in texts.items():
-        digest.update(f"{path.name}\0{len(data)}\0".encode() + data)
+    for label, data in texts.items():
+        digest.update(f"{label}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()
 
 
-def _read_recipe_file(path: Path) -> bytes:
+def _read_recipe_file(path: Path, label: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as error:  # a folder, a dangling link, unreadable: the file's problem, in one line
         reason = "a dangling symbolic link" if path.is_symlink() and not path.exists() else (
             "a folder, not a file" if path.is_dir() else error.strerror)
-        raise InputError(f"recipes/{path.name}: cannot read: {reason}") from None
+        raise InputError(f"{label}: cannot read: {reason}") from None
 
 
 # The cache is data only (JSON, validated again when read): a file planted in build/cache
@@ -149,7 +156,7 @@ def _write_cache(cache_file: Path | None, key: str, recipes: dict) -> None:
         pass  # only a cache: the next run parses the recipes again
 
 
-def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, templates: Path) -> None:
+def _check_references(recipe: Recipe, label: str, recipes: dict, patches: Path, templates: tuple[Path, ...]) -> None:
     if recipe.source is not None:
         owner = recipes.get(recipe.source)
         if owner is None:
@@ -169,12 +176,19 @@ def _check_references(recipe: Recipe, label: str, recipes: dict, project: Path, 
             if not recipe.host and arch not in recipes[dep].arches:
                 raise InputError(f"{label}: {field}: {dep!r} is not built for {arch}")
     if recipe.build:
-        _file_inside(templates, f"build/{recipe.build}.sh.j2", label, "build")
+        _template_inside(templates, f"build/{recipe.build}.sh.j2", label, "build")
     for field, names in [("files", recipe.files)] + [(f"arch.{a}.files", o.files) for a, o in recipe.arch.items()]:
         for name in names:
-            _file_inside(templates, name, label, field)
+            _template_inside(templates, name, label, field)
     for patch in recipe.patches:
-        _file_inside(project / "recipes" / recipe.name, patch, label, "patches")
+        _file_inside(patches, patch, label, "patches")
+
+
+def _template_inside(folders: tuple[Path, ...], name: str, label: str, field: str) -> None:
+    """The template is in one of the folders searched (external trees' first); else the project's problem."""
+    if any(_file_problem(folder, name) is None for folder in folders[:-1]):
+        return
+    _file_inside(folders[-1], name, label, field)
 
 
 def _file_inside(folder: Path, name: str, label: str, field: str) -> None:

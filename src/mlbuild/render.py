@@ -15,6 +15,7 @@ here-document, where the quoting would not protect it (`"{{ v }}"` lets
 mistake cannot reach a build (and `mlbuild check` reports it).
 """
 
+import os
 import re
 import shlex
 from functools import cache
@@ -251,13 +252,27 @@ def raw_expansion_message(where: str, expression: str) -> str:
             f"(a value's $(…) would run): write it outside the quotes, e.g. \"$DIR\"/{{{{ {expression} }}}}")
 
 
+def _folders(templates: "Path | tuple[Path, ...]") -> tuple[Path, ...]:
+    """The folders searched, first match wins (external trees' before the project's, which is last)."""
+    return (templates,) if isinstance(templates, Path) else tuple(templates)
+
+
+def _label(templates, name: str) -> str:
+    """templates/<name>, or ../my-layer/templates/<name> when an external tree's template is the one found."""
+    folders = _folders(templates)
+    for folder in folders[:-1]:
+        if (folder / name).is_file():
+            return f"{os.path.relpath(folder, folders[-1].parent)}/{name}"
+    return f"templates/{name}"
+
+
 @cache
-def environment(templates: Path, language: "str | bool") -> jinja2.Environment:
+def environment(templates: "Path | tuple[Path, ...]", language: "str | bool") -> jinja2.Environment:
     """The jinja environment for one language; True/False mean shell/text (older callers)."""
     language = {True: "shell", False: "text"}.get(language, language)
     loader_class = _CheckedLoader if language == "shell" else jinja2.FileSystemLoader
     env = jinja2.Environment(
-        loader=loader_class(str(templates)),
+        loader=loader_class([str(folder) for folder in _folders(templates)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -275,26 +290,28 @@ def render(templates: Path, name: str, context: dict, for_shell: bool = False) -
         template = environment(templates, language).get_template(name)
         return template.render(context)
     except jinja2.TemplateSyntaxError as error:
-        raise InputError(f"templates/{error.name or name}:{error.lineno}: {error.message}") from None
+        raise InputError(f"{_label(templates, error.name or name)}:{error.lineno}: {error.message}") from None
     except jinja2.UndefinedError as error:
         raise InputError(f"{_template_line(error, templates, name)}: {error.message}") from None
     except jinja2.TemplateNotFound as error:
-        raise InputError(f"templates/{name}: template {error.name!r} not found") from None
+        raise InputError(f"{_label(templates, name)}: template {error.name!r} not found") from None
     except UnsafeValue as error:
         raise InputError(f"{_template_line(error, templates, name)}: {error} ({language} file)") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"templates/{name}: cannot read: {getattr(error, 'strerror', None) or error}") from None
+        raise InputError(f"{_label(templates, name)}: cannot read: {getattr(error, 'strerror', None) or error}") from None
     except Exception as error:  # the template's own code failed (e.g. a division by zero): its error, its line
         raise InputError(f"{_template_line(error, templates, name)}: {type(error).__name__}: {error}") from None
 
 
-def _template_line(error: Exception, templates: Path, name: str) -> str:
+def _template_line(error: Exception, templates, name: str) -> str:
     """templates/<file>:<line> of the innermost template frame of a rendering error."""
-    where = f"templates/{name}"
+    where = _label(templates, name)
     trace = error.__traceback__
     while trace is not None:
         filename = trace.tb_frame.f_code.co_filename
-        if filename.startswith(str(templates)):
-            where = f"templates/{Path(filename).relative_to(templates)}:{trace.tb_lineno}"
+        for folder in _folders(templates):
+            if filename.startswith(str(folder) + os.sep):
+                where = f"{_label(templates, Path(filename).relative_to(folder).as_posix())}:{trace.tb_lineno}"
+                break
         trace = trace.tb_next
     return where

@@ -48,7 +48,7 @@ def download_location(source) -> str:
 
 def patches(project, source_recipe) -> list[tuple[str, str]]:
     """(recipes/<name>/<patch>, sha256) of each patch applied to a source, in order."""
-    folder = project.root / "recipes" / source_recipe.name
+    folder = project.recipe_folder(source_recipe.name)
     return [(f"recipes/{source_recipe.name}/{patch}", hashlib.sha256((folder / patch).read_bytes()).hexdigest())
             for patch in source_recipe.patches]
 

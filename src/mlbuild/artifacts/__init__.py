@@ -210,7 +210,10 @@ def artifact_cache(project) -> ArtifactCache:
     with _projects_lock:
         cache = project.__dict__.get("_artifact_cache")
         if cache is None:
-            cache = ArtifactCache(project.config.cache, project.build_dir / "cache" / "artifact-stats.json")
+            specs = project.config.cache
+            if project.config.offline:  # offline opens no network connection: local caches only
+                specs = [spec for spec in specs if spec.removeprefix("ro:").startswith("file://")]
+            cache = ArtifactCache(specs, project.build_dir / "cache" / "artifact-stats.json")
             project.__dict__["_artifact_cache"] = cache
         return cache
 

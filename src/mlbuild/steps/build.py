@@ -11,7 +11,7 @@ from ..build_spec import BuildSpec, run, run_on_terminal
 from ..ccache import ccache_environment
 from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
-from .. import remote_compile, sandbox
+from .. import external, remote_compile, sandbox
 from ..render import render
 from ..reproducible import BUILD_ENVIRONMENT, prefix_map_flags
 from ..signature import render_key
@@ -19,7 +19,7 @@ from ..toolchain import llvm_bin, toolchain_identity
 from .base import Step
 
 
-def script_context(recipe, merged, arch: str, config, user_fragments: list[Path], options: dict) -> dict:
+def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing.
 
     options: the values of the options the recipe declares (and those alone: a template reading another fails)."""
@@ -30,7 +30,7 @@ def script_context(recipe, merged, arch: str, config, user_fragments: list[Path]
         "triple": facts.triple,
         "karch": facts.karch,
         "vars": merged.vars,
-        "files": [_file_name(name) for name in merged.files] + [path.name for path in user_fragments],
+        "files": [_file_name(name) for name in merged.files] + fragment_names,
         "options": options,
         "config": {
             "llvm_version": config.llvm_version,
@@ -93,34 +93,40 @@ class BuildStep(Step):
 
     @cached_property
     def context(self) -> dict:
-        return script_context(self.recipe, self.merged, self.arch, self.project.config, self.user_fragments, self.options)
+        return script_context(self.recipe, self.merged, self.arch, self.project.config,
+                              [name for name, _ in self.fragment_files], self.options)
 
     @cached_property
-    def user_fragments(self) -> list[Path]:
-        """The user's own config fragments: those named in the configuration, then
-        fragments/<recipe>.config and fragments/<recipe>-<arch>.config if present
-        (where `doit menuconfig:<recipe>-<arch>` saves changes)."""
+    def fragment_files(self) -> list[tuple[str, Path]]:
+        """(name in $FILES, path) of the user's own config fragments, applied in this order: the external
+        trees' fragments/ (external.py), those named in the configuration, then fragments/<recipe>.config
+        and fragments/<recipe>-<arch>.config if present (where `doit menuconfig:<recipe>-<arch>` saves changes)."""
         root = self.project.root
         named = [root / name for name in self.project.config.fragments.get(self.recipe.name, [])]
         for path in named:
             if not path.is_file():
                 raise MlbuildError(f"configuration: fragments.{self.recipe.name}: no file {self.project.relative(path)}")
         found = [root / "fragments" / f"{self.recipe.name}{suffix}.config" for suffix in ("", f"-{self.arch}")]
-        return named + [path for path in found if path.is_file()]
+        own = [(path.name, path) for path in named + [path for path in found if path.is_file()]]
+        return external.fragments(self.project.trees, self.recipe.name, self.arch) + own
+
+    @property
+    def user_fragments(self) -> list[Path]:
+        return [path for _, path in self.fragment_files]
 
     @cached_property
     def script(self) -> str:
-        return render(self.project.templates, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True)
+        return render(self.project.template_dirs, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True)
 
     @cached_property
     def files(self) -> dict[str, str]:
         """Config files for $FILES: rendered recipe files, then the user's own fragments as they are."""
         rendered = {
-            _file_name(name): render(self.project.templates, name, self.context)
+            _file_name(name): render(self.project.template_dirs, name, self.context)
             for name in self.merged.files
         }
-        for path in self.user_fragments:
-            rendered[path.name] = self._read_fragment(path)
+        for name, path in self.fragment_files:
+            rendered[name] = self._read_fragment(path)
         return rendered
 
     def _read_fragment(self, path: Path) -> str:

@@ -39,7 +39,7 @@ class FetchStep(Step):
         return self.project.build_dir / "src" / self.recipe.name
 
     def _patches(self) -> list[Path]:
-        folder = self.project.root / "recipes" / self.recipe.name
+        folder = self.project.recipe_folder(self.recipe.name)
         return [folder / patch for patch in self.recipe.patches]
 
     @cached_property
@@ -77,7 +77,9 @@ class FetchStep(Step):
         config = self.project.config
         from ..download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
 
-        archive = fetch(self.recipe, config.download_dir, config.mirrors, log)
+        # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
+        archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,
+                        say=lambda line: print(f"mlbuild: {line}", flush=True))
         self.fetched_sha256 = archive.parent.name
         source = next(s for s in self.recipe.sources if s.sha256 == self.fetched_sha256)
         staging.rmdir()
@@ -93,7 +95,8 @@ class FetchStep(Step):
                     stdout=log.file, stderr=subprocess.STDOUT,
                 )
                 if result.returncode != 0:
-                    raise MlbuildError(f"fetch:{self.recipe.name}: patch recipes/{self.recipe.name}/{patch.name} does not apply")
+                    where = self.project.recipe_label(self.recipe.name).removesuffix(".toml")
+                    raise MlbuildError(f"fetch:{self.recipe.name}: patch {where}/{patch.name} does not apply")
         except BaseException:
             remove_tree(staging)
             raise
