@@ -93,12 +93,7 @@ def test_with_the_runtime_image_profile_the_exported_script_packs_the_same_image
     assert result.returncode == 0, result.stdout + result.stderr
     exported = built.cli("script", "build:images-x86_64", "image_profile=runtime")
     assert exported.returncode == 0, exported.stderr
-    (tmp_path / "build.sh").write_text(exported.stdout)
-    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")],
-                         env={"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path)},
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    out = tmp_path / "out"
+    out = _run_exported(exported.stdout, tmp_path)
     assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
     assert (out / "target/x86_64/usr/lib/libapp.a").exists()  # the target keeps everything
     for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
@@ -124,13 +119,7 @@ def test_the_exported_script_runs_the_post_build_and_post_image_hooks_as_mlbuild
     exported = built.cli("script", "build:images-x86_64")
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.count("post-build hook hooks/post-build.sh") == 1
-    (tmp_path / "build.sh").write_text(exported.stdout)
-    environment = {"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path),
-                   "MLBUILD_DOWNLOADS": str(tmp_path / "downloads"), "MLBUILD_PROJECT": str(tmp_path)}
-    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], env=environment,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    out = tmp_path / "out"
+    out = _run_exported(exported.stdout, tmp_path, MLBUILD_DOWNLOADS=str(tmp_path / "downloads"), MLBUILD_PROJECT=str(tmp_path))
     assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))
     for name in ("initramfs.cpio", "rootfs.ext4", "listing"):
         assert (out / "images/x86_64" / name).read_bytes() == built.path(f"build/images/x86_64/{name}").read_bytes(), name
@@ -144,13 +133,18 @@ def test_declared_permissions_give_the_exported_script_the_same_target_and_image
     exported = built.cli("script", "build:images-x86_64")
     assert exported.returncode == 0, exported.stderr
     assert "chmod 4750 " in exported.stdout and "# recipes/hello.toml" in exported.stdout
-    (tmp_path / "build.sh").write_text(exported.stdout)
-    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")],
-                         env={"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path)},
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    out = tmp_path / "out"
+    out = _run_exported(exported.stdout, tmp_path)
     assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))  # the modes, setuid included
     for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):  # the modes and the owners
         ours = hashlib.sha256((out / "images/x86_64" / image).read_bytes()).hexdigest()
         assert ours == hashlib.sha256(built.path(f"build/images/x86_64/{image}").read_bytes()).hexdigest(), image
+
+
+def _run_exported(script: str, tmp_path, **environment: str):
+    """Run an exported script with Python out of reach; the folder it built under."""
+    (tmp_path / "build.sh").write_text(script)
+    environment = {"PATH": f"{_no_python(tmp_path / 'shims')}:/usr/bin:/bin", "HOME": str(tmp_path), **environment}
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], env=environment,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return tmp_path / "out"
