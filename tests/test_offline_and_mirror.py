@@ -88,6 +88,9 @@ def test_offline_with_a_tarball_missing_stops_before_any_task_naming_each_one(pr
     assert f"hello: hello-1.tar.gz (sha256 {hello})" in message and f"app: app-2.tar.gz (sha256 {app})" in message
     assert "`doit fetch` on a connected machine" in message and "mlbuild mirror" in message
     assert not project.path("build/state").exists() and not project.path("build/src").exists()
+    # An option's value is no task name: `-n 2` still runs (and checks) the default tasks.
+    result = project.doit("-n", "2", *switch, env=env)
+    assert result.returncode != 0 and result.executed == set() and "2 source tarball(s)" in result.stderr
     # Commands that run no task still work; a fetch of one cached source names only what it lacks.
     assert project.doit("list", *switch, env=env).returncode == 0
     assert project.doit("fetch:hello").returncode == 0

@@ -21,21 +21,24 @@ GROUPS = {"build", "fetch"}
 def selected_tasks(project, argv: list[str]) -> list[str] | None:
     """The tasks doit's command line selects (graph nodes), or None when it runs no task."""
     words = [word for word in argv if not word.startswith("-") and "=" not in word]
-    if words and words[0] in NOT_RUNNING:
+    if any(word in NOT_RUNNING for word in words):
         return None
-    if words and words[0] == "run":
-        words = words[1:]
-    chosen = []
-    for word in words:  # option values (`-n 2`) match no task and are skipped
+    chosen, named = [], False
+    for word in words:  # doit's `run` command and option values (`-n 2`) name no task
+        base, _, rest = word.partition(":")
         if word in GROUPS:
             chosen += [name for name in project.graph if name.startswith(word + ":") and project.in_default_build(name)]
         elif word in project.graph:
             chosen.append(word)
-        elif word.partition(":")[0] in ("run", "boottest") and word.partition(":")[2] in project.config.arches:
-            chosen.append(f"build:images-{word.partition(':')[2]}")
-        elif word.startswith("menuconfig:") and f"build:{word.partition(':')[2]}" in project.graph:
-            chosen.append(f"build:{word.partition(':')[2]}")
-    if not chosen and not words:  # doit's default tasks
+        elif base in ("run", "boottest") and (rest or base == "boottest"):
+            chosen += [f"build:images-{arch}" for arch in ([rest] if rest else project.config.arches)
+                       if f"build:images-{arch}" in project.graph]
+        elif base == "menuconfig" and f"build:{rest}" in project.graph:
+            chosen.append(f"build:{rest}")
+        else:
+            continue
+        named = True
+    if not named:  # doit's default tasks
         chosen = [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")]
     return chosen
 
