@@ -226,3 +226,15 @@ def test_sbom_and_legal_info_say_local_override(overridden):
     assert "hello,1.0,MIT,LICENSE,,local override ../hello-src,," in manifest
     assert overridden.read("build/legal-info/x86_64/licenses/hello-1.0/LICENSE") == "MIT License, the local copy\n"
     assert not overridden.path("build/legal-info/x86_64/sources/hello-1.0").exists()
+
+
+def test_the_exported_script_copies_the_override_as_mlbuild_does(project):
+    folder = make_override(project)
+    configure(project)
+    project.write("recipes/hello/0001-broken.patch", "--- a/nothing.c\n+++ b/nothing.c\n@@ -1 +1 @@\n-a\n+b\n")
+    project.update_recipe("hello", patches=["0001-broken.patch"])
+    result = project.cli("script", "build:extra-x86_64")
+    assert result.returncode == 0, result.stderr
+    assert "# hello: the local source override ../hello-src; no download, no patches\n" in result.stdout
+    assert f"tar -C {folder} --exclude=.git -cf - . | tar -C " in result.stdout
+    assert "curl -fL" not in result.stdout and "patch -p1" not in result.stdout  # no download, no patches

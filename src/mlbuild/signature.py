@@ -113,7 +113,7 @@ def is_up_to_date(step) -> bool:
     return decide(step).up_to_date
 
 
-def _describe(change: Change, step) -> str:
+def _describe(change: Change, step) -> str | None:
     key, old, new = change.key, change.old, change.new
     kind, _, what = key.partition(":")
     nouns = {"file": "config file", "dep": "dependency", "recipe": "recipe field"}
