@@ -176,6 +176,7 @@ BAD_DECLARATIONS = {
     "no-help": ({"loud": {"default": True}}, "options.loud.help: required field is missing"),
     "unsafe-name": ({"Loud-er": LOUD}, "options.Loud-er: expected lowercase letters, digits and _ (a configuration key), got 'Loud-er'"),
     "an-engine-key": ({"jobs": LOUD}, "options: jobs: a configuration key of mlbuild itself; choose another name"),
+    "an-engine-variable": ({"lock_wait": LOUD}, "options.lock_wait: MLBUILD_LOCK_WAIT is a variable of mlbuild itself; choose another name"),
     "unknown-field": ({"loud": {**LOUD, "choice": ["a"]}}, "options.loud.choice: unknown field (did you mean 'choices'?)"),
 }
 

@@ -99,6 +99,8 @@ def test_two_builds_in_different_folders_umasks_time_zones_and_locales_are_bit_i
         project = make_project(base)
         project.write("templates/build/hello.sh.j2", HELLO_SH)
         project.update_recipe("hello", sources=[project.new_source("hello", {"hello.c": HELLO_C, "extra.c": EXTRA_C}, "hello-1.0")])
+        # The whole tree in the images, static library included: its mode there is checked below.
+        project.write("pyproject.toml", project.read("pyproject.toml") + 'image_profile = "full"\n')
         _build(project, builder)
         projects.append(project)
     first, second = projects

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
+from .config import ENGINE_VARIABLES, ENV_PREFIX
 from .errors import InputError
 from . import models
 from .models import PATTERN_HINTS, Option, Recipe
@@ -78,6 +79,8 @@ def declared_options(recipes: dict[str, Recipe]) -> dict[str, DeclaredOption]:
     found: dict[str, DeclaredOption] = {}
     for name in sorted(recipes):
         for key, option in recipes[name].options.items():
+            if f"{ENV_PREFIX}{key.upper()}" in ENGINE_VARIABLES:  # the environment could not set it
+                raise InputError(f"recipes/{name}.toml: options.{key}: {ENV_PREFIX}{key.upper()} is a variable of mlbuild itself; choose another name")
             first = found.setdefault(key, DeclaredOption(name, option))
             if first.option != option:
                 raise InputError(f"recipes/{name}.toml: options.{key}: declared otherwise by recipes/{first.recipe}.toml; "
