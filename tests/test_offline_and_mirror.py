@@ -25,9 +25,10 @@ def test_doit_fetch_gets_only_the_sources_a_needed_build_uses(project):
     # A recipe that is off (when) and one for another arch: their sources are not needed on x86_64 without it.
     tool = project.new_source("tool", {"extra.c": "int main(void){return 0;}\n"}, "tool-1.0")
     arm = project.new_source("armonly", {"extra.c": "int main(void){return 0;}\n"}, "armonly-1.0")
-    project.write_recipe("tool", {"name": "tool", **common, "sources": [tool], "when": "target_llvm"})
+    project.write_recipe("tool", {"name": "tool", **common, "sources": [tool], "when": "with_tool",
+                                  "options": {"with_tool": {"help": "build the tool", "default": False}}})
     project.write_recipe("armonly", {"name": "armonly", **common, "sources": [arm], "arches": ["arm64"]})
-    result = project.doit("fetch", "target_llvm=0")
+    result = project.doit("fetch", "with_tool=0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.executed == {"fetch:hello", "fetch:app"}
     assert not _cached(project, tool["sha256"]) and not _cached(project, arm["sha256"])
@@ -38,7 +39,7 @@ def test_doit_fetch_gets_only_the_sources_a_needed_build_uses(project):
     hello = next(line for line in lines if "fetch:hello" in line)
     assert "got hello-1.tar.gz from file://" in hello and " bytes in " in hello and "/s" in hello
     # Turned on, the recipe's source is part of `doit fetch`.
-    result = project.doit("fetch", "target_llvm=1")
+    result = project.doit("fetch", "with_tool=1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.executed == {"fetch:tool"}
 
