@@ -20,7 +20,6 @@ everything is identical.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mlbuild.arches import ARCHES  # noqa: E402
+from mlbuild.trees import hash_file as _sha256  # noqa: E402
 
 # The two builders: everything but the inputs differs.
 BUILDERS = [
@@ -185,14 +185,6 @@ def _tree_differences(first: Path, second: Path) -> list[str]:
 
     a, b = listing(first), listing(second)
     return sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _diffoscope(first: Path, second: Path, report: Path) -> str:
