@@ -253,6 +253,12 @@ def test_users_and_groups_are_written_with_a_private_shadow_in_the_tree_and_both
     assert entries["etc/shadow"][1] == (etc / "shadow").read_bytes()
     assert ext4_mode(disk, "/etc/shadow") & 0o7777 == 0o600
     assert ext4(disk, "cat /etc/group") == (etc / "group").read_text()
+    # alice's home is hers in both images (the tree on the build machine cannot chown without root).
+    from test_permissions import cpio_entries as owned_entries, ext4_entry
+
+    assert owned_entries(cpio)["home/alice"][1:] == (1000, 1000)
+    assert ext4_entry(disk, "/home/alice")[1:] == (1000, 1000)
+    assert owned_entries(cpio)["etc"][1:] == (0, 0)
 
 
 def test_account_mistakes_are_one_line_before_anything_runs(built):

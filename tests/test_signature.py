@@ -141,6 +141,7 @@ ROWS = {
     "file (target: a rendered file)": change_target_template,
     "overlay": add_overlay_file,
     "homes": add_user,
+    "home_owners (images)": add_user,
     "hook (post-build)": add_post_build_hook,
     "hook (post-image)": add_post_image_hook,
     "image_profile": change_image_profile,

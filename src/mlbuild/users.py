@@ -66,6 +66,13 @@ def home_of(user) -> str:
     return user.home or ("/root" if user.name == "root" else f"/home/{user.name}")
 
 
+def home_owners(config) -> dict[str, tuple[int, int]]:
+    """{home folder (relative): (uid, gid)} of the users whose home the target makes: the images give it to them."""
+    users, _ = accounts(config)
+    made = set(homes(config))
+    return {user["home"].lstrip("/"): (user["uid"], user["gid"]) for user in users if user["home"].lstrip("/") in made}
+
+
 def homes(config) -> list[str]:
     """Home folders to create in the target (relative paths), for users that ask for one."""
     return [home_of(user).lstrip("/") for user in config.users if user.create_home and home_of(user) != "/"]

@@ -3,7 +3,7 @@
 import stat
 from pathlib import Path
 
-from .. import hooks, image_profile
+from .. import hooks, image_profile, users
 from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..processes import run_in_group
@@ -54,13 +54,17 @@ class ImagesStep(Step):
 
     @property
     def owners(self) -> dict[str, tuple[int, int]]:
-        """{path: (uid, gid)} of the declared paths not owned by root:root; every other path is root's."""
-        return {path: (entry.uid, entry.gid) for path, (entry, _) in self.permissions.items() if (entry.uid, entry.gid) != (0, 0)}
+        """{path: (uid, gid)} not root:root: the users' home folders, then the recipes' declared paths; every other path is root's."""
+        owned = {**users.home_owners(self.project.config),
+                 **{path: (entry.uid, entry.gid) for path, (entry, _) in self.permissions.items()}}
+        return {path: owner for path, owner in owned.items() if owner != (0, 0)}
 
     def inputs(self) -> dict:
         declared = {path: [entry.mode, entry.uid, entry.gid] for path, (entry, _) in self.permissions.items()}
         return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd"), **self.dep_inputs(),
                 **({"permissions": declared} if declared else {}),
+                **({"home_owners": {home: list(owner) for home, owner in users.home_owners(self.project.config).items()}}
+                   if self.project.config.users else {}),
                 **image_profile.inputs(self), **hooks.inputs(self.project, "post-image")}
 
     def run(self, staging: Path, log) -> None:
