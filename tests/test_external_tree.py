@@ -124,3 +124,17 @@ def test_a_missing_external_folder_is_one_line(project):
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message
     assert message.startswith("mlbuild: configuration: external: ../not-there: no such folder"), message
     assert project.cli("check").stderr.startswith("mlbuild: configuration: external: ../not-there: no such folder")
+
+
+def test_an_external_trees_templates_target_is_an_overlay_after_the_projects_own(built):
+    layer = _layer(built)
+    _write(layer / "templates" / "target" / "etc" / "motd.j2", "welcome to {{ arch }}\n")
+    _write(layer / "templates" / "target" / "etc" / "hostname", "from-the-layer\n")  # replaces ours (a rendered .j2)
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.executed == x86("target", "images")
+    assert built.read("target/x86_64/etc/motd") == "welcome to x86_64\n"
+    assert built.read("target/x86_64/etc/hostname") == "from-the-layer\n"
+    _write(layer / "templates" / "target" / "etc" / "motd.j2", "hello {{ arch }}\n")
+    assert built.doit().executed == x86("target", "images")
+    assert built.read("target/x86_64/etc/motd") == "hello x86_64\n"

@@ -45,11 +45,16 @@ class TargetStep(Step):
 
     @cached_property
     def overlays(self) -> list[tuple[str, Path, list]]:
-        """(origin, folder, entries): the project's templates/target first, then the configuration's overlays in order."""
+        """(origin, folder, entries): the project's templates/target first, then each external tree's
+        templates/target (in configuration order), then the configuration's overlays in order."""
         found = []
         own = self.project.templates / "target"
         if own.is_dir():
             found.append(("templates/target", own, overlay.scan(own, "templates/target")))
+        for tree in self.project.trees[1:]:
+            theirs = tree.root / "templates" / "target"
+            if theirs.is_dir():
+                found.append((f"{tree.label}templates/target", theirs, overlay.scan(theirs, f"{tree.label}templates/target")))
         for relative in self.project.config.overlays:
             found.append((relative, self.project.root / relative, overlay.scan(self.project.root / relative, relative)))
         return found
@@ -61,7 +66,7 @@ class TargetStep(Step):
 
     @property
     def user_overlays(self) -> list:
-        """The configuration's overlays: they may replace any file (a later one wins)."""
+        """The external trees' templates/target and the configuration's overlays: they may replace any file (a later one wins)."""
         return self.overlays[len(self.own_overlay):]
 
     @cached_property
