@@ -53,6 +53,16 @@ def test_the_system_boots_to_a_shell_and_passes_the_guest_checks(built_system, a
         assert check in output
 
 
+def test_a_gzip_initramfs_boots_too(built_system):
+    """initramfs_compression=gzip: the kernel's other unpacker (CONFIG_RD_GZIP) boots the same system."""
+    code, _, output = doit("boottest:x86_64", "initramfs_compression=gzip", timeout=900)
+    assert code == 0, output[-5000:]
+    assert "shell ready" in output and "powered off" in output
+    assert (REPO / "build" / "images" / "x86_64" / "initramfs.cpio.gz").exists()
+    code, _, output = doit("build:images-x86_64")  # the default images again, for what follows
+    assert code == 0, output[-3000:]
+
+
 @pytest.mark.parametrize("arch", ARCHES)
 def test_the_target_is_static_and_complete(built_system, arch):
     root = REPO / "target" / arch

@@ -434,6 +434,8 @@ class Config(Strict):
     # What the images hold: runtime (no headers, static libraries, .map files, kernel image) or the full tree;
     # auto: full when a recipe in the arch's target needs it (image_profile = "full": a compiler), else runtime.
     image_profile: Literal["auto", "runtime", "full"] = "auto"
+    # The initramfs QEMU boots (compression.py): zstd, gzip (the kernel reads both) or the cpio as it is.
+    initramfs_compression: Literal["zstd", "gzip", "none"] = "zstd"
 
     _paths_inside = field_validator("overlays", "post_build", "post_image")(
         lambda values: [_inside_project(value) for value in values])

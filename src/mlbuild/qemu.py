@@ -13,7 +13,7 @@ from .accel import QEMU, Accelerator
 from .arches import ARCHES
 from .errors import InputError, MlbuildError
 from .models import GuestCheck, Recipe
-from .zstd import content_size
+from .compression import unpacked_size
 
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
 PANIC = re.compile(r"Kernel panic|end Kernel panic|Attempted to kill init")
@@ -72,7 +72,7 @@ def guest_memory_mib(initramfs: Path) -> int:
     if not initramfs.exists():
         return 256
     held = initramfs.stat().st_size
-    unpacked = content_size(initramfs) if initramfs.suffix == ".zst" else held
+    unpacked = unpacked_size(initramfs)
     size_mib = (held + unpacked) // 2**20
     return max(256, -(-(size_mib + 256) // 64) * 64)
 

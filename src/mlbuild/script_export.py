@@ -13,7 +13,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from . import hooks, image_profile, users, zstd
+from . import compression, hooks, image_profile, users
 from .errors import InputError
 from .graph import build_ancestors
 from .steps.build import BuildStep
@@ -321,8 +321,7 @@ class _Writer:
         out += [
             " cpio_entry $ino 0 1 0 0 'TRAILER!!!'\n",
             f") > {out_dir}/initramfs.cpio\n",
-            "# what QEMU boots: the same archive compressed (one thread: the same bytes as mlbuild's)\n",
-            f"zstd -q -{zstd.LEVEL} -T1 --no-progress -f {out_dir}/initramfs.cpio -o {out_dir}/initramfs.cpio.zst\n",
+            *self.compress(step, out_dir),
             "# the ext4 disk image: the same commands as mlbuild runs\n",
             f"size_mib=$(( $(find {root} -mindepth 1 -printf '%s\\n' | awk '{{s += $1}} END {{print s + 0}}') * 3 / 2 / 1048576 + 16 ))\n",
             "[ $size_mib -ge 32 ] || size_mib=32\n",
@@ -347,6 +346,17 @@ class _Writer:
             out.append(f"rm -rf {root}  # the runtime tree is not kept\n")
         out.append(self.hooks(step, "post-image", hooks.post_image_values(step, step.output), out_dir))
         return "".join(out)
+
+    @staticmethod
+    def compress(step, out_dir: str) -> list[str]:
+        """What QEMU boots: the cpio compressed by the very command mlbuild runs (compression.py)."""
+        kind = step.project.config.initramfs_compression
+        words = compression.command(kind, "SOURCE", "TARGET")
+        if words is None:
+            return ["# what QEMU boots: initramfs.cpio as it is (initramfs_compression = none)\n"]
+        line = " ".join(shlex.quote(word) for word in words)
+        line = line.replace("SOURCE", f"{out_dir}/initramfs.cpio").replace("TARGET", f"{out_dir}/{compression.booted(kind)}")
+        return ["# what QEMU boots: the same archive compressed (the same command and settings as mlbuild's)\n", line + "\n"]
 
     @staticmethod
     def runtime_tree(target: str, tree: str, kernels: set[str]) -> str:

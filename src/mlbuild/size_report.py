@@ -46,7 +46,7 @@ def measure(project, arch: str) -> dict:
     components[ASSEMBLY] = {"bytes": sum(rest.values()), "files": len(rest)}
     images = {}
     images_dir = project.steps[images_task(arch)].output
-    for image in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
+    for image in ("initramfs.cpio", "initramfs.cpio.zst", "initramfs.cpio.gz", "rootfs.ext4"):
         path = images_dir / image
         if path.exists():
             info = path.stat()

@@ -4,7 +4,7 @@ import sys
 
 from doit.exceptions import TaskFailed
 
-from . import accel
+from . import accel, compression
 from .boundary import EXPECTED, one_line
 from .errors import MlbuildError
 from .graph import images_task, target_task
@@ -98,7 +98,7 @@ def _boot_files(project, arch: str):
         raise MlbuildError(f"{target_task(arch)}: expected one recipe that declares the kernel to boot ([arch.{arch}] kernel = ...), found {which}")
     kernel = project.steps[target_task(arch)].output / kernels[0][1]
     images = project.steps[images_task(arch)].output
-    return kernel, images / "initramfs.cpio.zst", images / "rootfs.ext4"
+    return kernel, images / compression.booted(project.config.initramfs_compression), images / "rootfs.ext4"
 
 
 def _accelerator(project, arch: str, kernel):

@@ -8,7 +8,7 @@ from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..processes import run_in_group
 from ..trees import hash_tree
-from ..zstd import compress
+from .. import compression
 from ..signature import code_hash
 from .base import Step
 from ..reproducible import SOURCE_DATE_EPOCH
@@ -36,7 +36,10 @@ class ImagesStep(Step):
     def output(self) -> Path:
         return self.project.target_build_dir / "images" / self.arch
 
-    host_tools = ["mke2fs", "debugfs", "zstd"]
+    @property
+    def host_tools(self) -> list[str]:
+        program = compression.PROGRAMS[self.project.config.initramfs_compression]
+        return ["mke2fs", "debugfs", *([program] if program else [])]
 
     @property
     def root(self) -> Path:
@@ -61,7 +64,9 @@ class ImagesStep(Step):
 
     def inputs(self) -> dict:
         declared = {path: [entry.mode, entry.uid, entry.gid] for path, (entry, _) in self.permissions.items()}
-        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd"), **self.dep_inputs(),
+        kind = self.project.config.initramfs_compression
+        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd", "mlbuild.compression"), **self.dep_inputs(),
+                **({"initramfs_compression": kind} if kind != "zstd" else {}),
                 **({"permissions": declared} if declared else {}),
                 **({"home_owners": {home: list(owner) for home, owner in users.home_owners(self.project.config).items()}}
                    if self.project.config.users else {}),
@@ -72,8 +77,11 @@ class ImagesStep(Step):
         write_initramfs(self.root, staging / "initramfs.cpio", int(SOURCE_DATE_EPOCH), self.modes, DEVICES, self.owners)
         log(f"initramfs.cpio: {(staging / 'initramfs.cpio').stat().st_size} bytes")
         # What QEMU boots: a fraction of the size (the cpio stays, to inspect).
-        compress(staging / "initramfs.cpio", staging / "initramfs.cpio.zst")
-        log(f"initramfs.cpio.zst: {(staging / 'initramfs.cpio.zst').stat().st_size} bytes")
+        kind = self.project.config.initramfs_compression
+        booted = staging / compression.booted(kind)
+        compression.compress(kind, staging / "initramfs.cpio", booted)
+        if kind != "none":
+            log(f"{booted.name}: {booted.stat().st_size} bytes")
         self._ext4(staging / "rootfs.ext4", log)
         image_profile.finish(self)  # the runtime tree is not kept
         hooks.post_image(self, staging, log)
