@@ -38,7 +38,7 @@ def compress(kind: str, source: Path, target: Path) -> None:
     try:
         result = subprocess.run(words, capture_output=True, text=True)
     except FileNotFoundError:
-        raise MlbuildError(f"compressing {source.name}: no {PROGRAMS[kind]} program") from None
+        raise MlbuildError(f"compressing {source.name}: no {PROGRAMS[kind]} program (Debian/Ubuntu: apt-get install {PROGRAMS[kind]})") from None
     if result.returncode != 0:
         target.unlink(missing_ok=True)
         message = (result.stderr.strip().splitlines() or ["no message"])[-1]

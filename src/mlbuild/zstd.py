@@ -7,7 +7,6 @@ depends only on the input, the level and zstd's version), the input's size
 recorded in the frame header (read back by content_size).
 """
 
-import subprocess
 from pathlib import Path
 
 from .errors import MlbuildError
@@ -20,15 +19,9 @@ MAGIC = b"\x28\xb5\x2f\xfd"
 
 def compress(source: Path, target: Path) -> None:
     """Write target, the zstd frame of source; one line naming both if zstd fails."""
-    command = ["zstd", "-q", f"-{LEVEL}", "-T1", "--no-progress", "-f", str(source), "-o", str(target)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise MlbuildError(f"compressing {source.name}: no zstd program (Debian/Ubuntu: apt-get install zstd)") from None
-    if result.returncode != 0:
-        target.unlink(missing_ok=True)
-        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise MlbuildError(f"compressing {source} into {target.name}: zstd failed (exit status {result.returncode}): {message}")
+    from .compression import compress as compress_as  # compression.py holds the command of each kind
+
+    compress_as("zstd", source, target)
 
 
 def content_size(path: Path) -> int:
