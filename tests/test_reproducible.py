@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 
-from conftest import ARCH, EXTRA_C, base_environment, make_project, parse_tasks, x86
+from conftest import ARCH, EXTRA_C, REPO, base_environment, make_project, parse_tasks, x86
 
 from mlbuild.cpio import normal_mode, write_initramfs
 from mlbuild.steps.images import MODES
@@ -170,3 +170,19 @@ def test_normal_modes_keep_only_the_execute_bit_and_the_special_bits():
     assert normal_mode(stat.S_IFDIR | 0o700) == 0o755
     assert normal_mode(stat.S_IFDIR | 0o1700) == 0o1755
     assert normal_mode(stat.S_IFLNK | 0o777) == 0o777
+
+
+def test_every_build_script_of_the_project_maps_the_checkouts_paths_away():
+    """Each rendered build script (clang in the target and the host toolchain included) gives its compiles $PREFIX_MAP_FLAGS."""
+    from mlbuild.project import Project
+    from mlbuild.steps.build import BuildStep
+
+    project = Project(REPO, {"target_llvm": "1"}, environ={})
+    scripts = {step.name: step.script for step in project.steps.values() if isinstance(step, BuildStep)}
+    assert {"build:clang-arm64", "build:llvm-host", "build:linux-x86_64", "build:busybox-arm64"} <= scripts.keys()
+    missing = sorted(name for name, script in scripts.items() if "$PREFIX_MAP_FLAGS" not in script)
+    assert missing == []
+    for name in ("build:clang-arm64", "build:llvm-host"):  # in the flags CMake is given, not only in a comment
+        flags = [line for line in scripts[name].splitlines() if line.startswith('flags="')]
+        assert len(flags) == 1 and "$PREFIX_MAP_FLAGS" in flags[0], flags
+        assert '-DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags"' in scripts[name]
