@@ -14,6 +14,9 @@
                                                    alone against mlbuild's checked unpack
     scripts/benchmark.py reporting [--recipes 500]  the progress display, summary and statistics: no-op
                                                    and cold build against doit's own reporter
+    scripts/benchmark.py reporting-real [--arch x86_64] [--repeat 2]
+                                                   the same on the real small system of one arch: every
+                                                   build task runs again (ccache warm, no artifact cache)
 
 Each run replaces its own section of docs/performance.md (between marker comments).
 """
@@ -354,6 +357,42 @@ def bench_reporting(count: int, repeat: int) -> None:
     ])
 
 
+def bench_reporting_real(arch: str, repeat: int) -> None:
+    """The same comparison on the real small system of one arch: every build task runs again (ccache warm)."""
+    plain = {**environment(), "MLBUILD_PROGRESS": "plain", "MLBUILD_CACHE": "", "MLBUILD_TARGET_LLVM": "0"}
+    target = [f"build:images-{arch}"]
+    first = subprocess.run(doit("-n", "2", *target), cwd=REPO, env=plain, capture_output=True, text=True)
+    if first.returncode != 0:
+        sys.exit(f"benchmark: the first build failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
+    state = REPO / "build" / "state"
+    stamps = sorted(state.glob(f"build_*-{arch}.json"))  # fetch tasks stay done: unpacking is not the reporter's
+    figures: dict[str, list[tuple[float, float]]] = {"mlbuild": [], "console": []}
+    for index in range(repeat):
+        for label in (("mlbuild", "console") if index % 2 == 0 else ("console", "mlbuild")):
+            for stamp in stamps:
+                stamp.unlink(missing_ok=True)
+            extra = [] if label == "mlbuild" else ["--reporter", "console"]
+            figures[label].append(wall_and_cpu(doit("-n", "2", *extra, *target), REPO, plain))
+    lines = []
+    for index, name in ((0, "wall"), (1, "CPU")):
+        a, b = [f[index] for f in figures["mlbuild"]], [f[index] for f in figures["console"]]
+        ratios = [x / y for x, y in zip(a, b) if y]
+        lines.append(f"| cold `doit -n 2 build:images-{arch}`, {name} | {figure(a)} | {figure(b)} | "
+                     f"{statistics.median(ratios):.3f} (pairs {min(ratios):.3f}–{max(ratios):.3f}) | ≤ 1.02 |")
+    record(f"reporting {arch}", [
+        f"## Progress, summary and statistics: their overhead on the real {arch} small system",
+        "",
+        f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end. Command: `scripts/benchmark.py reporting-real"
+        f" --arch {arch} --repeat {repeat}`: every build task of the arch runs again ({len(stamps)} tasks; their stamps",
+        "removed, the work folders kept, ccache warm, no artifact cache), with mlbuild's reporter (plain lines)",
+        "against doit's own (`--reporter console`), alternating which goes first.",
+        "",
+        "| measure | mlbuild's reporter | doit's console reporter | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        *lines,
+    ])
+
+
 def bench_unpack(repeat: int) -> None:
     """The kernel tarball: GNU tar alone against mlbuild.unpack (checks in Python, GNU tar writing), alternated."""
     sys.path.insert(0, str(REPO / "src"))
@@ -410,7 +449,8 @@ def bench_unpack(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "unpack"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "unpack"])
+    parser.add_argument("--arch", default="x86_64", help="reporting-real: the arch whose small system is built")
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
     parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
@@ -426,6 +466,8 @@ def main() -> None:
         bench_unpack(args.repeat)
     elif args.what == "reporting":
         bench_reporting(min(args.recipes, 500), args.repeat)
+    elif args.what == "reporting-real":
+        bench_reporting_real(args.arch, args.repeat)
     else:
         bench_distribution()
 
