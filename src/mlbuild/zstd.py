@@ -2,9 +2,10 @@
 
 zstd rather than xz: about as small at the level used here, and it unpacks
 many times faster, which counts at every boot of an emulated guest holding a
-compiler. The `zstd` program does the work: one thread (its output then
-depends only on the input, the level and zstd's version), the input's size
-recorded in the frame header (read back by content_size).
+compiler. The `zstd` program does the work (compression.py runs it): one
+thread (its output then depends only on the input, the level and zstd's
+version), the input's size recorded in the frame header (read back by
+content_size).
 """
 
 from pathlib import Path
@@ -15,13 +16,6 @@ from .errors import MlbuildError
 # LLVM's binaries); its 4 MiB window is all the guest kernel allocates to unpack.
 LEVEL = 12
 MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def compress(source: Path, target: Path) -> None:
-    """Write target, the zstd frame of source; one line naming both if zstd fails."""
-    from .compression import compress as compress_as  # compression.py holds the command of each kind
-
-    compress_as("zstd", source, target)
 
 
 def content_size(path: Path) -> int:
