@@ -224,7 +224,7 @@ class Project:
         for folder in ("build", "target"):
             base = self.root / folder
             if base.exists():
-                found += [p for p in base.rglob("*") if p.name.endswith((".staging", ".old")) or p.name.endswith(".tmp")]
+                found += [p for p in base.rglob("*") if p.name.endswith((".staging", ".old", ".unpacking")) or p.name.endswith(".tmp")]
         return found
 
 

@@ -101,6 +101,9 @@ def test_a_fresh_clone_with_a_warm_cache_restores_every_task_and_runs_no_build_s
     assert f"restored from {cache.as_uri()}" in explain.stdout
     again = fresh.doit(f"cache={cache.as_uri()}")
     assert again.returncode == 0 and again.executed == set()
+    # Nothing was built, so no source was unpacked (lazy fetch): the tarballs were only verified.
+    assert [list(fresh.path(f"build/src/{name}").iterdir()) for name in ("hello", "app")] == [[], []]
+    assert "unpacked when a build needs it" in fresh.log("fetch:hello")
 
 
 def test_a_restored_file_gets_the_time_of_the_restore_not_the_archives(fresh, cache):
@@ -120,7 +123,29 @@ def test_after_a_restore_a_change_rebuilds_only_what_it_changes_and_pushes_it(fr
     assert restored(result) == set()
     assert "# running" in fresh.log("build:app-x86_64")
     assert fresh.run_binary("app") == "changed\n"
+    # The one build that ran unpacked its source first; the restored ones' sources stay packed.
+    assert "\nunpacking app-" in fresh.log("build:app-x86_64")
+    assert fresh.path("build/src/app/app.c").is_file() and list(fresh.path("build/src/hello").iterdir()) == []
+    assert fresh.leftovers() == []
     assert len([m for m in cache.glob("*/manifest.json")]) == len(CACHED) + 3  # the new app, target and images
+
+
+def test_mlbuild_unpack_gives_the_source_a_build_would_use_and_a_refetch_drops_it(fresh, cache):
+    url = cache.as_uri()
+    fresh.doit(f"cache={url}")
+    result = fresh.cli("unpack", "hello", env={"MLBUILD_CACHE": url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fetch:hello: build/src/hello"
+    assert sorted(p.name for p in fresh.path("build/src/hello").iterdir()) == ["extra.c", "hello.c"]
+    assert fresh.cli("unpack", "helo", env={"MLBUILD_CACHE": url}).stderr.strip() == (
+        "mlbuild: unpack: no recipe 'helo' (did you mean hello?)")
+    # A fetch that runs again replaces the tree: the next build that needs it unpacks anew.
+    fresh.stamp("fetch:hello").unlink()  # as `doit forget fetch:hello` does
+    rerun = fresh.doit(f"cache={url}", "fetch:hello")
+    assert rerun.executed == {"fetch:hello"} and list(fresh.path("build/src/hello").iterdir()) == []
+    fresh.update_recipe("hello", vars={"greeting": "Hi"})
+    assert fresh.doit(f"cache={url}").returncode == 0
+    assert "\nunpacking hello-" in fresh.log("build:hello-x86_64")
 
 
 def test_caches_are_tried_in_order_and_a_read_only_one_is_never_written(fresh, cache, tmp_path):

@@ -12,6 +12,7 @@ from . import graph_view, hooks, legal_info, mirror, sbom, script_export, size_r
 from .artifacts import commands as cache_commands
 from .signature import decide, is_up_to_date
 from .project import Project
+from .tree_lock import TreeLock
 from .render import environment, language_of, raw_expansion_message, raw_expansions
 from .steps.build import BuildStep, option_text
 
@@ -93,6 +94,26 @@ def cmd_explain(project: Project, args) -> int:
     return 0
 
 
+def cmd_unpack(project: Project, args) -> int:
+    """Unpack and patch a recipe's source into build/src/ without building (the build does it when it needs it)."""
+    from .execution import execute
+    from .graph import fetch_task
+    from .run_logs import Log
+
+    for name in args.recipes:
+        recipe = project.recipes.get(name)
+        if recipe is None:
+            close = difflib.get_close_matches(name, list(project.recipes), n=1)
+            raise InputError(f"unpack: no recipe {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        step = project.steps[fetch_task(recipe)]
+        if not is_up_to_date(step):
+            execute(step)  # download and verify first, under the tree lock, as `doit fetch:<name>` would
+        TreeLock(project.build_dir / ".lock").acquire()
+        with Log(project.new_log(f"unpack:{step.recipe.name}")) as log:
+            print(f"{step.name}: {project.relative(step.ensure_source(log))}")
+    return 0
+
+
 def _print_options(project: Project, step) -> None:
     """The options a build task reacts to (its recipe declares them), with their values now."""
     if isinstance(step, BuildStep) and step.options:
@@ -116,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
     cache_commands.add_parser(commands)
+    unpack = commands.add_parser("unpack", help=cmd_unpack.__doc__)
+    unpack.add_argument("recipes", nargs="+", help="recipe names, e.g. linux (clang unpacks llvm-project, its source)")
     # key=value settings, as on doit's command line (`mlbuild size arm64 target_llvm=0`).
     argv = sys.argv[1:] if argv is None else argv
     settings = dict(item.split("=", 1) for item in argv if re.match(r"^[a-z_][a-z0-9_]*=", item))
     args = parser.parse_args([item for item in argv if not re.match(r"^[a-z_][a-z0-9_]*=", item)])
-    handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run}
+    handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run, "unpack": cmd_unpack}
     try:
         project = Project(find_root(Path(args.directory).resolve()), settings)
         return (getattr(args, "handler", None) or handlers[args.command])(project, args)

@@ -8,31 +8,11 @@ import time
 from .errors import MlbuildError
 from .host_tools import check_host_tools
 from .processes import running_task, stop_leftovers
+from .run_logs import Log
 from .artifacts import push_built, restore_or_run
 from .signature import is_up_to_date
 from .tree_lock import TreeLock
 from .trees import remove_tree, replace_tree
-
-
-class Log:
-    """A task's log file: call it with a line; subprocesses write to .file."""
-
-    def __init__(self, path):
-        self.path = path
-        self.file = open(path, "w")
-
-    def __call__(self, line: str) -> None:
-        self.file.write(line.rstrip("\n") + "\n")
-        self.file.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-
-    def tail(self, lines: int = 20) -> list[str]:
-        return self.path.read_text(errors="replace").splitlines()[-lines:]
 
 
 def execute(step) -> None:

@@ -66,3 +66,24 @@ def _point(link: Path, target: Path) -> None:
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(target)
     os.replace(temporary, link)
+
+
+class Log:
+    """A task's log file: call it with a line; subprocesses write to .file."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = open(path, "w")
+
+    def __call__(self, line: str) -> None:
+        self.file.write(line.rstrip("\n") + "\n")
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return self.path.read_text(errors="replace").splitlines()[-lines:]

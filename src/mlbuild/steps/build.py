@@ -13,6 +13,7 @@ from ..errors import MlbuildError
 from ..graph import build_ancestors, fetch_task
 from .. import external, remote_compile, sandbox
 from ..render import render
+from ..run_logs import Log
 from ..reproducible import BUILD_ENVIRONMENT, prefix_map_flags
 from ..signature import render_key
 from ..toolchain import llvm_bin, toolchain_identity
@@ -175,13 +176,21 @@ class BuildStep(Step):
             self.project.render_cache.put(self.name, key, hashes)
         return hashes
 
+    @property
+    def source(self):
+        """The fetch step of the source this recipe builds (its own, or the recipe it takes it from)."""
+        return self.project.steps[fetch_task(self.recipe)]
+
     def run(self, staging: Path, log) -> None:
+        self.source.ensure_source(log)  # a lazy fetch leaves the unpack to the first build that needs it
         run(self.spec(staging), log, self.project.relative)
 
     def run_action(self, action: str) -> int:
         """Run the script with MLBUILD_ACTION=action (menuconfig) on the caller's terminal.
 
         Nothing is committed: such a run never makes the task up to date."""
+        with Log(self.project.new_log(f"unpack:{self.source.recipe.name}")) as log:
+            self.source.ensure_source(log)
         with tempfile.TemporaryDirectory(dir=self.project.build_dir) as staging:
             return run_on_terminal(self.spec(Path(staging)), action)
 
@@ -220,7 +229,7 @@ class BuildStep(Step):
         config = self.project.config
         tools = llvm_bin(config, self.is_host)
         package_root = Path(__file__).resolve().parents[2]
-        source = self.project.steps[fetch_task(self.recipe)].output
+        source = self.source.output
         work = self.work
         return {
             **BUILD_ENVIRONMENT,

@@ -1,5 +1,12 @@
 """fetch:<recipe>: download (or take from the cache), verify, unpack and patch a source.
 
+With an artifact cache configured, the unpack waits until a build needs the source
+(ensure_source): a build restored from the cache never does, and a fresh clone
+against a warm cache unpacks no kernel or llvm-project at all, as BitBake skips
+do_unpack under sstate. Without one, every consumer will build, so fetch unpacks
+at once. The output hash is the same either way: a function of the checksums and
+patches, not of the tree.
+
 With a local source override (source_override.py) it copies the user's folder instead:
 no download, no checksum and, as Buildroot does for <PKG>_OVERRIDE_SRCDIR, no patches:
 the folder is the source as the user wants it built.
@@ -7,12 +14,13 @@ the folder is the source as the user wants it built.
 
 import hashlib
 import subprocess
+import threading
 from functools import cached_property
 from pathlib import Path
 
 from ..errors import MlbuildError
 from ..source_override import SKIP
-from ..trees import copy_tree, remove_tree
+from ..trees import copy_tree, remove_tree, replace_tree, write_atomic
 from ..unpack import unpack
 from .base import Step
 
@@ -26,6 +34,9 @@ class FetchStep(Step):
         super().__init__(project, name)
         self.recipe = recipe
         self.doc = f"download and unpack {recipe.name} {recipe.version}"
+        if self.lazy:
+            self.doc = f"download and verify {recipe.name} {recipe.version} (unpacked when a build needs it)"
+        self._unpacking = threading.Lock()  # doit's threads: two builds of one source unpack it once
         if self.override:
             self.doc = f"copy {recipe.name}'s source from the local override {self.override.text}"
 
@@ -37,6 +48,17 @@ class FetchStep(Step):
     @property
     def output(self) -> Path:
         return self.project.build_dir / "src" / self.recipe.name
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the unpack waits for the first build that needs the source (see the module's doc)."""
+        return not self.override and bool(self.project.config.cache)
+
+    @property
+    def _unpacked_marker(self) -> Path:
+        # Beside the tree, not in it: the build sees the source as released. Written after the
+        # tree is in place, holding the output hash it was unpacked for.
+        return self.output.with_name(f".{self.recipe.name}.unpacked")
 
     def _patches(self) -> list[Path]:
         folder = self.project.recipe_folder(self.recipe.name)
@@ -74,15 +96,45 @@ class FetchStep(Step):
                 remove_tree(staging)  # no half-copied tree is left behind
                 raise
             return
+        self._unpacked_marker.unlink(missing_ok=True)  # the tree is replaced: unpack again when needed
+        archive, source = self._download(log)
+        if self.lazy:
+            log(f"{archive.name} verified; unpacked when a build needs it (an artifact cache may make that never)")
+            return
+        staging.rmdir()  # made by the engine; unpack wants a folder that does not exist yet
+        self._unpack(archive, source, staging, log)
+
+    def _download(self, log):
+        """The verified tarball in the download cache, and the recipe's source entry it is."""
         config = self.project.config
         from ..download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
 
         # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
         archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,
                         say=lambda line: print(f"mlbuild: {line}", flush=True))
-        self.fetched_sha256 = archive.parent.name
-        source = next(s for s in self.recipe.sources if s.sha256 == self.fetched_sha256)
-        staging.rmdir()
+        return archive, next(s for s in self.recipe.sources if s.sha256 == archive.parent.name)
+
+    def ensure_source(self, log) -> Path:
+        """The unpacked source, unpacked and patched now if the fetch left that for later."""
+        with self._unpacking:
+            if self.override or not self.lazy or self._is_unpacked():
+                return self.output
+            staging = self.output.with_name(f".{self.recipe.name}.unpacking")
+            remove_tree(staging)
+            archive, source = self._download(log)
+            self._unpack(archive, source, staging, log)
+            replace_tree(staging, self.output)
+            write_atomic(self._unpacked_marker, self._tree_identity().encode())
+            return self.output
+
+    def _is_unpacked(self) -> bool:
+        try:
+            return self._unpacked_marker.read_text() == self._tree_identity() and self.output.is_dir()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return False
+
+    def _unpack(self, archive: Path, source, staging: Path, log) -> None:
+        """Unpack and patch into staging, which must not exist; nothing is left there on a failure."""
         log(f"unpacking {archive.name}")
         # unpack removes staging itself when it refuses the archive; a failed patch removes it here:
         # no half-unpacked or half-patched tree is ever left behind.
@@ -104,5 +156,10 @@ class FetchStep(Step):
     def output_hash(self, folder: Path) -> str:
         if self.override:
             return self.copied_hash  # trees.hash_tree of the copy: the folder's hash, taken just before copying
-        # The tree is a pure function of the tarball and the patches: hashing 1.5 GB of kernel is not needed.
-        return hashlib.sha256(f"{self.fetched_sha256} {sorted(self.inputs().items())}".encode()).hexdigest()
+        return self._tree_identity()
+
+    def _tree_identity(self) -> str:
+        # The tree is a pure function of the release and the patches: hashing 1.5 GB of kernel is not
+        # needed, and it is known before anything is unpacked. The same for every alternative tarball
+        # (inputs()), so trees that fetched the release from different places share cache entries.
+        return hashlib.sha256(f"source {sorted(self.inputs().items())}".encode()).hexdigest()
