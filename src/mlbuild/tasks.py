@@ -71,7 +71,7 @@ def step_task(step) -> dict:
 
 def group_tasks(project, basename: str):
     """doit tasks of one group (fetch, build), with a documented group task first."""
-    docs = {"fetch": "download, verify and unpack sources", "build": "build components, targets and images"}
+    docs = {"fetch": "download and verify sources (unpacked when a build needs them)", "build": "build components, targets and images"}
     yield {"basename": basename, "name": None, "doc": docs[basename]}
     for step in project.ordered_steps():
         if step.name.startswith(basename + ":"):
