@@ -13,7 +13,8 @@ PACKAGES=(
   xz-utils bzip2 cpio e2fsprogs file zstd                        # sources and images (zstd: the initramfs)
   qemu-system-x86 qemu-system-arm qemu-user-static               # booting the targets, running their programs
   graphviz                                                       # mlbuild graph → SVG
-  diffoscope-minimal                                             # scripts/reproducibility.py: why two builds differ
+  diffoscope-minimal faketime                                    # scripts/reproducibility.py: why two builds differ; a shifted clock
+  bubblewrap                                                     # sandbox = auto|on: build steps without network or undeclared paths
   nginx-light redis-server distcc                                # artifact cache (WebDAV), ccache remote storage, distcc: tests start them on loopback
   python3-venv
 )
