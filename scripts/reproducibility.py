@@ -2,11 +2,16 @@
 """Build the small systems twice, as differently as one machine allows, and compare the results byte for byte.
 
     scripts/reproducibility.py [--arches x86_64 arm64] [--work DIR] [--rev HEAD] [--separate-ccache] [--resume]
+                               [--other-user NAME | --same-user] [--shift-clock +3d | --real-clock]
 
 Two fresh clones of this repository (at --rev) in two different absolute paths, each with its
 own build folders, build `build:images-<arch>` with MLBUILD_TARGET_LLVM=0 and no artifact cache:
 the first under umask 022, TZ=UTC and a UTF-8 locale, the second under umask 077,
-TZ=Asia/Tokyo and the POSIX locale, minutes later. ccache is the shared one unless
+TZ=Asia/Tokyo and the POSIX locale, minutes later; run as root, the second build runs as
+another user (--other-user, created as a system user if missing; its own Python venv from
+the system's python3, its own HOME, a copy of the ccache), and, where Debian's faketime is
+installed, with the clock shifted (--shift-clock, default three days ahead, libfaketime
+under every process of the build). ccache is the shared one unless
 --separate-ccache (then both start from an empty cache of their own: much slower). The unpacked
 sources are inputs, not results: the second clone gets hard links to the first's (fetch tasks
 and their stamps), which saves unpacking 3.4 GB again. --resume keeps the clones of an
@@ -22,6 +27,7 @@ everything is identical.
 import argparse
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -52,7 +58,14 @@ def main() -> int:
     parser.add_argument("--rev", default="HEAD", help="the commit both clones build (default: HEAD)")
     parser.add_argument("--separate-ccache", action="store_true", help="an empty ccache for each build")
     parser.add_argument("--resume", action="store_true", help="carry on with the clones of an interrupted run")
+    parser.add_argument("--other-user", default="mlbuild-repro", help="the second build's user (root only; default mlbuild-repro)")
+    parser.add_argument("--same-user", action="store_true", help="both builds as the caller")
+    parser.add_argument("--shift-clock", default="+3d", help="faketime's offset for the second build (default +3d)")
+    parser.add_argument("--real-clock", action="store_true", help="no faketime")
     args = parser.parse_args()
+    other = None if args.same_user or os.geteuid() != 0 else _other_user(args.other_user)
+    shift = None if args.real_clock or shutil.which("faketime") is None else args.shift_clock
+    BUILDERS[1].update(user=args.other_user if other else None, clock=shift)
     work = args.work.resolve()
     rev = _git("rev-parse", args.rev).strip()
     if not args.resume:
@@ -70,8 +83,12 @@ def main() -> int:
             subprocess.run(["git", "checkout", "-q", rev], cwd=root, check=True)
         if roots:
             _share_sources(roots[0], root)
-        seconds = _build(root, builder, args.arches, work / f"build-{number}.log",
-                         work / f"ccache-{number}" if args.separate_ccache else None)
+        ccache = work / f"ccache-{number}" if args.separate_ccache else None
+        python = sys.executable
+        if builder.get("user"):
+            python, ccache = _as_other_user(root, work, number, other, ccache)
+        seconds = _build(root, builder, args.arches, work / f"build-{number}.log", ccache, python,
+                         other if builder.get("user") else None)
         roots.append(root)
         timings.append(round(seconds))
         print(f"reproducibility: build {number} in {root} ({timings[-1]} s)", flush=True)
@@ -126,17 +143,67 @@ def _share_sources(first: Path, second: Path) -> None:
         shutil.copy2(stamp, second / "build" / "state" / stamp.name)
 
 
-def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path | None) -> float:
+def _other_user(name: str) -> tuple[int, int]:
+    """uid and gid of the second builder, a system user made now if there is none."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+        entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _as_other_user(root: Path, work: Path, number: int, owner: tuple[int, int], ccache: Path | None) -> tuple[str, Path]:
+    """Give the other user the clone (not the shared sources: read-only for it), a venv and a ccache of its own.
+
+    The venv comes from the system's python3: the caller's may live below a home folder no one else may enter."""
+    venv = work / f"venv-{number}"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", str(root)], check=True)
+    if ccache is None:  # the shared ccache, as a copy the other user may write
+        ccache = work / f"ccache-{number}"
+        if not ccache.exists():
+            default = Path(os.environ.get("MLBUILD_CCACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlbuild" / "ccache")
+            if default.is_dir():
+                subprocess.run(["cp", "-a", str(default), str(ccache)], check=True)
+    for folder in (ccache, work / f"home-{number}"):
+        folder.mkdir(parents=True, exist_ok=True)
+    uid, gid = owner
+    shared = root / "build" / "src"
+    for folder in (root, venv, ccache, work / f"home-{number}"):
+        subprocess.run(["find", str(folder), "-path", str(shared), "-prune", "-o", "-exec", "chown", "-h", f"{uid}:{gid}", "{}", "+"],
+                       check=True)
+    return str(venv / "bin" / "python"), ccache
+
+
+def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path | None, python: str = sys.executable,
+           owner: tuple[int, int] | None = None) -> float:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLBUILD_", "CCACHE_", "LC_"))}
     environment.update(builder["env"])
     environment.update(MLBUILD_TARGET_LLVM="0", MLBUILD_CACHE="", MLBUILD_ARCHES=" ".join(arches), MLBUILD_PROGRESS="plain")
     if ccache is not None:
         environment["MLBUILD_CCACHE_DIR"] = str(ccache)
-    command = [sys.executable, "-m", "doit", "-n", "2", *(f"build:images-{arch}" for arch in arches)]
+    command = [python, "-m", "doit", "-n", "2", *(f"build:images-{arch}" for arch in arches)]
+    if builder.get("clock"):
+        command = ["faketime", "-f", builder["clock"], *command]
+    if owner:
+        home = log.parent / f"home-{log.stem.split('-')[-1]}"
+        environment.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), USER=builder["user"], LOGNAME=builder["user"])
+
+    def become_builder():
+        if owner:
+            os.setgroups([])
+            os.setgid(owner[1])
+            os.setuid(owner[0])
+        os.umask(builder["umask"])
+
     started = time.monotonic()
     with open(log, "a") as output:
+        if owner:
+            os.chown(log, *owner)
         status = subprocess.run(command, cwd=root, env=environment, stdout=output, stderr=subprocess.STDOUT,
-                                preexec_fn=lambda: os.umask(builder["umask"])).returncode
+                                preexec_fn=become_builder).returncode
     if status != 0:
         sys.exit(f"reproducibility: the build in {root} failed (exit status {status}); log: {log}")
     return time.monotonic() - started
