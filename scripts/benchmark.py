@@ -17,6 +17,9 @@
     scripts/benchmark.py reporting-real [--arch x86_64] [--repeat 2]
                                                    the same on the real small system of one arch: a cold
                                                    build (work folders removed, ccache warm, no artifact cache)
+    scripts/benchmark.py sandbox-real [--arch x86_64] [--repeat 2]
+                                                   that cold build with every build script under bubblewrap
+                                                   against without (sandbox=on against off)
 
 Each run replaces its own section of docs/performance.md (between marker comments).
 """
@@ -357,39 +360,52 @@ def bench_reporting(count: int, repeat: int) -> None:
     ])
 
 
-def bench_reporting_real(arch: str, repeat: int) -> None:
-    """The same comparison on a cold build of the real small system of one arch (ccache warm, no artifact cache)."""
+# Two ways of running the same cold build of one arch's small system, compared side by side:
+# (label, extra doit arguments, extra environment) of A, then of B, and what the section says.
+COLD_PAIRS = {
+    "reporting": (("mlbuild's reporter", [], {}), ("doit's console reporter", ["--reporter", "console"], {}),
+                  "Progress, summary and statistics: their overhead", "with mlbuild's reporter (plain lines) against doit's own "
+                  "(`--reporter console`)"),
+    "sandbox": (("sandbox on", [], {"MLBUILD_SANDBOX": "on"}), ("sandbox off", [], {"MLBUILD_SANDBOX": "off"}),
+                "The sandbox: its overhead", "with every build script under bubblewrap (`sandbox=on`) against none "
+                "(`sandbox=off`)"),
+}
+
+
+def bench_cold_pair(kind: str, arch: str, repeat: int) -> None:
+    """A cold build of the real small system of one arch two ways (ccache warm, no artifact cache), alternating."""
+    (label_a, args_a, env_a), (label_b, args_b, env_b), title, how = COLD_PAIRS[kind]
     plain = {**environment(), "MLBUILD_PROGRESS": "plain", "MLBUILD_CACHE": "", "MLBUILD_TARGET_LLVM": "0"}
     target = [f"build:images-{arch}"]
     first = subprocess.run(doit("-n", "2", *target), cwd=REPO, env=plain, capture_output=True, text=True)
     if first.returncode != 0:
         sys.exit(f"benchmark: the first build failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
     state = REPO / "build" / "state"
-    stamps = sorted(state.glob(f"build_*-{arch}.json"))  # fetch tasks stay done: unpacking is not the reporter's
-    figures: dict[str, list[tuple[float, float]]] = {"mlbuild": [], "console": []}
+    stamps = sorted(state.glob(f"build_*-{arch}.json"))  # fetch tasks stay done: unpacking is the same for both
+    figures: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
     for index in range(repeat):
-        for label in (("mlbuild", "console") if index % 2 == 0 else ("console", "mlbuild")):
+        for label in (("a", "b") if index % 2 == 0 else ("b", "a")):
             for stamp in stamps:
                 stamp.unlink(missing_ok=True)
             for folder in [*(REPO / "build" / "work").glob(f"*-{arch}"), *(REPO / "build" / "out").glob(f"*-{arch}")]:
                 shutil.rmtree(folder)  # cold: every compile runs again (through the warm ccache)
-            extra = [] if label == "mlbuild" else ["--reporter", "console"]
-            figures[label].append(wall_and_cpu(doit("-n", "2", *extra, *target), REPO, plain))
+            extra, env = (args_a, env_a) if label == "a" else (args_b, env_b)
+            figures[label].append(wall_and_cpu(doit("-n", "2", *extra, *target), REPO, {**plain, **env}))
     lines = []
     for index, name in ((0, "wall"), (1, "CPU")):
-        a, b = [f[index] for f in figures["mlbuild"]], [f[index] for f in figures["console"]]
+        a, b = [f[index] for f in figures["a"]], [f[index] for f in figures["b"]]
         ratios = [x / y for x, y in zip(a, b) if y]
         lines.append(f"| cold `doit -n 2 build:images-{arch}`, {name} | {figure(a)} | {figure(b)} | "
-                     f"{statistics.median(ratios):.3f} (pairs {min(ratios):.3f}–{max(ratios):.3f}) | ≤ 1.02 |")
-    record(f"reporting {arch}", [
-        f"## Progress, summary and statistics: their overhead on the real {arch} small system",
+                     f"{statistics.median(ratios):.3f} (pairs {min(ratios):.3f}–{max(ratios):.3f}) | "
+                     f"{'≤ 1.02' if kind == 'reporting' else '≤ 1.03'} |")
+    record(f"{kind} {arch}", [
+        f"## {title} on the real {arch} small system",
         "",
-        f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end. Command: `scripts/benchmark.py reporting-real"
+        f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end. Command: `scripts/benchmark.py {kind}-real"
         f" --arch {arch} --repeat {repeat}`: a cold build of the arch's {len(stamps)} build tasks (their stamps, work and",
-        "output folders removed; the sources stay unpacked, ccache is warm, no artifact cache), with mlbuild's reporter (plain lines)",
-        "against doit's own (`--reporter console`), alternating which goes first.",
+        f"output folders removed; the sources stay unpacked, ccache is warm, no artifact cache), {how}, alternating which goes first.",
         "",
-        "| measure | mlbuild's reporter | doit's console reporter | ratio | target |",
+        f"| measure | {label_a} | {label_b} | ratio | target |",
         "| --- | --- | --- | --- | --- |",
         *lines,
     ])
@@ -451,8 +467,8 @@ def bench_unpack(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "unpack"])
-    parser.add_argument("--arch", default="x86_64", help="reporting-real: the arch whose small system is built")
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "unpack"])
+    parser.add_argument("--arch", default="x86_64", help="reporting-real, sandbox-real: the arch whose small system is built")
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
     parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
@@ -468,8 +484,8 @@ def main() -> None:
         bench_unpack(args.repeat)
     elif args.what == "reporting":
         bench_reporting(min(args.recipes, 500), args.repeat)
-    elif args.what == "reporting-real":
-        bench_reporting_real(args.arch, args.repeat)
+    elif args.what in ("reporting-real", "sandbox-real"):
+        bench_cold_pair(args.what.removesuffix("-real"), args.arch, args.repeat)
     else:
         bench_distribution()
 
