@@ -136,7 +136,7 @@ def test_mlbuild_unpack_gives_the_source_a_build_would_use_and_a_refetch_drops_i
     result = fresh.cli("unpack", "hello", env={"MLBUILD_CACHE": url})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "fetch:hello: build/src/hello"
-    assert sorted(p.name for p in fresh.path("build/src/hello").iterdir()) == ["extra.c", "hello.c"]
+    assert sorted(p.name for p in fresh.path("build/src/hello").iterdir()) == [".mlbuild-unpacked", "extra.c", "hello.c"]
     assert fresh.cli("unpack", "helo", env={"MLBUILD_CACHE": url}).stderr.strip() == (
         "mlbuild: unpack: no recipe 'helo' (did you mean hello?)")
     # A fetch that runs again replaces the tree: the next build that needs it unpacks anew.
@@ -146,6 +146,20 @@ def test_mlbuild_unpack_gives_the_source_a_build_would_use_and_a_refetch_drops_i
     fresh.update_recipe("hello", vars={"greeting": "Hi"})
     assert fresh.doit(f"cache={url}").returncode == 0
     assert "\nunpacking hello-" in fresh.log("build:hello-x86_64")
+
+
+def test_a_source_left_packed_under_a_cache_is_unpacked_when_the_cache_is_turned_off(fresh, cache):
+    assert fresh.doit(f"cache={cache.as_uri()}").returncode == 0
+    assert list(fresh.path("build/src/app").iterdir()) == []
+    fresh.update_recipe("app", vars={"message": "no cache"})
+    result = fresh.doit("cache=")  # fetch:app stays up to date: its tree is still to be unpacked
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fetch:app" not in result.executed and "\nunpacking app-" in fresh.log("build:app-x86_64")
+    assert fresh.run_binary("app") == "no cache\n"
+    # Unpacked once: the cache turned on again does not unpack it again.
+    fresh.update_recipe("app", vars={"message": "cache again"})
+    assert fresh.doit(f"cache={cache.as_uri()}").returncode == 0
+    assert "unpacking" not in fresh.log("build:app-x86_64")
 
 
 def test_caches_are_tried_in_order_and_a_read_only_one_is_never_written(fresh, cache, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import MlbuildError
 from ..source_override import SKIP
-from ..trees import copy_tree, remove_tree, replace_tree, write_atomic
+from ..trees import copy_tree, remove_tree, replace_tree
 from ..unpack import unpack
 from .base import Step
 
@@ -54,11 +54,9 @@ class FetchStep(Step):
         """Whether the unpack waits for the first build that needs the source (see the module's doc)."""
         return not self.override and bool(self.project.config.cache)
 
-    @property
-    def _unpacked_marker(self) -> Path:
-        # Beside the tree, not in it: the build sees the source as released. Written after the
-        # tree is in place, holding the output hash it was unpacked for.
-        return self.output.with_name(f".{self.recipe.name}.unpacked")
+    # In the tree, so that it is committed with it by the same rename: a tree holds it only once it is
+    # whole, and a fetch that unpacked at once (no cache) is known as unpacked after the cache is turned on.
+    MARKER = ".mlbuild-unpacked"
 
     def _patches(self) -> list[Path]:
         folder = self.project.recipe_folder(self.recipe.name)
@@ -96,7 +94,6 @@ class FetchStep(Step):
                 remove_tree(staging)  # no half-copied tree is left behind
                 raise
             return
-        self._unpacked_marker.unlink(missing_ok=True)  # the tree is replaced: unpack again when needed
         archive, source = self._download(log)
         if self.lazy:
             log(f"{archive.name} verified; unpacked when a build needs it (an artifact cache may make that never)")
@@ -117,20 +114,21 @@ class FetchStep(Step):
     def ensure_source(self, log) -> Path:
         """The unpacked source, unpacked and patched now if the fetch left that for later."""
         with self._unpacking:
-            if self.override or not self.lazy or self._is_unpacked():
+            # Checked whatever the mode: a fetch made while a cache was configured left no tree, and
+            # the cache may have been turned off since.
+            if self.override or self._is_unpacked():
                 return self.output
             staging = self.output.with_name(f".{self.recipe.name}.unpacking")
             remove_tree(staging)
             archive, source = self._download(log)
             self._unpack(archive, source, staging, log)
             replace_tree(staging, self.output)
-            write_atomic(self._unpacked_marker, self._tree_identity().encode())
             return self.output
 
     def _is_unpacked(self) -> bool:
         try:
-            return self._unpacked_marker.read_text() == self._tree_identity() and self.output.is_dir()
-        except (FileNotFoundError, UnicodeDecodeError):
+            return (self.output / self.MARKER).read_text() == self._tree_identity()
+        except (OSError, UnicodeDecodeError):
             return False
 
     def _unpack(self, archive: Path, source, staging: Path, log) -> None:
@@ -149,6 +147,7 @@ class FetchStep(Step):
                 if result.returncode != 0:
                     where = self.project.recipe_label(self.recipe.name).removesuffix(".toml")
                     raise MlbuildError(f"fetch:{self.recipe.name}: patch {where}/{patch.name} does not apply")
+            (staging / self.MARKER).write_text(self._tree_identity())  # last: the tree is whole
         except BaseException:
             remove_tree(staging)
             raise
