@@ -160,3 +160,22 @@ def test_a_hostile_tarball_fails_its_fetch_through_doit_and_writes_nothing_outsi
     assert result.executed == {"fetch:hello"}
     assert [p for p in project.root.parent.rglob("evil.c")] == []
     assert not project.stamp("fetch:hello").exists()
+
+
+def test_a_hostile_tarball_unpacked_lazily_fails_the_build_that_needs_it_and_leaves_nothing(project, tmp_path):
+    """With an artifact cache the fetch only verifies; the refusal comes from the build that unpacks."""
+    tarball = project.tarballs / "hello-evil.tar.gz"
+    make_tarball(tarball, {"hello.c": "int main;", "../../../evil.c": "evil"}, "hello-1.0")
+    project.update_recipe("hello", sources=[{"url": tarball.as_uri(), "sha256": sha256_of(tarball)}])
+    (tmp_path / "cache").mkdir()
+
+    result = project.doit(f"cache={(tmp_path / 'cache').as_uri()}", "build:hello-x86_64")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert ("build:hello-x86_64: fetch:hello: hello-evil.tar.gz: refusing member 'hello-1.0/../../../evil.c': "
+            "its path leaves the destination") in output
+    assert "Traceback" not in output
+    assert [p for p in project.root.parent.rglob("evil.c")] == []
+    assert project.stamp("fetch:hello").exists() and not project.stamp("build:hello-x86_64").exists()
+    assert [p.name for p in project.path("build/src").iterdir() if p.name != "app"] == ["hello"]
+    assert list(project.path("build/src/hello").iterdir()) == [] and project.leftovers() == []

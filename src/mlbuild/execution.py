@@ -55,7 +55,12 @@ def _execute(step) -> None:
         stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None), restored_from=restored_from)
         if restored_from is None:
             push_built(step, inputs, output_hash, time.monotonic() - started)
-    except OSError as error:
-        if error.filename is None:  # a write to an open file (log, output) names no path: name the folder
+    except BaseException as error:
+        if isinstance(error, OSError) and error.filename is None:
+            # A write to an open file (log, output) names no path: name the folder.
             error.filename = str(staging if staging.exists() else step.output.parent)
+        try:
+            remove_tree(staging)  # failed or interrupted: the old output stays, nothing half-made beside it
+        except OSError:
+            pass  # the error that stopped the task is the one to report
         raise
