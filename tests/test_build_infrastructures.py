@@ -80,7 +80,7 @@ def test_cmake_uses_a_cache_file_afresh_and_appends_the_recipes_options():
 
 
 def test_the_components_extend_the_infrastructures():
-    for component, infrastructure in [("linux", "kconfig"), ("busybox", "kconfig"),
+    for component, infrastructure in [("linux", "kconfig"), ("busybox", "kconfig"), ("toybox", "kconfig"),
                                       ("compiler-rt", "cmake"), ("llvm-runtimes", "cmake")]:
         source = (TEMPLATES / "build" / f"{component}.sh.j2").read_text()
         assert f'{{% extends "build/infra/{infrastructure}.sh.j2"' in source, component

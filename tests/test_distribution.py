@@ -198,3 +198,22 @@ def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built
     assert result.returncode == 1
     assert ("qemu.config:1: CONFIG_VIRTIO_BLK=y was dropped (got not set): it depends on BLK_DEV, which is n; "
             "add CONFIG_BLK_DEV=y") in result.stderr, result.stderr
+
+
+# Last in this module: the toybox system takes over target/ and build/images/, and gives them back.
+def test_the_toybox_userland_builds_boots_and_passes_its_checks_on_both_arches(built_system):
+    """userland=toybox: toybox instead of busybox, the same kernel, musl and /etc; switching back rebuilds no component."""
+    for arch in ARCHES:
+        code, executed, output = doit(f"boottest:{arch}", "userland=toybox", timeout=1800)
+        assert code == 0, output[-5000:]
+        assert not any("busybox" in task for task in executed)
+        for check in ("shell ready", "kernel: Linux", "commands:", "edit: three", "file: written-and-read-back", "disk:",
+                      "powered off"):
+            assert check in output, check
+        root = REPO / "target" / arch
+        assert not (root / "bin" / "busybox").exists() and (root / "bin" / "toybox").exists()
+        headers = subprocess.run(["readelf", "-lh", root / "bin" / "toybox"], capture_output=True, text=True).stdout
+        assert "INTERP" not in headers and "DYNAMIC" not in headers, "toybox is not statically linked"
+    code, executed, output = doit("-n", "2", "build")  # busybox's system again: its outputs are still there
+    assert code == 0, output[-3000:]
+    assert executed == {f"build:{name}-{arch}" for arch in ARCHES for name in ("target", "images")}

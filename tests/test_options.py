@@ -143,10 +143,63 @@ def test_when_follows_a_declared_switch(optioned):
     assert "build:extra-x86_64" in load(optioned, environ={"MLBUILD_LOUD": "1"}).steps
 
 
-def test_when_cannot_name_a_choice(optioned):
+def test_when_cannot_name_a_choice_without_its_value(optioned):
     optioned.update_recipe("extra", when="style")
     assert error_of(optioned) == ("recipes/extra.toml: when: expected a switch a recipe declares ([options.style]), "
-                                  "'style' is a choice of recipes/hello.toml, not a switch; switches: loud")
+                                  "'style' is a choice of recipes/hello.toml, not a switch (write style=<choice>: short, long); "
+                                  "switches: loud")
+
+
+def test_when_option_equals_choice_builds_the_recipe_only_with_that_choice(optioned):
+    optioned.update_recipe("extra", target=True, when="style=long")
+    assert "build:extra-x86_64" not in load(optioned).steps
+    chosen = load(optioned, {"style": "long"})
+    assert "build:extra-x86_64" in chosen.steps
+    assert "build:extra-x86_64" in chosen.graph.predecessors("build:target-x86_64")
+    assert "build:extra-x86_64" not in load(optioned, environ={"MLBUILD_STYLE": "short"}).steps
+
+
+def test_two_recipes_can_take_turns_on_the_choices_of_one_option(optioned):
+    # As busybox and toybox do with userland: exactly one of them is in the system.
+    optioned.update_recipe("hello", when="style=short", options={"loud": LOUD, "style": STYLE})
+    extra = {key: value for key, value in optioned.recipes["extra"].items() if key != "source"}
+    optioned.write_recipe("extra", {**extra, "when": "style=long", "sources": optioned.recipes["hello"]["sources"]})
+    optioned.update_recipe("app", depends=[])
+    built = {style: {name for name in load(optioned, {"style": style}).steps if name.startswith("build:")}
+             for style in ("short", "long")}
+    assert {"build:hello-x86_64", "build:app-x86_64"} <= built["short"] and "build:extra-x86_64" not in built["short"]
+    assert {"build:extra-x86_64", "build:app-x86_64"} <= built["long"] and "build:hello-x86_64" not in built["long"]
+
+
+def test_a_recipe_depending_on_one_that_the_choice_turns_off_says_why(optioned):
+    optioned.update_recipe("hello", when="style=long", options={"loud": LOUD, "style": STYLE})
+    assert error_of(optioned) == "recipes/app.toml: depends: 'hello' is off (it needs style=long, style is short)"
+
+
+BAD_WHEN = {
+    "unknown-option": ("colour=red", "when: expected option=choice of a choice option a recipe declares, "
+                                     "'colour' is declared by no recipe; choice options: style"),
+    "not-a-choice": ("style=medium", "when: 'medium' is not a choice of style (recipes/hello.toml): expected one of: short, long"),
+    "a-switch-with-a-value": ("loud=on", "when: expected option=choice of a choice option a recipe declares, "
+                                         "'loud' is a switch of recipes/hello.toml, not a choice (write when = 'loud'); choice options: style"),
+    "unknown-switch": ("quiet", "when: expected a switch a recipe declares ([options.quiet]), 'quiet' is declared by no recipe; switches: loud"),
+    "malformed": ("style = long", "when: expected a switch's name or option=choice (lowercase letters, digits and _, "
+                                  "then = and a safe name), got 'style = long'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_WHEN, ids=list(BAD_WHEN))
+def test_a_bad_when_is_one_line_naming_the_recipe_and_what_it_accepts(optioned, case):
+    when, message = BAD_WHEN[case]
+    optioned.update_recipe("extra", when=when)
+    assert error_of(optioned) == f"recipes/extra.toml: {message}"
+
+
+def test_mlbuild_check_renders_a_recipe_and_the_target_that_only_another_choice_turns_on(optioned):
+    optioned.update_recipe("extra", target=True, when="style=long")
+    optioned.write("templates/target/etc/motd.j2", "{% if 'extra' in versions %}{{ versions.nowhere }}{% endif %}\n")
+    result = optioned.cli("check")
+    assert result.returncode == 2 and "templates/target/etc/motd.j2" in result.stderr and "nowhere" in result.stderr
 
 
 # --- declarations ------------------------------------------------------------------------------
@@ -258,8 +311,9 @@ def test_the_llvm_recipes_take_llvm_project_s_version(tmp_path):
 
 def test_target_llvm_and_kernel_config_are_the_options_of_clang_and_linux(tmp_path):
     project = real(tmp_path)
-    assert {name: found.recipe for name, found in project.declared_options.items()} == {"kernel_config": "linux", "target_llvm": "clang"}
-    assert project.options == {"kernel_config": "qemu", "target_llvm": True}
+    assert {name: found.recipe for name, found in project.declared_options.items()} == {
+        "kernel_config": "linux", "target_llvm": "clang", "userland": "busybox"}  # toybox repeats userland's declaration
+    assert project.options == {"kernel_config": "qemu", "target_llvm": True, "userland": "busybox"}
     assert project.steps["build:linux-x86_64"].doc == "build linux 6.1.176 for x86_64 (kernel_config=qemu)"
     assert {arch: image_profile.resolve(project, arch) for arch in ("x86_64", "arm64")} == {"x86_64": "full", "arm64": "full"}
     small = real(tmp_path, target_llvm="0", kernel_config="defconfig")
@@ -267,3 +321,15 @@ def test_target_llvm_and_kernel_config_are_the_options_of_clang_and_linux(tmp_pa
     assert {arch: image_profile.resolve(small, arch) for arch in ("x86_64", "arm64")} == {"x86_64": "runtime", "arm64": "runtime"}
     script = small.steps["build:linux-arm64"].script
     assert "\nkmake defconfig\n" in script and "kmake tinyconfig" not in script
+
+
+def test_userland_chooses_busybox_or_toybox_and_each_brings_its_own_checks(tmp_path):
+    default, toybox = real(tmp_path, target_llvm="0"), real(tmp_path, target_llvm="0", userland="toybox")
+    components = {name: {step.recipe.name for step in project.steps["build:target-x86_64"].components}
+                  for name, project in (("busybox", default), ("toybox", toybox))}
+    assert components["busybox"] - components["toybox"] == {"busybox"}
+    assert components["toybox"] - components["busybox"] == {"toybox"}
+    assert {check.name for check in toybox.recipes["toybox"].checks} == {"commands", "edit"}
+    inittab = toybox.steps["build:target-x86_64"].etc_files["etc/inittab"]
+    assert "cttyhack" not in inittab and "cttyhack" in default.steps["build:target-x86_64"].etc_files["etc/inittab"]
+    assert "\nkmake install PREFIX=\"$OUT\"\n" in toybox.steps["build:toybox-arm64"].script

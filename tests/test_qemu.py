@@ -58,6 +58,17 @@ def test_boot_test_runs_each_check_and_reports_the_matching_line(guest, tmp_path
     assert "hello there" in (tmp_path / "serial.log").read_text()
 
 
+def test_a_prompt_printed_after_the_typed_command_may_precede_the_begin_marker(tmp_path):
+    # toybox's toysh: started by oneit after rcS printed the ready marker, it prompts after the
+    # terminal echoed the first command, so "# " and the marker share a line.
+    script = tmp_path / "guest.py"
+    script.write_text(FAKE_GUEST.replace("    subprocess.run(", "    print('# ', end='', flush=True)\n    subprocess.run("))
+    checks = [Check("hello", "echo hello there", r"^hello \w+$")]
+    lines = boot_test("x86_64", [sys.executable, str(script)], tmp_path / "serial.log", timeout=30, checks=checks)
+    assert lines[1] == "hello: hello there"
+    assert "# @@begin-hello" in (tmp_path / "serial.log").read_text()
+
+
 def test_a_failing_check_names_the_check_and_what_was_expected(guest, tmp_path):
     checks = [Check("answer", "echo 41", r"^42$")]
     with pytest.raises(MlbuildError, match=r"boottest:arm64: check 'answer' failed: `echo 41` gave exit status 0 .*'\^42\$'"):

@@ -177,9 +177,10 @@ def test_every_build_script_of_the_project_maps_the_checkouts_paths_away():
     from mlbuild.project import Project
     from mlbuild.steps.build import BuildStep
 
-    project = Project(REPO, {"target_llvm": "1"}, environ={})
-    scripts = {step.name: step.script for step in project.steps.values() if isinstance(step, BuildStep)}
-    assert {"build:clang-arm64", "build:llvm-host", "build:linux-x86_64", "build:busybox-arm64"} <= scripts.keys()
+    scripts = {step.name: step.script for userland in ("busybox", "toybox")
+               for step in Project(REPO, {"target_llvm": "1", "userland": userland}, environ={}).steps.values()
+               if isinstance(step, BuildStep)}
+    assert {"build:clang-arm64", "build:llvm-host", "build:linux-x86_64", "build:busybox-arm64", "build:toybox-arm64"} <= scripts.keys()
     missing = sorted(name for name, script in scripts.items() if "$PREFIX_MAP_FLAGS" not in script)
     assert missing == []
     for name in ("build:clang-arm64", "build:llvm-host"):  # in the flags CMake is given, not only in a comment

@@ -43,7 +43,8 @@ def cmd_check(project: Project, args) -> int:
             for line, where, expression in raw_expansions(text)[:1]:
                 raise InputError(f"{label}:{line}: {raw_expansion_message(where, expression)}")
     # Recipes that are off (`when`) are checked too: render with every switch on, then once more
-    # for each other choice of each choice option (the templates that read it).
+    # for each other choice of each choice option (the templates that read it, and the targets
+    # of the arches whose components react to it: a choice may change which components they hold).
     declared = project.declared_options
     switches = {name: "1" for name, found in declared.items() if found.option.is_switch}
     settings = [switches] + [{**switches, name: choice} for name, found in declared.items()
@@ -53,7 +54,9 @@ def cmd_check(project: Project, args) -> int:
         varied = values.keys() - switches.keys()  # the choice option this round renders otherwise (none in the first)
         checked = Project(project.root, values)
         for step in checked.ordered_steps():
-            if varied and not (isinstance(step, BuildStep) and varied & step.options.keys()):
+            reacts = (step.options.keys() if isinstance(step, BuildStep) else
+                      {name for part in getattr(step, "components", []) for name in part.options})
+            if varied and not varied & reacts:
                 continue  # rendered in the first round already
             if isinstance(step, BuildStep):
                 step.script, step.files

@@ -69,7 +69,7 @@ def build_graph(recipes: dict[str, Recipe], config: Config, options: dict, label
             for dep in recipe.depends_for(arch):
                 if not enabled(recipes[dep], options):
                     label = labels.get(recipe.name, f"recipes/{recipe.name}.toml")
-                    raise InputError(f"{label}: depends: {dep!r} is off ({recipes[dep].when} = false)")
+                    raise InputError(f"{label}: depends: {dep!r} is off ({off_because(recipes[dep], options)})")
             task = build_task(recipe.name, arch)
             graph.add_node(task, kind="build", recipe=recipe.name, arch=arch)
             graph.add_edge(fetch_task(recipe), task)
@@ -85,7 +85,17 @@ def build_graph(recipes: dict[str, Recipe], config: Config, options: dict, label
 
 
 def enabled(recipe: Recipe, options: dict) -> bool:
-    return recipe.when is None or options[recipe.when]
+    """Whether the recipe exists with these option values (its `when`: a switch on, or a choice made)."""
+    if recipe.condition is None:
+        return True
+    name, value = recipe.condition
+    return options[name] if value is None else options[name] == value
+
+
+def off_because(recipe: Recipe, options: dict) -> str:
+    """Why an existing recipe is off, in the words of its `when`."""
+    name, value = recipe.condition
+    return f"{name} = false" if value is None else f"it needs {name}={value}, {name} is {options[name]}"
 
 
 def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe]) -> None:

@@ -196,6 +196,10 @@ def _check_var_shapes(values: dict) -> None:
 # A configuration key a recipe declares: it is also an MLBUILD_<NAME> variable and a key=value of doit's command line.
 OptionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 PATTERN_HINTS[r"^[a-z][a-z0-9_]*$"] = "expected lowercase letters, digits and _ (a configuration key)"
+# `when`: a switch's name (built when it is on), or option=choice (built when the choice option has that value).
+WHEN_PATTERN = r"^[a-z][a-z0-9_]*(=[a-z0-9][a-z0-9+_.-]*)?$"
+PATTERN_HINTS[WHEN_PATTERN] = "expected a switch's name or option=choice (lowercase letters, digits and _, then = and a safe name)"
+Condition = Annotated[str, StringConstraints(pattern=WHEN_PATTERN, max_length=130)]
 # What a switch accepts as text (environment, command line); pyproject.toml gives a TOML boolean.
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -253,7 +257,8 @@ class Recipe(Strict):
     target: bool = True  # whether the output goes into the target root filesystem
     menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
     host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
-    when: OptionName | None = None  # a switch a recipe declares ([options.<name>]): the recipe is built only when it is on
+    # The recipe is built only when a switch is on (`when = "target_llvm"`) or a choice has a value (`when = "userland=toybox"`).
+    when: Condition | None = None
     kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
     checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
     # Modes and owners of installed files ([[permissions]]): inputs of the target and the images, not of its build.
@@ -313,6 +318,14 @@ class Recipe(Strict):
     # The kernel's location and the guest checks are read by the boot, the image profile by the
     # images, not the build; options act through their values, in the rendered script and files.
     DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks", "options", "image_profile"})
+
+    @property
+    def condition(self) -> tuple[str, str | None] | None:
+        """`when` split: (switch, None) or (choice option, its value); None without `when`."""
+        if self.when is None:
+            return None
+        option, _, value = self.when.partition("=")
+        return option, value or None
 
     def kernel_for(self, arch: str) -> str | None:
         extra = self.arch.get(arch)

@@ -171,8 +171,10 @@ def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, check
             name, step, step_started = check.name, check.name, time.monotonic()
             deadline += check.timeout
             # The markers are split in the command so that the echoed command line never matches.
+            # The begin marker may follow a prompt: a shell that starts (or prompts again) after the
+            # command was typed, and so after the terminal echoed it, prints its prompt right before it.
             console.send(f'echo "@@begin""-{name}"; {check.command}; echo "@@end""-{name} rc=$?"')
-            console.wait_for(f"^@@begin-{re.escape(name)}$", deadline, what=f"check {name!r} to start")
+            console.wait_for(f"@@begin-{re.escape(name)}$", deadline, what=f"check {name!r} to start")
             output = console.wait_for(f"^@@end-{re.escape(name)} rc=", deadline, what=f"check {name!r} to end")
             status = output[-1].rsplit("rc=", 1)[1].strip()
             body = output[:-1]

@@ -107,14 +107,28 @@ def _inherit_versions(recipes: dict[str, Recipe]) -> dict[str, Recipe]:
 
 
 def _check_when(recipe: Recipe, label: str, options: dict[str, DeclaredOption]) -> None:
-    if recipe.when is None:
+    """`when` names a declared switch, or a declared choice option and one of its choices."""
+    if recipe.condition is None:
         return
-    declared = options.get(recipe.when)
-    if declared is None or not declared.option.is_switch:
-        switches = [name for name, found in options.items() if found.option.is_switch]
-        what = f"a choice of recipes/{declared.recipe}.toml, not a switch" if declared else "declared by no recipe"
-        known = f"; switches: {', '.join(sorted(switches))}" if switches else "; declare it: [options.<name>] with default = true or false"
-        raise InputError(f"{label}: when: expected a switch a recipe declares ([options.{recipe.when}]), {recipe.when!r} is {what}{known}")
+    name, value = recipe.condition
+    declared = options.get(name)
+    switches = sorted(key for key, found in options.items() if found.option.is_switch)
+    choices = sorted(key for key, found in options.items() if not found.option.is_switch)
+    if value is None:
+        if declared is None or not declared.option.is_switch:
+            what = (f"a choice of recipes/{declared.recipe}.toml, not a switch (write {name}=<choice>: "
+                    f"{', '.join(declared.option.choices)})" if declared else "declared by no recipe")
+            known = f"; switches: {', '.join(switches)}" if switches else "; declare it: [options.<name>] with default = true or false"
+            raise InputError(f"{label}: when: expected a switch a recipe declares ([options.{name}]), {name!r} is {what}{known}")
+        return
+    if declared is None or declared.option.is_switch:
+        what = (f"a switch of recipes/{declared.recipe}.toml, not a choice (write when = {name!r})" if declared
+                else "declared by no recipe")
+        known = f"; choice options: {', '.join(choices)}" if choices else "; declare it: [options.<name>] with choices"
+        raise InputError(f"{label}: when: expected option=choice of a choice option a recipe declares, {name!r} is {what}{known}")
+    if value not in declared.option.choices:
+        raise InputError(f"{label}: when: {value!r} is not a choice of {name} (recipes/{declared.recipe}.toml): "
+                         f"expected one of: {', '.join(declared.option.choices)}")
 
 
 def _content_key(texts: dict[str, bytes]) -> str:
