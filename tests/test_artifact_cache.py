@@ -113,6 +113,28 @@ def test_a_restored_file_gets_the_time_of_the_restore_not_the_archives(fresh, ca
     assert binary.stat().st_mtime > 1700000000
 
 
+def test_a_rebuilt_or_restored_file_with_the_same_bytes_keeps_its_time_and_a_changed_one_is_new(fresh, cache):
+    """A dependent's kept build folder (make, ninja) must not see unchanged outputs as new."""
+    url = cache.as_uri()
+    fresh.doit(f"cache={url}")
+    extra, hello = fresh.path("build/out/extra-x86_64/bin/extra"), fresh.path("build/out/hello-x86_64/bin/hello")
+    before = extra.stat().st_mtime_ns, hello.stat().st_mtime_ns
+    # A comment in extra's script: a new signature, built here, the same binary.
+    fresh.edit("templates/build/extra.sh.j2", "ccache clang", "# same program\nccache clang")
+    fresh.update_recipe("hello", vars={"greeting": "changed"})
+    result = fresh.doit(f"cache={url}")
+    assert result.returncode == 0, result.stderr
+    assert x86("extra", "hello") <= result.executed and restored(result) == set()
+    assert "1 unchanged files keep their time" in fresh.log("build:extra-x86_64")
+    assert extra.stat().st_mtime_ns == before[0]
+    assert hello.stat().st_mtime_ns > before[1] and fresh.run_binary("hello") == "changed\n"
+    # Back to the cached script: restored from the cache, the same bytes again, the same time.
+    fresh.edit("templates/build/extra.sh.j2", "# same program\nccache clang", "ccache clang")
+    result = fresh.doit(f"cache={url}")
+    assert "build:extra-x86_64" in restored(result)
+    assert extra.stat().st_mtime_ns == before[0]
+
+
 def test_after_a_restore_a_change_rebuilds_only_what_it_changes_and_pushes_it(fresh, cache):
     url = cache.as_uri()
     fresh.doit(f"cache={url}")

@@ -12,7 +12,7 @@ from .run_logs import Log
 from .artifacts import push_built, restore_or_run
 from .signature import is_up_to_date
 from .tree_lock import TreeLock
-from .trees import remove_tree, replace_tree
+from .trees import keep_unchanged_mtimes, remove_tree, replace_tree
 
 
 def execute(step) -> None:
@@ -50,7 +50,8 @@ def _execute(step) -> None:
             log(f"# {step.name}: {step.doc}")
             restored_from = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
             output_hash = step.output_hash(staging)
-            log(f"# output hash {output_hash}; {time.monotonic() - started:.1f} s")
+            kept = keep_unchanged_mtimes(staging, step.output)
+            log(f"# output hash {output_hash}; {kept} unchanged files keep their time; {time.monotonic() - started:.1f} s")
         replace_tree(staging, step.output)
         stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None), restored_from=restored_from)
         if restored_from is None:

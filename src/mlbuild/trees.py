@@ -1,5 +1,6 @@
 """Files and folders: written atomically, hashed, merged and replaced whole."""
 
+import filecmp
 import hashlib
 import os
 import shutil
@@ -130,6 +131,33 @@ def merge_tree(source: Path, destination: Path, owner: str, owners: dict[str, st
                 (target_folder / name).symlink_to(os.readlink(src))
             else:
                 shutil.copy2(src, target_folder / name)
+
+
+def keep_unchanged_mtimes(staging: Path, old: Path) -> int:
+    """Give every regular file of staging whose bytes equal old's file of the same name old's mtime.
+
+    A rebuilt or restored output is a new folder, so every file in it would look new to the
+    make or ninja of a dependent's kept build folder (clang's depends on the sysroot's headers):
+    one rebuilt musl with the same headers would recompile all of clang. A file with the same
+    bytes keeps the time it had; anything that changed is new. Returns how many were kept."""
+    if not old.is_dir():
+        return 0
+    kept = 0
+    base = str(staging)
+    for relative in _walk(base, frozenset()):
+        new_path, old_path = os.path.join(base, relative), os.path.join(old, relative)
+        try:
+            new_info, old_info = os.lstat(new_path), os.lstat(old_path)
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(new_info.st_mode) and stat.S_ISREG(old_info.st_mode)):
+            continue
+        if new_info.st_size != old_info.st_size or new_info.st_mtime_ns <= old_info.st_mtime_ns:
+            continue
+        if filecmp.cmp(new_path, old_path, shallow=False):
+            os.utime(new_path, ns=(new_info.st_atime_ns, old_info.st_mtime_ns), follow_symlinks=False)
+            kept += 1
+    return kept
 
 
 def replace_tree(staging: Path, final: Path) -> None:
