@@ -7,8 +7,9 @@
         with cache=file://DIR; served by nginx for http, copied into SeaweedFS for s3 with
         `mlbuild cache push` from TREE), then `doit build target_llvm=0` for both arches:
         wall time, tasks restored and built, compiles (calls ccache saw), time in fetch tasks.
-    scripts/benchmark_cache.py pack --tree DIR
-        mlbuild's pack and checked restore of DIR against `tar -c | zstd -3` and `zstd -d | tar -x`.
+    scripts/benchmark_cache.py pack --tree DIR [--repeat 3]
+        mlbuild's pack and checked restore of DIR against `tar -c | zstd -3` and `zstd -d | tar -x`,
+        in turn, wall and CPU time.
 
 Servers run on 127.0.0.1 (tests/servers.py) and are stopped afterwards.
 """
@@ -132,40 +133,82 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
     record("artifact-cache", lines)
 
 
-def bench_pack(tree: Path) -> None:
+def _clock() -> tuple[float, float]:
+    """Wall time, and CPU time (user + system) of this process and its finished children."""
+    times = os.times()
+    return time.monotonic(), times.user + times.system + times.children_user + times.children_system
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    now = _clock()
+    return now[0] - start[0], now[1] - start[1]
+
+
+def bench_pack(tree: Path, repeat: int) -> None:
+    """mlbuild's pack and checked restore against tar and zstd on one tree, in turn, repeat times each.
+
+    The machine is shared: the two alternate (which goes first swaps each round), and the
+    ratios of each round are what to read, with CPU time beside wall time."""
+    import statistics
     from mlbuild.artifacts.archive import pack, restore, tree_entries
-    from mlbuild.trees import hash_tree
+    from mlbuild.trees import hash_tree, remove_tree
 
     size = sum(p.lstat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    figures = {key: [] for key in ("ours pack", "ours unpack", "plain pack", "plain unpack")}
+    sizes = {}
     with tempfile.TemporaryDirectory(prefix="mlbuild-pack-") as folder:
         base = Path(folder)
-        started = time.monotonic()
-        entries = tree_entries(tree)
-        sha = pack(tree, base / "a.tar.zst", entries)
-        ours_pack = time.monotonic() - started
-        manifest = {"entries": entries, "output_hash": hash_tree(tree)}
-        started = time.monotonic()
-        restore(base / "a.tar.zst", base / "out", manifest, hash_tree, "bench")
-        ours_unpack = time.monotonic() - started
-        started = time.monotonic()
-        subprocess.run(f"tar -C {tree} -cf - . | zstd -q -3 -o {base / 'b.tar.zst'}", shell=True, check=True)
-        plain_pack = time.monotonic() - started
-        (base / "plain").mkdir()
-        started = time.monotonic()
-        subprocess.run(f"zstd -q -d -c {base / 'b.tar.zst'} | tar -C {base / 'plain'} -xf -", shell=True, check=True)
-        plain_unpack = time.monotonic() - started
-        ours_size, plain_size = (base / "a.tar.zst").stat().st_size, (base / "b.tar.zst").stat().st_size
+        output_hash = hash_tree(tree)
+
+        def ours() -> None:
+            clock = _clock()
+            entries = tree_entries(tree)
+            pack(tree, base / "a.tar.zst", entries)
+            figures["ours pack"].append(_since(clock))
+            clock = _clock()
+            restore(base / "a.tar.zst", base / "out", {"entries": entries, "output_hash": output_hash}, hash_tree, "bench")
+            figures["ours unpack"].append(_since(clock))
+            sizes["ours"] = (base / "a.tar.zst").stat().st_size, len(entries)
+            remove_tree(base / "out")
+            (base / "a.tar.zst").unlink()
+
+        def plain() -> None:
+            clock = _clock()
+            subprocess.run(f"tar -C {tree} -cf - . | zstd -q -3 -o {base / 'b.tar.zst'}", shell=True, check=True)
+            figures["plain pack"].append(_since(clock))
+            (base / "plain").mkdir()
+            clock = _clock()
+            subprocess.run(f"zstd -q -d -c {base / 'b.tar.zst'} | tar -C {base / 'plain'} -xf -", shell=True, check=True)
+            figures["plain unpack"].append(_since(clock))
+            sizes["plain"] = (base / "b.tar.zst").stat().st_size, 0
+            remove_tree(base / "plain")
+            (base / "b.tar.zst").unlink()
+
+        for round_ in range(repeat):
+            for run in ((ours, plain) if round_ % 2 == 0 else (plain, ours)):
+                run()
     mib = size / 2**20
+
+    def cell(key: str, index: int) -> str:
+        values = [figure[index] for figure in figures[key]]
+        middle = statistics.median(values)
+        return f"{middle:.1f} s ({mib / middle:.0f} MiB/s)" if index == 0 else f"{middle:.1f} s"
+
+    def ratio(what: str, index: int) -> str:
+        pairs = [a[index] / b[index] for a, b in zip(figures[f"ours {what}"], figures[f"plain {what}"]) if b[index]]
+        return f"{statistics.median(pairs):.2f} (rounds {min(pairs):.2f}–{max(pairs):.2f})"
+
     record("artifact-pack", [
         "## Artifact cache: pack and restore against tar and zstd", "",
-        f"Pack and restore of {tree.name} ({mib:.0f} MiB in {len(entries)} entries). {machine()}", "",
-        "| | pack | unpack | archive |", "| --- | --- | --- | --- |",
+        f"Pack and restore of `{tree.name}` ({mib:.0f} MiB in {sizes['ours'][1]} entries), {repeat} rounds, the two in turn,",
+        f"medians. {machine()}, load average {os.getloadavg()[0]:.1f} at the end. Command: `scripts/benchmark_cache.py pack --tree … --repeat {repeat}`.", "",
+        "| | pack, wall | pack, CPU | unpack, wall | unpack, CPU | archive |", "| --- | --- | --- | --- | --- | --- |",
         f"| mlbuild (hash every file, deterministic tar, zstd -3; restore: checked unpack, verify every file and the tree hash) | "
-        f"{ours_pack:.1f} s ({mib / ours_pack:.0f} MiB/s) | {ours_unpack:.1f} s ({mib / ours_unpack:.0f} MiB/s) | {ours_size / 2**20:.1f} MiB |",
-        f"| `tar -c \\| zstd -3`, `zstd -d \\| tar -x` | {plain_pack:.1f} s ({mib / plain_pack:.0f} MiB/s) | "
-        f"{plain_unpack:.1f} s ({mib / plain_unpack:.0f} MiB/s) | {plain_size / 2**20:.1f} MiB |",
+        f"{cell('ours pack', 0)} | {cell('ours pack', 1)} | {cell('ours unpack', 0)} | {cell('ours unpack', 1)} | {sizes['ours'][0] / 2**20:.1f} MiB |",
+        f"| `tar -c \\| zstd -3`, `zstd -d \\| tar -x` | {cell('plain pack', 0)} | {cell('plain pack', 1)} | "
+        f"{cell('plain unpack', 0)} | {cell('plain unpack', 1)} | {sizes['plain'][0] / 2**20:.1f} MiB |",
+        f"| ratio mlbuild / tar+zstd | {ratio('pack', 0)} | {ratio('pack', 1)} | {ratio('unpack', 0)} | {ratio('unpack', 1)} | |",
     ])
-    print(sha)
 
 
 def main() -> None:
@@ -180,11 +223,12 @@ def main() -> None:
     warm.add_argument("--cold-seconds", type=float, help="wall time of the cold build of --from-tree, to state the push cost against")
     pack = verbs.add_parser("pack")
     pack.add_argument("--tree", type=Path, required=True)
+    pack.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if args.verb == "warm":
         bench_warm(args.cache_dir.resolve(), args.from_tree and args.from_tree.resolve(), args.backends.split(","), args.cold_seconds, args.targets.split())
     else:
-        bench_pack(args.tree.resolve())
+        bench_pack(args.tree.resolve(), args.repeat)
 
 
 if __name__ == "__main__":

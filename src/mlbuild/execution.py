@@ -48,8 +48,9 @@ def _execute(step) -> None:
         started = time.monotonic()
         with Log(log_path) as log:
             log(f"# {step.name}: {step.doc}")
-            restored_from = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
-            output_hash = step.output_hash(staging)
+            restored = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
+            # A restore has checked the tree against the hash its pusher recorded: no need to hash it again.
+            restored_from, output_hash = restored if restored else (None, step.output_hash(staging))
             kept = keep_unchanged_mtimes(staging, step.output)
             log(f"# output hash {output_hash}; {kept} unchanged files keep their time; {time.monotonic() - started:.1f} s")
         replace_tree(staging, step.output)

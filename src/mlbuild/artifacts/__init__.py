@@ -218,8 +218,10 @@ def artifact_cache(project) -> ArtifactCache:
         return cache
 
 
-def restore_or_run(step, inputs: dict, staging: Path, log) -> str | None:
-    """Fill staging from the artifact cache, or else by running the step; the cache's name, or None when built."""
+def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | None:
+    """Fill staging from the artifact cache, or else by running the step.
+
+    Returns (the cache's name, the verified output hash) when restored, None when built."""
     cache = artifact_cache(step.project) if step.artifact else None
     if cache:
         remove_tree(staging)  # a restore unpacks into a folder that does not exist yet
@@ -229,7 +231,7 @@ def restore_or_run(step, inputs: dict, staging: Path, log) -> str | None:
             record = getattr(step, "run_record", None)  # the run's statistics (stats.py), when measured
             if record is not None:
                 record["outcome"] = "restored"
-            return restored[0]
+            return restored
         staging.mkdir(parents=True, exist_ok=True)
     step.run(staging, log)
     return None

@@ -56,8 +56,9 @@ class Step:
     def run(self, staging: Path, log) -> None:
         raise NotImplementedError
 
-    def output_hash(self, folder: Path) -> str:
-        return hash_tree(folder)
+    def output_hash(self, folder: Path, file_hash=None) -> str:
+        """file_hash: the content hashes known already (a restore has verified every file's sha256)."""
+        return hash_tree(folder, file_hash=file_hash)
 
     def restore_modes(self, folder: Path) -> None:
         """After a restore from the artifact cache (which drops set-id bits): set the modes this step's inputs declare."""

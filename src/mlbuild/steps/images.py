@@ -111,8 +111,8 @@ class ImagesStep(Step):
         script.unlink()
         log(f"rootfs.ext4: {size_mib} MiB")
 
-    def output_hash(self, folder: Path) -> str:
-        return hash_tree(folder)
+    def output_hash(self, folder: Path, file_hash=None) -> str:
+        return hash_tree(folder, file_hash=file_hash)
 
 
 def _tree_size(root: Path) -> int:
