@@ -198,7 +198,7 @@ def bench_pack(tree: Path, repeat: int) -> None:
         pairs = [a[index] / b[index] for a, b in zip(figures[f"ours {what}"], figures[f"plain {what}"]) if b[index]]
         return f"{statistics.median(pairs):.2f} (rounds {min(pairs):.2f}–{max(pairs):.2f})"
 
-    record("artifact-pack", [
+    record(f"artifact-pack {tree.name}", [
         "## Artifact cache: pack and restore against tar and zstd", "",
         f"Pack and restore of `{tree.name}` ({mib:.0f} MiB in {sizes['ours'][1]} entries), {repeat} rounds, the two in turn,",
         f"medians. {machine()}, load average {os.getloadavg()[0]:.1f} at the end. Command: `scripts/benchmark_cache.py pack --tree … --repeat {repeat}`.", "",
