@@ -250,6 +250,9 @@ def make_project(base: Path, arches=(ARCH,)) -> Project:
         'ccache_dir = ".cache/ccache"\n'
         'download_dir = ".cache/downloads"\n'
         "cache = []\n"  # no artifact cache: these tests see tasks run (tests/test_artifact_cache*.py use one)
+        # No sandbox: some tests watch a script touch files in their tmp_path (a gate, a hostile value's
+        # victim), which the sandbox's private /tmp would hide. tests/test_sandbox.py turns it on.
+        'sandbox = "off"\n'
         "jobs = 2\n",
     )
     project.write("templates/build/hello.sh.j2", HELLO_SH)

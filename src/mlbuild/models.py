@@ -437,7 +437,7 @@ class Config(Strict):
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
-    sandbox: Literal["auto", "on", "off"] = "off"
+    sandbox: Literal["auto", "on", "off"] = "auto"
     # Customising the system (docs/usage.md, "Customise your system"; overlay.py, hooks.py, users.py, image_profile.py).
     overlays: list[ProjectPath] = []  # folders copied over target/<arch>/ after the components; only *.j2 rendered
     post_build: list[ProjectPath] = []  # scripts run on the assembled tree (TARGET_DIR) before it is packed
