@@ -21,6 +21,7 @@ from conftest import ALL_TASKS, Project, assert_stamps_valid, make_project, x86
 
 from mlbuild.artifacts import ArtifactCache
 from mlbuild.artifacts.archive import pack, tree_entries
+from mlbuild.errors import MlbuildError
 from mlbuild.trees import hash_file, hash_tree
 
 CACHED = x86("hello", "extra", "app", "target", "images")  # every task but fetch
@@ -219,6 +220,20 @@ def test_the_archive_is_the_same_bytes_for_the_same_tree_whatever_its_mtimes(tmp
         members = tarfile.open(fileobj=plain, mode="r|").getmembers()
     assert [m.name for m in members] == ["bin", "bin/tool", "lib", "lib/link"]
     assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 1672531200)}
+
+
+def test_pack_hashes_files_as_it_reads_them_and_refuses_a_file_changed_since_it_was_listed(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "data").write_text("first")
+    listed = tree_entries(tree, hash_files=False)
+    sha = pack(tree, tmp_path / "a.tar.zst", listed)
+    assert sha == hash_file(tmp_path / "a.tar.zst")
+    assert listed == tree_entries(tree)  # the sha256 pack filled in is the file's
+    hashed = tree_entries(tree)
+    (tree / "data").write_text("other")  # same size, other bytes: what a task still writing would do
+    with pytest.raises(MlbuildError, match="data: changed while it was packed"):
+        pack(tree, tmp_path / "b.tar.zst", hashed)
 
 
 # --- faults: one line, the build goes on locally, nothing half-unpacked ------------------------------

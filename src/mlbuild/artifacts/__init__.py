@@ -180,7 +180,7 @@ class ArtifactCache:
             return []
         archive = output.with_name(f".{output.name}.push.{os.getpid()}.{threading.get_ident()}.tar.zst.tmp")
         try:
-            entries = tree_entries(output)
+            entries = tree_entries(output, hash_files=False)  # pack() hashes each file as it reads it
             archive_sha256 = pack(output, archive, entries)
             manifest = make_manifest(step, signature, output_hash, entries, archive_sha256, archive.stat().st_size, seconds)
             archive_key = entry_keys(signature, manifest)[1]

@@ -31,8 +31,10 @@ class EntryError(Exception):
     """A cache entry that cannot be used (corrupt, made for another task, unsafe): a one-line reason."""
 
 
-def tree_entries(root: Path) -> dict[str, dict]:
-    """Every path under root: kind, mode, and the sha256 of files or the target of links."""
+def tree_entries(root: Path, hash_files: bool = True) -> dict[str, dict]:
+    """Every path under root: kind, mode, and the sha256 of files or the target of links.
+
+    hash_files=False leaves the files' sha256 to pack(), which hashes them as it reads them."""
     entries = {}
     base = str(root)
     for folder, dirs, files in os.walk(base):
@@ -47,16 +49,41 @@ def tree_entries(root: Path) -> dict[str, dict]:
             elif stat.S_ISDIR(info.st_mode):
                 entries[relative] = {"kind": "dir", "mode": mode}
             elif stat.S_ISREG(info.st_mode):
-                entries[relative] = {"kind": "file", "mode": mode, "size": info.st_size, "sha256": hash_file(path)}
+                entries[relative] = {"kind": "file", "mode": mode, "size": info.st_size}
+                if hash_files:
+                    entries[relative]["sha256"] = hash_file(path)
             else:
                 raise MlbuildError(f"{path}: only files, folders and symbolic links can be cached")
     return dict(sorted(entries.items()))
 
 
+class _Hashing:
+    """A file passed through, read or written, and hashed on the way: one pass instead of two."""
+
+    def __init__(self, handle):
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def pack(root: Path, archive: Path, entries: dict[str, dict]) -> str:
-    """Write root as a deterministic tar.zst; returns the archive's sha256."""
+    """Write root as a deterministic tar.zst; returns the archive's sha256.
+
+    Files are hashed as they are read: an entry without a sha256 gets it, one with a sha256
+    must still match it (else the tree changed under the pack: an error)."""
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    with open(archive, "wb") as raw, compressor.stream_writer(raw, closefd=False) as compressed:
+    base = str(root)
+    with open(archive, "wb") as file, compressor.stream_writer(raw := _Hashing(file), closefd=False) as compressed:
         with tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for name, entry in entries.items():
                 info = tarfile.TarInfo(name)
@@ -69,9 +96,12 @@ def pack(root: Path, archive: Path, entries: dict[str, dict]) -> str:
                     tar.addfile(info)
                 else:
                     info.mode, info.size = entry["mode"], entry["size"]
-                    with open(root / name, "rb") as handle:
-                        tar.addfile(info, handle)
-    return hash_file(archive)
+                    with open(os.path.join(base, name), "rb") as handle:
+                        reader = _Hashing(handle)
+                        tar.addfile(info, reader)
+                    if entry.setdefault("sha256", reader.digest.hexdigest()) != reader.digest.hexdigest():
+                        raise MlbuildError(f"{root / name}: changed while it was packed")
+    return raw.digest.hexdigest()
 
 
 def make_manifest(step, signature: str, output_hash: str, entries: dict, archive_sha256: str, archive_size: int, seconds: float) -> dict:
