@@ -11,13 +11,13 @@ TZ=Asia/Tokyo and the POSIX locale, minutes later; run as root, the second build
 another user (--other-user, created as a system user if missing; its own Python venv from
 the system's python3, its own HOME, a copy of the ccache), and, where Debian's faketime is
 installed, with the clock shifted (--shift-clock, default three days ahead, libfaketime
-under every process of the build). ccache is the shared one unless
+under every process of the build, build scripts included through pass_environment). ccache is the shared one unless
 --separate-ccache (then both start from an empty cache of their own: much slower). The unpacked
 sources are inputs, not results: the second clone gets hard links to the first's (fetch tasks
 and their stamps), which saves unpacking 3.4 GB again. --resume keeps the clones of an
 interrupted run (at the same commit) and lets mlbuild's incremental builds carry on.
 
-Compared per arch: initramfs.cpio, rootfs.ext4, the kernel image in target/<arch>/boot and every
+Compared per arch: initramfs.cpio (and its .zst), rootfs.ext4, the kernel image in target/<arch>/boot and every
 file of target/<arch> (content, mode, link target), also packed as a deterministic tarball.
 On a mismatch diffoscope (Debian's diffoscope-minimal) writes a report per differing file into
 <work>/diffoscope/. The summary goes to stdout and <work>/result.json; exit status 0 only when
@@ -187,6 +187,8 @@ def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path
     command = [python, "-m", "doit", "-n", "2", *(f"build:images-{arch}" for arch in arches)]
     if builder.get("clock"):
         command = ["faketime", "-f", builder["clock"], *command]
+        # Build scripts get a fixed environment: libfaketime reaches them only when passed on.
+        environment["MLBUILD_PASS_ENVIRONMENT"] = "LD_PRELOAD,FAKETIME"
     if owner:
         home = log.parent / f"home-{log.stem.split('-')[-1]}"
         environment.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), USER=builder["user"], LOGNAME=builder["user"])
@@ -211,7 +213,7 @@ def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path
 
 def _pairs(roots: list[Path], arch: str, work: Path):
     """(label, first file, second file) of every single-file result compared for arch."""
-    for name in ("initramfs.cpio", "rootfs.ext4"):
+    for name in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
         yield f"images/{name}", *(root / "build" / "images" / arch / name for root in roots)
     for kernel in sorted((roots[0] / "target" / arch / "boot").glob("*Image")):  # bzImage, Image
         yield f"boot/{kernel.name}", *(root / "target" / arch / "boot" / kernel.name for root in roots)

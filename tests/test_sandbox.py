@@ -100,6 +100,9 @@ def test_sandboxed_builds_give_the_same_outputs_as_unsandboxed_ones(project, tmp
     assert other.doit("sandbox=off").returncode == 0
     for name in ("hello", "app", "extra"):
         assert project.path(f"target/x86_64/bin/{name}").read_bytes() == other.path(f"target/x86_64/bin/{name}").read_bytes()
+    # The task log says which way each script ran.
+    assert "build.sh in the sandbox (bubblewrap: no network" in project.log("build:hello-x86_64")
+    assert "in the sandbox" not in other.log("build:hello-x86_64")
 
 
 def test_sandbox_on_where_bubblewrap_cannot_run_is_one_line_and_auto_falls_back_with_one_warning(project, tmp_path):

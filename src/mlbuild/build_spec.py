@@ -66,7 +66,8 @@ def write_into_work(spec: BuildSpec) -> Path:
 def run(spec: BuildSpec, log, describe_path=str) -> None:
     """Run the spec's script in its own process group (killed with everything it started on interrupt)."""
     script = write_into_work(spec)
-    log(f"# running {describe_path(script)} (log of the commands follows)")
+    where = " in the sandbox (bubblewrap: no network; only its source, work and output folders)" if spec.sandbox else ""
+    log(f"# running {describe_path(script)}{where} (log of the commands follows)")
     command = [*spec.sandbox, "bash", "-eu", "-o", "pipefail", str(script)]
     status = run_in_group(command, spec.task, spec.work, spec.environment, log.file, spec.work / ".pgid")
     if status != 0:

@@ -438,6 +438,8 @@ class Config(Strict):
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
     sandbox: Literal["auto", "on", "off"] = "auto"
+    # The caller's variables build scripts get too (reproducible.passed_through): not signature inputs.
+    pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
     # Customising the system (docs/usage.md, "Customise your system"; overlay.py, hooks.py, users.py, image_profile.py).
     overlays: list[ProjectPath] = []  # folders copied over target/<arch>/ after the components; only *.j2 rendered
     post_build: list[ProjectPath] = []  # scripts run on the assembled tree (TARGET_DIR) before it is packed

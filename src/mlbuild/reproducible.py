@@ -5,6 +5,7 @@ and the images take their timestamps from SOURCE_DATE_EPOCH. docs/reproducibilit
 says what was checked and how.
 """
 
+import os
 from pathlib import Path
 
 # Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
@@ -20,6 +21,19 @@ BUILD_ENVIRONMENT = {
     "TERM": "dumb",
     "PYTHONHASHSEED": "0",  # generators written in Python iterate sets in a fixed order
 }
+
+
+def passed_through(names: list[str], environ=os.environ) -> dict:
+    """The caller's variables named by the configuration's pass_environment, for build scripts.
+
+    Build scripts get a fixed environment, nothing of the caller's. Some variables must reach
+    them without changing what they make: a proxy, or libfaketime's LD_PRELOAD and FAKETIME
+    when scripts/reproducibility.py shifts the second build's clock (BitBake's
+    BB_ENV_PASSTHROUGH_ADDITIONS). They are not inputs of any signature, and they cannot
+    replace a variable mlbuild sets (BUILD_ENVIRONMENT, PATH, SRC, …)."""
+    return {name: environ[name] for name in names if name in environ}
+
+
 # Every build runs under this umask, whatever the builder's (dodo_support sets it for the
 # whole run): outputs, the target tree and the images get 0755/0644, never 0700/0600.
 BUILD_UMASK = 0o022

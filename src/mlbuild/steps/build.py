@@ -14,7 +14,7 @@ from ..graph import build_ancestors, fetch_task
 from .. import external, remote_compile, sandbox
 from ..render import render
 from ..run_logs import Log
-from ..reproducible import BUILD_ENVIRONMENT, prefix_map_flags
+from ..reproducible import BUILD_ENVIRONMENT, passed_through, prefix_map_flags
 from ..signature import render_key
 from ..toolchain import llvm_bin, toolchain_identity
 from .base import Step
@@ -232,6 +232,7 @@ class BuildStep(Step):
         source = self.source.output
         work = self.work
         return {
+            **passed_through(config.pass_environment),  # first: what mlbuild sets below wins
             **BUILD_ENVIRONMENT,
             "PATH": f"{tools}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(work),
