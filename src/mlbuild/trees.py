@@ -42,7 +42,7 @@ def hash_tree(root: Path, skip: frozenset[str] = frozenset(), file_hash=None) ->
     digest = hashlib.sha256()
     base = str(root)
     # Sorted by parts, as Path objects sort: the order (so every stamp's output hash) is unchanged.
-    for relative in sorted(_walk(base, skip), key=lambda name: name.split("/")):
+    for relative in sorted(walk_relative(base, skip), key=lambda name: name.split("/")):
         path = os.path.join(base, relative)
         info = os.lstat(path)
         mode = stat.S_IMODE(info.st_mode)
@@ -56,7 +56,7 @@ def hash_tree(root: Path, skip: frozenset[str] = frozenset(), file_hash=None) ->
     return digest.hexdigest()
 
 
-def _walk(base: str, skip: frozenset[str]):
+def walk_relative(base: str, skip: frozenset[str] = frozenset()):
     """Relative names ("a/b.c") below base."""
     for folder, dirs, files in os.walk(base):
         dirs[:] = [name for name in dirs if name not in skip]  # not entered either
@@ -144,7 +144,7 @@ def keep_unchanged_mtimes(staging: Path, old: Path) -> int:
         return 0
     kept = 0
     base = str(staging)
-    for relative in _walk(base, frozenset()):
+    for relative in walk_relative(base):
         new_path, old_path = os.path.join(base, relative), os.path.join(old, relative)
         try:
             new_info, old_info = os.lstat(new_path), os.lstat(old_path)

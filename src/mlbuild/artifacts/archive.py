@@ -19,7 +19,7 @@ from pathlib import Path
 import zstandard
 
 from ..errors import MlbuildError
-from ..trees import hash_file, remove_tree
+from ..trees import hash_file, remove_tree, walk_relative
 from ..unpack import unpack
 
 FORMAT = 1
@@ -37,23 +37,20 @@ def tree_entries(root: Path, hash_files: bool = True) -> dict[str, dict]:
     hash_files=False leaves the files' sha256 to pack(), which hashes them as it reads them."""
     entries = {}
     base = str(root)
-    for folder, dirs, files in os.walk(base):
-        prefix = folder[len(base) + 1:]
-        for name in sorted(dirs + files):
-            path = os.path.join(folder, name)
-            relative = f"{prefix}/{name}" if prefix else name
-            info = os.lstat(path)
-            mode = stat.S_IMODE(info.st_mode)
-            if stat.S_ISLNK(info.st_mode):
-                entries[relative] = {"kind": "link", "target": os.readlink(path)}
-            elif stat.S_ISDIR(info.st_mode):
-                entries[relative] = {"kind": "dir", "mode": mode}
-            elif stat.S_ISREG(info.st_mode):
-                entries[relative] = {"kind": "file", "mode": mode, "size": info.st_size}
-                if hash_files:
-                    entries[relative]["sha256"] = hash_file(path)
-            else:
-                raise MlbuildError(f"{path}: only files, folders and symbolic links can be cached")
+    for relative in walk_relative(base):
+        path = os.path.join(base, relative)
+        info = os.lstat(path)
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            entries[relative] = {"kind": "link", "target": os.readlink(path)}
+        elif stat.S_ISDIR(info.st_mode):
+            entries[relative] = {"kind": "dir", "mode": mode}
+        elif stat.S_ISREG(info.st_mode):
+            entries[relative] = {"kind": "file", "mode": mode, "size": info.st_size}
+            if hash_files:
+                entries[relative]["sha256"] = hash_file(path)
+        else:
+            raise MlbuildError(f"{path}: only files, folders and symbolic links can be cached")
     return dict(sorted(entries.items()))
 
 
@@ -212,12 +209,9 @@ def _verify_and_fix(root: Path, expected: dict) -> None:
 def _kinds(root: Path) -> dict[str, str]:
     kinds = {}
     base = str(root)
-    for folder, dirs, files in os.walk(base):
-        prefix = folder[len(base) + 1:]
-        for name in dirs + files:
-            mode = os.lstat(os.path.join(folder, name)).st_mode
-            kind = "link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
-            kinds[f"{prefix}/{name}" if prefix else name] = kind
+    for relative in walk_relative(base):
+        mode = os.lstat(os.path.join(base, relative)).st_mode
+        kinds[relative] = "link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
     return kinds
 
 

@@ -7,7 +7,6 @@ from .. import hooks, image_profile, users
 from ..cpio import normal_mode, write_initramfs
 from ..errors import MlbuildError
 from ..processes import run_in_group
-from ..trees import hash_tree
 from .. import compression
 from ..signature import code_hash
 from .base import Step
@@ -111,8 +110,6 @@ class ImagesStep(Step):
         script.unlink()
         log(f"rootfs.ext4: {size_mib} MiB")
 
-    def output_hash(self, folder: Path, file_hash=None) -> str:
-        return hash_tree(folder, file_hash=file_hash)
 
 
 def _tree_size(root: Path) -> int:
