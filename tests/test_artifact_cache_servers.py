@@ -131,7 +131,7 @@ def test_distcc_compiles_on_distccd_behind_ccache_and_gives_the_same_binaries(tm
     from mlbuild.models import Config
     from mlbuild.toolchain import llvm_bin
 
-    compilers = llvm_bin(Config())
+    compilers = llvm_bin(Config(), "host")
     host, process, log = start_distccd(tmp_path / "distccd", compilers)
     try:
         remote = make_project(tmp_path / "remote")

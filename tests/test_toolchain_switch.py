@@ -16,10 +16,13 @@ done
 """
 
 
-def add_wrapper_toolchain(project):
-    project.write("templates/build/wrapper.sh.j2", WRAPPER_SH)
+def add_wrapper_toolchain(project, sysroots=()):
+    # With sysroots, the "toolchain" checks that its sysroot (the build machine's arch's stage-1 builds) is there.
+    checks = "".join(f'test -x "$SYSROOT/bin/{name}"\n' for name in sysroots)
+    project.write("templates/build/wrapper.sh.j2", checks + WRAPPER_SH)
     recipe = {key: project.recipes["hello"][key] for key in ("version", "summary", "homepage", "license", "sources")}
-    project.write_recipe("fake-llvm", {"name": "fake-llvm", **recipe, "host": True, "build": "wrapper"})
+    project.write_recipe("fake-llvm", {"name": "fake-llvm", **recipe, "host": True, "build": "wrapper",
+                                       **({"sysroots": list(sysroots)} if sysroots else {})})
 
 
 def test_the_toolchain_is_not_part_of_the_default_build(built):
@@ -58,6 +61,48 @@ def test_both_toolchains_results_live_side_by_side(built):
     assert back.returncode == 0 and back.executed == set()
     assert built.path("target/x86_64/bin/hello").read_bytes() == host_hello
     assert built.doit("toolchain=llvm").executed == set()
+
+
+def test_stage_1_builds_a_host_recipes_sysroots_for_every_arch_and_the_toolchain_ships_them(built):
+    """recipes/llvm.toml's sysroots: musl, libc++… built by the host's LLVM for each arch, the build machine's
+    linked against, every arch's beside bin/ in toolchain/<triple>/. Here `app` (and `hello`, which it needs)."""
+    add_wrapper_toolchain(built, sysroots=["app"])
+    # The system is built for x86_64 only: arm64's stage-1 builds are the toolchain's alone, not in `doit build`.
+    assert built.doit("build").executed == set()
+    result = built.doit("build:toolchain")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # x86_64's stage-1 builds are the system's own tasks (toolchain = "host"): built already, shared.
+    assert result.executed == {"fetch:fake-llvm", "build:fake-llvm-host", "build:toolchain", "build:hello-arm64", "build:app-arm64"}
+    for triple in ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"):
+        assert sorted(path.name for path in built.path(f"toolchain/{triple}/bin").iterdir()) == ["app", "hello"]
+    assert built.path("toolchain/bin/clang").exists()
+    assert "adding build:app-arm64 to aarch64-unknown-linux-musl/" in built.log("build:toolchain")
+
+
+def test_with_the_llvm_toolchain_its_sysroots_stay_stage_1_builds_and_are_not_built_again(built):
+    add_wrapper_toolchain(built, sysroots=["app"])
+    assert built.doit("build:toolchain").returncode == 0
+    result = built.doit("toolchain=llvm")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The system is compiled again by stage 2; the toolchain and its stage-1 sysroots (now named …@host:
+    # the same stamps and outputs as toolchain = "host"'s tasks) are up to date, so nothing loops back.
+    assert result.executed == x86("hello", "extra", "app") | {"build:target-x86_64", "build:images-x86_64"}
+    listing = built.doit("list", "--all", "toolchain=llvm").stdout
+    assert "build:app-x86_64@host" in listing and "build:app-arm64@host" in listing
+    explain = built.cli("explain", "build:app-arm64@host", env={"MLBUILD_TOOLCHAIN": "llvm"}).stdout
+    assert "up to date" in explain
+
+
+def test_sysroots_must_be_target_recipes_of_a_host_recipe(project):
+    add_wrapper_toolchain(project, sysroots=["app"])
+    project.update_recipe("fake-llvm", sysroots=["ap"])
+    result = project.doit("list")
+    assert result.returncode == 2
+    assert result.stderr == "mlbuild: recipes/fake-llvm.toml: sysroots: unknown recipe 'ap' (did you mean 'app'?)\n"
+    project.update_recipe("app", sysroots=["hello"])
+    result = project.doit("list")
+    assert result.returncode == 2
+    assert result.stderr.startswith("mlbuild: recipes/app.toml: sysroots: only a host recipe (host = true) with a build has sysroots"), result.stderr
 
 
 # A switch the optional recipe declares itself, as recipes/clang.toml does.

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .arches import ARCHES
+from .arches import ARCHES, machine_arch
 from .errors import MlbuildError
 
 PROBE_SECONDS = 5.0
@@ -38,10 +38,6 @@ class Accelerator(NamedTuple):
         if self.name == "kvm":
             return ["-accel", "kvm", "-cpu", "host"]
         return ["-accel", "tcg"] + (["-cpu", "cortex-a57"] if arch == "arm64" else [])
-
-
-def _host_arch() -> str:
-    return {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
 def _kvm_openable(device: Path) -> bool:
@@ -133,7 +129,7 @@ def choose(arch: str, setting: str, kernel: Path, remember_in: Path | None, devi
     """The accelerator for booting `kernel` of `arch` under the configured setting (auto, kvm or tcg)."""
     if setting == "tcg":
         return Accelerator("tcg", "tcg: as configured (accel=tcg)")
-    host = _host_arch()
+    host = machine_arch()
     if host != arch:
         why = f"kvm runs only the host's arch ({host}), the guest is {arch}"
     elif not device.exists():

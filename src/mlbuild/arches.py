@@ -14,12 +14,21 @@ class Arch:
 HOST = "host"  # the pseudo-arch of recipes built for the build machine (the toolchain)
 
 
-def host_arch() -> Arch:
+def machine_arch() -> str:
+    """The build machine's arch in mlbuild's names (x86_64, arm64; another machine's own name)."""
     import platform
 
     machine = platform.machine()
-    karch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine, machine)
-    return Arch(HOST, f"{machine}-unknown-linux-gnu", karch, "")
+    return {"aarch64": "arm64"}.get(machine, machine)
+
+
+def host_arch() -> Arch:
+    """The facts of the pseudo-arch host: the build machine's arch, with the musl triple
+    mlbuild's own toolchain is built for (it links statically against the stage-1 musl)."""
+    machine = machine_arch()
+    known = ARCHES.get(machine)
+    triple = known.triple if known else f"{machine}-unknown-linux-musl"
+    return Arch(HOST, triple, known.karch if known else machine, "")
 
 
 ARCHES = {

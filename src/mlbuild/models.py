@@ -257,12 +257,22 @@ class Recipe(Strict):
     target: bool = True  # whether the output goes into the target root filesystem
     menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
     host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
+    # A host recipe's target recipes that stage 1 (the host's LLVM) builds for every arch: it links
+    # itself against the build machine's arch's, and build:toolchain ships each arch's as a sysroot.
+    sysroots: list[Name] = []
     # The recipe is built only when a switch is on (`when = "target_llvm"`) or a choice has a value (`when = "userland=toybox"`).
     when: Condition | None = None
     kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
     checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
     # Modes and owners of installed files ([[permissions]]): inputs of the target and the images, not of its build.
     permissions: list[Permission] = []
+
+    @field_validator("sysroots")
+    @classmethod
+    def _sysroots_of_a_host_recipe(cls, value, info):
+        if value and not (info.data.get("host") and info.data.get("build")):
+            raise ValueError("only a host recipe (host = true) with a build has sysroots")
+        return value
 
     @field_validator("permissions")
     @classmethod

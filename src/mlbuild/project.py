@@ -84,7 +84,7 @@ class Project:
         if kind == "fetch":
             return FetchStep(self, name, recipe)
         if kind == "build":
-            return BuildStep(self, name, recipe, arch)
+            return BuildStep(self, name, recipe, arch, data["toolchain"])
         if kind == "target":
             return TargetStep(self, name, arch)
         if kind == "toolchain":
@@ -96,7 +96,8 @@ class Project:
         kind, arch = self.graph.nodes[name]["kind"], self.graph.nodes[name]["arch"]
         if kind == "fetch":  # a source is needed when a build that is needed uses it (`doit fetch` gets nothing else)
             return any(self.in_default_build(user) for user in self.graph.successors(name))
-        return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST)
+        # A host recipe's sysroots of an arch the system is not built for are the toolchain's alone.
+        return self.config.toolchain == "llvm" or (kind != "toolchain" and arch != HOST and arch in self.config.arches)
 
     def ordered_steps(self):
         return self._ordered_steps

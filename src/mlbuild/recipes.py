@@ -192,6 +192,11 @@ def _check_references(recipe: Recipe, label: str, recipes: dict, patches: Path, 
                 raise InputError(f"{label}: {field}: {dep!r} is {kinds[recipes[dep].host]}, {recipe.name!r} is {kinds[recipe.host]}")
             if not recipe.host and arch not in recipes[dep].arches:
                 raise InputError(f"{label}: {field}: {dep!r} is not built for {arch}")
+    for dep in recipe.sysroots:
+        if dep not in recipes:
+            raise InputError(f"{label}: sysroots: unknown recipe {dep!r}{_did_you_mean(dep, recipes)}")
+        if recipes[dep].host or not recipes[dep].build:
+            raise InputError(f"{label}: sysroots: {dep!r} is not a target recipe with a build; sysroots are built for the target arches")
     if recipe.build:
         _template_inside(templates, f"build/{recipe.build}.sh.j2", label, "build")
     for field, names in [("files", recipe.files)] + [(f"arch.{a}.files", o.files) for a, o in recipe.arch.items()]:

@@ -11,20 +11,18 @@ from .models import Config
 LLVM_TOOLS = ("clang", "clang++", "ld.lld", "llvm-ar", "llvm-nm", "llvm-objcopy", "llvm-strip", "llvm-ranlib")
 
 
-def llvm_bin(config: Config, for_host: bool = False) -> Path:
-    """The folder holding unversioned clang, ld.lld, llvm-ar… of the chosen toolchain.
-
-    Host recipes (the toolchain itself) are always built by the host's LLVM: stage 1.
-    """
-    if config.toolchain == "llvm" and not for_host:
+def llvm_bin(config: Config, toolchain: str) -> Path:
+    """The folder holding unversioned clang, ld.lld, llvm-ar… of a toolchain: host (the host's LLVM,
+    stage 1, which builds the host recipes and their sysroots) or llvm (mlbuild's own, in toolchain/)."""
+    if toolchain == "llvm":
         return config.toolchain_dir / "bin"
     return _host_llvm_bin(config.llvm_version)
 
 
-def toolchain_identity(config: Config, for_host: bool = False) -> str:
+def toolchain_identity(config: Config, toolchain: str) -> str:
     """What compiles: the host's clang --version, or mlbuild's own LLVM (whose
     output hash is already an input of every task it compiles, through build:toolchain)."""
-    if config.toolchain == "llvm" and not for_host:
+    if toolchain == "llvm":
         return "LLVM built by mlbuild (build:toolchain)"
     return identity(_host_llvm_bin(config.llvm_version))
 

@@ -48,10 +48,15 @@ class Step:
         """Everything that decides the output, as JSON values; their hash is the signature."""
         raise NotImplementedError
 
+    @property
+    def input_name(self) -> str:
+        """How dependents' inputs name this step: its task name, whatever toolchain builds the system."""
+        return self.name
+
     def dep_inputs(self) -> dict:
         """Each dependency's output hash: a dependency rebuilt to the same bytes changes nothing."""
         stamps, steps = self.project.stamps, self.project.steps
-        return {f"dep:{dep}": (stamps.read(steps[dep].stamp) or {}).get("output_hash", "not built") for dep in self.deps}
+        return {f"dep:{steps[dep].input_name}": (stamps.read(steps[dep].stamp) or {}).get("output_hash", "not built") for dep in self.deps}
 
     def run(self, staging: Path, log) -> None:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from ..arches import ARCHES, HOST, host_arch
 from ..build_spec import BuildSpec, run, run_on_terminal
 from ..ccache import ccache_environment
 from ..errors import MlbuildError
-from ..graph import build_ancestors, fetch_task
+from ..graph import build_ancestors, build_task, fetch_task
 from .. import external, remote_compile, sandbox
 from ..render import render
 from ..run_logs import Log
@@ -20,10 +20,11 @@ from ..toolchain import llvm_bin, toolchain_identity
 from .base import Step
 
 
-def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict) -> dict:
+def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict, toolchain: str) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing.
 
-    options: the values of the options the recipe declares (and those alone: a template reading another fails)."""
+    options: the values of the options the recipe declares (and those alone: a template reading another fails).
+    toolchain: what compiles this script (host recipes and their sysroots: always the host's LLVM)."""
     facts = host_arch() if arch == HOST else ARCHES[arch]
     return {
         "recipe": recipe,
@@ -35,9 +36,10 @@ def script_context(recipe, merged, arch: str, config, fragment_names: list[str],
         "options": options,
         "config": {
             "llvm_version": config.llvm_version,
-            # What compiles this script: host recipes are always built by the host's LLVM.
-            "toolchain": "host" if arch == HOST else config.toolchain,
+            "toolchain": toolchain,
         },
+        # A host recipe's sysroots: the triple of each arch build:toolchain ships one for.
+        "sysroot_triples": [ARCHES[name].triple for name in ARCHES] if recipe.sysroots else [],
     }
 
 
@@ -51,25 +53,28 @@ def _file_name(template: str) -> str:
 
 
 class BuildStep(Step):
-    def __init__(self, project, name: str, recipe, arch: str):
+    def __init__(self, project, name: str, recipe, arch: str, toolchain: str):
         super().__init__(project, name)
         self.recipe = recipe
         self.arch = arch
+        self.toolchain = toolchain  # host: the host's LLVM (stage 1); llvm: mlbuild's own (build:toolchain)
         self.options = {name: project.options[name] for name in recipe.options}
         shown = ", ".join(f"{name}={option_text(value)}" for name, value in self.options.items())
         self.doc = f"build {recipe.name} {recipe.version} for {arch}" + (f" ({shown})" if shown else "")
-
-    @property
-    def is_host(self) -> bool:
-        return self.arch == HOST
 
     @property
     def slug(self) -> str:
         return f"{self.recipe.name}-{self.arch}"
 
     @property
-    def per_toolchain(self) -> bool:
-        return not self.is_host
+    def input_name(self) -> str:
+        """A stage-1 task (build:<recipe>-<arch>@host) is the host toolchain's task of that name: same inputs…"""
+        return build_task(self.recipe.name, self.arch)
+
+    @property
+    def stamp(self) -> str:
+        """…same stamp (and output): switching toolchains rebuilds none of them."""
+        return self.input_name + ("" if self.toolchain == "host" else f"@{self.toolchain}")
 
     @property
     def host_tools(self) -> list[str]:
@@ -77,7 +82,7 @@ class BuildStep(Step):
 
     @property
     def tree(self) -> Path:
-        return self.project.build_dir if self.is_host else self.project.target_build_dir
+        return self.project.build_dir if self.toolchain == "host" else self.project.target_build_dir
 
     @property
     def output(self) -> Path:
@@ -95,7 +100,7 @@ class BuildStep(Step):
     @cached_property
     def context(self) -> dict:
         return script_context(self.recipe, self.merged, self.arch, self.project.config,
-                              [name for name, _ in self.fragment_files], self.options)
+                              [name for name, _ in self.fragment_files], self.options, self.toolchain)
 
     @cached_property
     def fragment_files(self) -> list[tuple[str, Path]]:
@@ -159,7 +164,7 @@ class BuildStep(Step):
             "arch": self.arch,
             "environment": BUILD_ENVIRONMENT,
             **self.rendered_hashes,
-            "toolchain": toolchain_identity(self.project.config, self.is_host),
+            "toolchain": toolchain_identity(self.project.config, self.toolchain),
             **self.dep_inputs(),
         }
 
@@ -227,7 +232,7 @@ class BuildStep(Step):
 
     def _environment(self, staging: Path) -> dict:
         config = self.project.config
-        tools = llvm_bin(config, self.is_host)
+        tools = llvm_bin(config, self.toolchain)
         package_root = Path(__file__).resolve().parents[2]
         source = self.source.output
         work = self.work

@@ -1,7 +1,9 @@
-"""build:toolchain: the LLVM built from source (host recipes), gathered into toolchain/."""
+"""build:toolchain: the LLVM built from source (host recipes), gathered into toolchain/,
+with a sysroot per target arch (<triple>/: the host recipes' sysroots, built by stage 1)."""
 
 from pathlib import Path
 
+from ..arches import ARCHES, HOST
 from ..trees import merge_tree
 from ..signature import code_hash
 from .base import Step
@@ -20,7 +22,11 @@ class ToolchainStep(Step):
         return {"code": code_hash(__name__), **self.dep_inputs()}
 
     def run(self, staging: Path, log) -> None:
-        owners: dict[str, str] = {}
+        owners: dict[Path, dict[str, str]] = {}  # per folder: which task brought each path
         for dep in self.deps:
-            log(f"adding {dep}")
-            merge_tree(self.project.steps[dep].output, staging, dep, owners)
+            arch = self.project.steps[dep].arch
+            # A host recipe's output is the toolchain itself; a stage-1 build goes into its arch's sysroot.
+            destination = staging if arch == HOST else staging / ARCHES[arch].triple
+            log(f"adding {dep}" + ("" if arch == HOST else f" to {destination.name}/"))
+            destination.mkdir(exist_ok=True)
+            merge_tree(self.project.steps[dep].output, destination, dep, owners.setdefault(destination, {}))
