@@ -10,6 +10,9 @@
                                                    one LLVM build (hours): wall time, peak memory of the
                                                    largest process and of the whole machine, ninja steps,
                                                    ccache; says whether it started cold or resumed
+    scripts/benchmark.py task --task build:linux-x86_64 kernel_config=defconfig
+                                                   any one build task the same way, with its output's size
+                                                   and largest file
     scripts/benchmark.py unpack [--repeat 5]       the kernel tarball from the download cache: GNU tar
                                                    alone against mlbuild's checked unpack
     scripts/benchmark.py reporting [--recipes 500]  the progress display, summary and statistics: no-op
@@ -249,7 +252,7 @@ class MemorySampler:
         self.thread.join()
 
 
-def bench_llvm(task: str, settings: list[str]) -> None:
+def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
     sys.path.insert(0, str(REPO / "src"))
     from mlbuild.project import Project
 
@@ -271,9 +274,11 @@ def bench_llvm(task: str, settings: list[str]) -> None:
     ccache = re.findall(r"^# ccache: .*$", log, re.MULTILINE)
     binaries = sorted(step.output.rglob("bin/clang*"))
     size = f"{binaries[0].stat().st_size / 2**20:.0f} MB" if binaries else "—"
+    files = [path for path in step.output.rglob("*") if path.is_file() and not path.is_symlink()] if step.output.is_dir() else []
+    largest_file = max(files, key=lambda path: path.stat().st_size, default=None)
     hours, minutes = divmod(round(wall / 60), 60)
     lines = [
-        f"## LLVM: `doit {' '.join([task, *settings])}`",
+        f"## {'LLVM' if kind == 'llvm' else 'Build'}: `doit {' '.join([task, *settings])}`",
         "",
         f"Machine: {machine()}. Command: `scripts/benchmark.py llvm --task {' '.join([task, *settings])}`.",
         "",
@@ -286,9 +291,11 @@ def bench_llvm(task: str, settings: list[str]) -> None:
         f"| peak memory, largest process | {largest // 1024} MB |",
         f"| peak memory in use, whole machine | {memory.peak_kib // 1024} MB ({idle_kib // 1024} MB before the build) |",
         f"| ccache | {ccache[-1].removeprefix('# ccache: ') if ccache else '—'} |",
-        f"| size of {binaries[0].relative_to(step.output) if binaries else 'clang'} | {size} |",
+        *([f"| size of {binaries[0].relative_to(step.output) if binaries else 'clang'} | {size} |"] if kind == "llvm" else []),
+        f"| output | {len(files):,} files, {sum(path.stat().st_size for path in files) / 2**20:.1f} MB"
+        + (f"; largest {largest_file.relative_to(step.output)}, {largest_file.stat().st_size:,} bytes |" if largest_file else " |"),
     ]
-    record(f"llvm {task}", lines)  # a failed run too: its time and memory up to the failure
+    record(f"llvm {task}" if kind == "llvm" else f"task {' '.join([task, *settings])}", lines)  # a failed run too: its time and memory up to the failure
     if result.returncode != 0:
         sys.exit(f"benchmark: {task} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
@@ -479,7 +486,7 @@ def bench_unpack(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "cache-real", "unpack"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "cache-real", "unpack", "task"])
     parser.add_argument("--arch", default="x86_64", help="reporting-real, sandbox-real: the arch whose small system is built")
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
     parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
@@ -490,8 +497,8 @@ def main() -> None:
         bench_engine(args.recipes, args.repeat)
     elif args.what == "noop":
         bench_noop(args.repeat)
-    elif args.what == "llvm":
-        bench_llvm(args.task, args.settings)
+    elif args.what in ("llvm", "task"):
+        bench_llvm(args.task, args.settings, args.what)
     elif args.what == "unpack":
         bench_unpack(args.repeat)
     elif args.what == "reporting":

@@ -35,11 +35,13 @@ def next_actions(project, names=None, consult_cache: bool = True) -> dict[str, s
             decision = decide(step)
         except MlbuildError:
             decision = None
+        # Inputs name a dependency by its input_name (a stage-1 task's lacks its @host).
+        dep_tasks = {project.steps[dep].input_name: dep for dep in graph.predecessors(name)}
         if decision is None:
             own = RUN
         elif decision.up_to_date:
             own = UP_TO_DATE
-        elif not decision.problems and all(change.key.startswith("dep:") and actions.get(change.key[4:], UP_TO_DATE) != UP_TO_DATE
+        elif not decision.problems and all(change.key.startswith("dep:") and actions.get(dep_tasks.get(change.key[4:], change.key[4:]), UP_TO_DATE) != UP_TO_DATE
                                            for change in decision.changes):
             # Only dependencies that run first differ (one removed, to be restored, counts as "not built"):
             # whether this task runs depends on what they produce.
