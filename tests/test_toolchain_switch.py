@@ -89,6 +89,7 @@ def test_with_the_llvm_toolchain_its_sysroots_stay_stage_1_builds_and_are_not_bu
     assert result.executed == x86("hello", "extra", "app") | {"build:target-x86_64", "build:images-x86_64"}
     listing = built.doit("list", "--all", "toolchain=llvm").stdout
     assert "build:app-x86_64@host" in listing and "build:app-arm64@host" in listing
+    assert "build app 1.0 for arm64, by the host's LLVM (stage 1) for build:toolchain" in listing
     explain = built.cli("explain", "build:app-arm64@host", env={"MLBUILD_TOOLCHAIN": "llvm"}).stdout
     assert "up to date" in explain
 

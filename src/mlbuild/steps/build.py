@@ -61,6 +61,8 @@ class BuildStep(Step):
         self.options = {name: project.options[name] for name in recipe.options}
         shown = ", ".join(f"{name}={option_text(value)}" for name, value in self.options.items())
         self.doc = f"build {recipe.name} {recipe.version} for {arch}" + (f" ({shown})" if shown else "")
+        if toolchain != project.config.toolchain:  # a sysroot of build:toolchain, while the system uses that toolchain
+            self.doc += ", by the host's LLVM (stage 1) for build:toolchain"
 
     @property
     def slug(self) -> str:
