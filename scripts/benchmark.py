@@ -264,11 +264,14 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
         step = project.steps[step.deps[0]]
     resumed = step.work is not None and (step.work / "build" / "build.ninja").exists()
     idle_kib = memory_in_use_kib()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with MemorySampler() as memory:
         result = subprocess.run(doit(task, *settings), cwd=REPO, env=environment(), capture_output=True, text=True)
     wall = time.perf_counter() - started
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    largest = after.ru_maxrss
     log = project.log_path(step.name).read_text(errors="replace")
     totals = re.findall(r"^\[1/(\d+)\]", log, re.MULTILINE)  # one per ninja run
     ccache = re.findall(r"^# ccache: .*$", log, re.MULTILINE)
@@ -280,7 +283,7 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
     lines = [
         f"## {'LLVM' if kind == 'llvm' else 'Build'}: `doit {' '.join([task, *settings])}`",
         "",
-        f"Machine: {machine()}. Command: `scripts/benchmark.py llvm --task {' '.join([task, *settings])}`.",
+        f"Machine: {machine()}. Command: `scripts/benchmark.py {kind} --task {' '.join([task, *settings])}`.",
         "",
         "| measure | result |",
         "| --- | --- |",
@@ -288,6 +291,7 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
         f"| started | {'resumed: the build folder of an interrupted run was kept' if resumed else 'cold: no build folder'} |",
         f"| ninja steps run | {' + '.join(totals) if totals else '—'} |",
         f"| wall time | {hours} h {minutes:02d} min ({wall:.0f} s) |",
+        f"| CPU time (user + system, every process) | {cpu / 60:.0f} min ({cpu:.0f} s; load average {os.getloadavg()[0]:.1f} at the end) |",
         f"| peak memory, largest process | {largest // 1024} MB |",
         f"| peak memory in use, whole machine | {memory.peak_kib // 1024} MB ({idle_kib // 1024} MB before the build) |",
         f"| ccache | {ccache[-1].removeprefix('# ccache: ') if ccache else '—'} |",
