@@ -8,6 +8,7 @@ Needs the llvm-project source (fetched by the distribution build).
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,24 @@ def test_the_target_clang_is_one_multicall_binary_of_the_tools_a_user_needs(conf
     programs = re.findall(r"^build bin/([^:\s]+): CXX_EXECUTABLE_LINKER", ninja, re.MULTILINE)
     assert "llvm" in programs and not {"clang", "clang-19", "lld", "llvm-ar", "llvm-nm", "llvm-objdump"} & set(programs), programs
     assert cache["CMAKE_STRIP"].endswith("llvm-strip")
+
+
+def test_the_toolchains_configuration_files_give_clang_each_arch_sysroot(tmp_path):
+    """The install step's <triple>.cfg lines, run as they are rendered, next to a real clang 19 (Debian's, copied:
+    clang reads a config file from its own binary's folder for --target, and for its default triple)."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.project import Project
+
+    rendered = Project(REPO, {"target_llvm": "0"}).steps["build:llvm-host"].script
+    lines = [line for line in rendered.splitlines() if re.search(r"> \S+\.cfg$", line)]
+    assert len(lines) == 2, lines  # one per arch
+    bin_dir = tmp_path / "toolchain" / "bin"
+    bin_dir.mkdir(parents=True)
+    shutil.copy("/usr/lib/llvm-19/bin/clang", bin_dir / "clang")
+    subprocess.run(["bash", "-euc", "\n".join(lines)], cwd=bin_dir, check=True)
+    for triple in ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"):
+        plan = subprocess.run([bin_dir / "clang", f"--target={triple}", "-###", "-c", "-x", "c", "/dev/null", "-o", "/dev/null"],
+                              capture_output=True, text=True).stderr
+        sysroot = tmp_path / "toolchain" / "bin" / ".." / triple
+        assert f'"-isysroot" "{sysroot}"' in plan, plan
+        assert f'"-resource-dir" "{sysroot}/usr/lib/clang/19"' in plan, plan
