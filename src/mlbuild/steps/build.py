@@ -39,7 +39,7 @@ def script_context(recipe, merged, arch: str, config, fragment_names: list[str],
             "toolchain": toolchain,
         },
         # A host recipe's sysroots: the triple of each arch build:toolchain ships one for.
-        "sysroot_triples": [ARCHES[name].triple for name in ARCHES] if recipe.sysroots else [],
+        "sysroot_triples": [known.triple for known in ARCHES.values()] if recipe.sysroots else [],
     }
 
 

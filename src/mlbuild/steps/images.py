@@ -111,7 +111,6 @@ class ImagesStep(Step):
         log(f"rootfs.ext4: {size_mib} MiB")
 
 
-
 def _tree_size(root: Path) -> int:
     return sum(path.lstat().st_size for path in root.rglob("*"))
 
