@@ -46,6 +46,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import ninja_time  # noqa: E402  (where an LLVM build's time goes)
+
 DOC = REPO / "docs" / "performance.md"
 
 
@@ -299,6 +302,10 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
         f"| output | {len(files):,} files, {sum(path.stat().st_size for path in files) / 2**20:.1f} MB"
         + (f"; largest {largest_file.relative_to(step.output)}, {largest_file.stat().st_size:,} bytes |" if largest_file else " |"),
     ]
+    folder = step.work / "build" if step.work is not None else None
+    if kind == "llvm" and folder is not None and (folder / ".ninja_log").exists():
+        lines += ["", "Where the time goes (`scripts/ninja_time.py`: each ninja step's own time, summed by part of the tree, "
+                  "every step of the build folder once, an interrupted run's included):", "", *ninja_time.table(folder)]
     record(f"llvm {task}" if kind == "llvm" else f"task {' '.join([task, *settings])}", lines)  # a failed run too: its time and memory up to the failure
     if result.returncode != 0:
         sys.exit(f"benchmark: {task} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
