@@ -8,7 +8,10 @@ each succeeds (so the test would notice a sandbox that does nothing).
 
 import os
 import socket
+import subprocess
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +127,25 @@ def test_sandbox_on_where_bubblewrap_cannot_run_is_one_line_and_auto_falls_back_
     warnings = [line for line in auto.stderr.splitlines() if "sandbox = auto" in line]
     assert len(warnings) == 1, auto.stdout + auto.stderr
     assert "build scripts run without a sandbox" in warnings[0]
+
+
+def test_a_folder_reached_through_a_symlink_is_bound_where_it_really_is():
+    """A venv linked from another checkout (sys.prefix is then the link): bwrap cannot mount onto a link."""
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as folder:  # not in /tmp: the sandbox has a /tmp of its own
+        _check_symlinked_binds(Path(folder))
+
+
+def _check_symlinked_binds(tmp_path):
+    real = tmp_path / "real-venv"
+    real.mkdir()
+    (real / "python").write_text("the interpreter\n")
+    (tmp_path / "linked-venv").symlink_to(real)
+    hidden = tmp_path / "project"
+    hidden.mkdir()
+    (hidden / "secret").write_text("not for the script\n")
+    prefix = sandbox.command_prefix(hidden=[hidden], readable=[tmp_path / "linked-venv"], writable=[], network=False)
+    at = prefix.index(str(real))
+    assert prefix[at - 1:at + 2] == ["--ro-bind", str(real), str(real)] and str(tmp_path / "linked-venv") not in prefix
+    shown = subprocess.run([*prefix, "cat", str(tmp_path / "linked-venv" / "python")], capture_output=True, text=True)
+    assert (shown.returncode, shown.stdout) == (0, "the interpreter\n"), shown.stderr
+    assert subprocess.run([*prefix, "cat", str(hidden / "secret")], capture_output=True).returncode != 0

@@ -68,6 +68,10 @@ def command_prefix(hidden: list[Path], readable: list[Path], writable: list[Path
     prefix = ["bwrap", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     if not network:
         prefix.append("--unshare-net")
+    # bwrap mounts onto a path inside the new root and cannot mount onto a symlink there (a venv
+    # linked from another checkout: "Can't bind mount ... No such file or directory"). Their targets
+    # are what the script reaches through the links, so those are what is hidden or bound.
+    hidden, readable, writable = ([folder.resolve() for folder in folders] for folders in (hidden, readable, writable))
     for folder in _outermost(hidden):
         prefix += ["--tmpfs", str(folder)]
     # Parents before children: a writable folder inside a readable one stays writable.
