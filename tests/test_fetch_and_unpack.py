@@ -1,6 +1,7 @@
 """fetch: checksums are enforced, and hostile tarballs are refused without writing outside the destination."""
 
 import io
+import json
 import stat
 import tarfile
 
@@ -179,3 +180,22 @@ def test_a_hostile_tarball_unpacked_lazily_fails_the_build_that_needs_it_and_lea
     assert project.stamp("fetch:hello").exists() and not project.stamp("build:hello-x86_64").exists()
     assert [p.name for p in project.path("build/src").iterdir() if p.name != "app"] == ["hello"]
     assert list(project.path("build/src/hello").iterdir()) == [] and project.leftovers() == []
+
+
+def test_a_fetch_stamp_with_an_output_hash_of_an_older_mlbuild_runs_again_and_gives_the_current_one(built):
+    """A source's output hash is its identity, known from its inputs: a stamp that holds another one (written
+    by an mlbuild that computed it differently) would give dependents signatures no other tree shares."""
+    stamp_path = built.stamp("fetch:app")
+    stamp = json.loads(stamp_path.read_text())
+    current = stamp["output_hash"]
+    stamp_path.write_text(json.dumps({**stamp, "output_hash": "0" * 64}))
+
+    explained = built.cli("explain", "fetch:app")
+    assert "its stamp's output hash was computed by an older mlbuild: it runs again to give the current one" in explained.stdout
+
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fetch:app" in result.executed
+    assert json.loads(stamp_path.read_text())["output_hash"] == current
+    # Its dependents were built against the current hash: nothing of them runs again.
+    assert not {task for task in result.executed if task.startswith("build:app")}, result.executed

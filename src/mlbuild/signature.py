@@ -104,6 +104,9 @@ def decide(step) -> Decision:
         problems.append(f"its output {step.project.relative(step.output)} is missing")
     old, new = stamp["inputs"], step.inputs()
     if old == new:  # the common case, and cheaper than comparing key by key
+        known = step.known_output_hash()
+        if known is not None and stamp.get("output_hash") != known:
+            problems.append("its stamp's output hash was computed by an older mlbuild: it runs again to give the current one")
         return Decision(step, problems)
     changes = [Change(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     return Decision(step, problems, changes)

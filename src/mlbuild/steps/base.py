@@ -65,5 +65,13 @@ class Step:
         """file_hash: the content hashes known already (a restore has verified every file's sha256)."""
         return hash_tree(folder, file_hash=file_hash)
 
+    def known_output_hash(self) -> str | None:
+        """The output hash when the inputs alone decide it (a source's identity), else None.
+
+        The up-to-date decision checks the stamp against it: a stamp written by an mlbuild that
+        computed it another way would otherwise go on giving dependents a signature no other tree
+        has, so their artifact cache entries would never be shared."""
+        return None
+
     def restore_modes(self, folder: Path) -> None:
         """After a restore from the artifact cache (which drops set-id bits): set the modes this step's inputs declare."""

@@ -157,6 +157,9 @@ class FetchStep(Step):
             return self.copied_hash  # trees.hash_tree of the copy: the folder's hash, taken just before copying
         return self._tree_identity()
 
+    def known_output_hash(self) -> str | None:
+        return None if self.override else self._tree_identity()
+
     def _tree_identity(self) -> str:
         # The tree is a pure function of the release and the patches: hashing 1.5 GB of kernel is not
         # needed, and it is known before anything is unpacked. The same for every alternative tarball
