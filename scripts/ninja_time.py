@@ -17,15 +17,18 @@ from pathlib import Path
 
 
 def last_runs(log: Path) -> dict[str, int]:
-    """Each output's last step time in milliseconds (ninja log v5: start, end, mtime, output, hash)."""
-    steps = {}
+    """Each step's last time in milliseconds, named by its first output (ninja log v5: start, end, mtime, output, hash).
+
+    A step with several outputs has a line for each, with the same command hash: it counts once."""
+    steps: dict[str, tuple[str, int]] = {}
     for line in log.read_text(errors="replace").splitlines():
         fields = line.split("\t")
-        if len(fields) != 5 or not fields[0].isdigit():
+        if len(fields) != 5 or not (fields[0].isdigit() and fields[1].isdigit()):
             continue  # the "# ninja log v5" header
-        start, end, _, output, _ = fields
-        steps[output] = int(end) - int(start)
-    return steps
+        start, end, _, output, command = fields
+        name = steps[command][0] if command in steps else output
+        steps[command] = (name, int(end) - int(start))
+    return dict(steps.values())
 
 
 def part(output: str) -> str:

@@ -8,7 +8,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ninja_time.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import ninja_time  # noqa: E402
 
-# An interrupted build resumed: Sema.cpp.o was built twice (the second run counts), the rest once.
+# An interrupted build resumed: Sema.cpp.o was built twice (the second run counts), the rest once;
+# the link has two outputs (one command hash), so two lines: one step.
 LOG = """# ninja log v5
 0\t60000\t1\ttools/clang/lib/Sema/CMakeFiles/obj.clangSema.dir/Sema.cpp.o\tab
 0\t30000\t1\tlib/CodeGen/CMakeFiles/LLVMCodeGen.dir/MachineInstr.cpp.o\tcd
@@ -16,6 +17,7 @@ LOG = """# ninja log v5
 0\t120000\t1\ttools/clang/lib/Sema/CMakeFiles/obj.clangSema.dir/Sema.cpp.o\tab
 0\t6000\t1\ttools/lld/ELF/CMakeFiles/lldELF.dir/Driver.cpp.o\t01
 6000\t9000\t1\tbin/llvm\t02
+6000\t9000\t1\tbin/clang\t02
 """
 
 
