@@ -50,11 +50,14 @@ def test_the_toolchain_alone_in_a_bare_chroot_builds_c_and_cxx_for_every_arch_an
     (root / "hello.c").write_text(HELLO_C)
     (root / "hello.cpp").write_text(CXX_HELLO)
     assert sorted(path.name for path in root.iterdir()) == ["hello.c", "hello.cpp", "tmp", "toolchain"]
+    # The chroot program itself comes from the build machine: with env's PATH set to the chroot's,
+    # subprocess would look "chroot" up in /toolchain/bin.
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     builds = {"host": [], **{arch: [f"--target={triple}"] for arch, triple in TRIPLES.items()}}
     for name, target in builds.items():
         for driver, source in (("clang", "/hello.c"), ("clang++", "/hello.cpp")):
             program = f"/{driver}-{name}"
-            result = subprocess.run(["chroot", root, f"/toolchain/bin/{driver}", *target, "-O2", source, "-o", program],
+            result = subprocess.run([chroot, root, f"/toolchain/bin/{driver}", *target, "-O2", source, "-o", program],
                                     capture_output=True, text=True, env={"PATH": "/toolchain/bin", "TMPDIR": "/tmp"})
             assert result.returncode == 0, f"{driver} {name}: {result.stderr}"
     machines = {"host": "X86-64", "x86_64": "X86-64", "arm64": "AArch64"}
