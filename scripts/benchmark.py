@@ -262,9 +262,12 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
     project = Project(REPO, dict(setting.split("=", 1) for setting in settings))
     if task not in project.steps:
         sys.exit(f"benchmark: no task {task!r} with {settings or 'the default settings'}; `doit list --all` shows them")
-    step = project.steps[task]
-    if step.work is None:  # build:toolchain gathers; build:llvm-host does the work
-        step = project.steps[step.deps[0]]
+    from mlbuild.arches import HOST
+
+    measured = project.steps[task]  # whose output is sized
+    step = measured  # whose log, build folder and ninja steps are read
+    if step.work is None:  # build:toolchain gathers the stage-1 sysroots and build:llvm-host, which does the work
+        step = next(project.steps[dep] for dep in step.deps if project.steps[dep].arch == HOST)
     resumed = step.work is not None and (step.work / "build" / "build.ninja").exists()
     idle_kib = memory_in_use_kib()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -278,9 +281,10 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
     log = project.log_path(step.name).read_text(errors="replace")
     totals = re.findall(r"^\[1/(\d+)\]", log, re.MULTILINE)  # one per ninja run
     ccache = re.findall(r"^# ccache: .*$", log, re.MULTILINE)
-    binaries = sorted(step.output.rglob("bin/clang*"))
-    size = f"{binaries[0].stat().st_size / 2**20:.0f} MB" if binaries else "—"
-    files = [path for path in step.output.rglob("*") if path.is_file() and not path.is_symlink()] if step.output.is_dir() else []
+    binaries = sorted(measured.output.rglob("bin/clang*"))  # with the multicall driver, a link to bin/llvm
+    clang = binaries[0].resolve() if binaries else None
+    size = f"{clang.stat().st_size / 2**20:.0f} MB" if clang else "—"
+    files = [path for path in measured.output.rglob("*") if path.is_file() and not path.is_symlink()] if measured.output.is_dir() else []
     largest_file = max(files, key=lambda path: path.stat().st_size, default=None)
     hours, minutes = divmod(round(wall / 60), 60)
     lines = [
@@ -298,9 +302,9 @@ def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
         f"| peak memory, largest process | {largest // 1024} MB |",
         f"| peak memory in use, whole machine | {memory.peak_kib // 1024} MB ({idle_kib // 1024} MB before the build) |",
         f"| ccache | {ccache[-1].removeprefix('# ccache: ') if ccache else '—'} |",
-        *([f"| size of {binaries[0].relative_to(step.output) if binaries else 'clang'} | {size} |"] if kind == "llvm" else []),
-        f"| output | {len(files):,} files, {sum(path.stat().st_size for path in files) / 2**20:.1f} MB"
-        + (f"; largest {largest_file.relative_to(step.output)}, {largest_file.stat().st_size:,} bytes |" if largest_file else " |"),
+        *([f"| size of clang ({clang.relative_to(measured.output.resolve()) if clang else 'not built'}) | {size} |"] if kind == "llvm" else []),
+        f"| output ({project.relative(measured.output)}/) | {len(files):,} files, {sum(path.stat().st_size for path in files) / 2**20:.1f} MB"
+        + (f"; largest {largest_file.relative_to(measured.output)}, {largest_file.stat().st_size:,} bytes |" if largest_file else " |"),
     ]
     folder = step.work / "build" if step.work is not None else None
     if kind == "llvm" and folder is not None and (folder / ".ninja_log").exists():
