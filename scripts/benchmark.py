@@ -257,17 +257,19 @@ class MemorySampler:
 
 def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
     sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.arches import HOST
     from mlbuild.project import Project
 
     project = Project(REPO, dict(setting.split("=", 1) for setting in settings))
     if task not in project.steps:
         sys.exit(f"benchmark: no task {task!r} with {settings or 'the default settings'}; `doit list --all` shows them")
-    from mlbuild.arches import HOST
-
     measured = project.steps[task]  # whose output is sized
     step = measured  # whose log, build folder and ninja steps are read
     if step.work is None:  # build:toolchain gathers the stage-1 sysroots and build:llvm-host, which does the work
-        step = next(project.steps[dep] for dep in step.deps if project.steps[dep].arch == HOST)
+        step = next((project.steps[dep] for dep in step.deps if getattr(project.steps[dep], "arch", None) == HOST), None)
+        if step is None:
+            sys.exit(f"benchmark: {task} builds nothing itself and has no host build among its dependencies; "
+                     "name the task that compiles (`doit list --all`)")
     resumed = step.work is not None and (step.work / "build" / "build.ninja").exists()
     idle_kib = memory_in_use_kib()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
