@@ -1,6 +1,6 @@
 """The full LLVM build's configuration, checked by a real CMake configure run.
 
-Building clang takes hours on 2 cores, so CI does not; it renders
+Building clang takes about an hour per arch on 2 cores, so CI does not; it renders
 templates/llvm/toolchain.cmake.j2 through the real recipe and build script
 (MLBUILD_ACTION=configure stops after CMake) and checks what CMake made of it.
 Needs the llvm-project source (fetched by the distribution build).

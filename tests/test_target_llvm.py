@@ -1,6 +1,6 @@
 """clang, lld and the llvm binutils in the target (target_llvm): static, with the usual links, compiling in the guest.
 
-Building clang takes hours on 2 cores, so these tests need build:clang-<arch>
+Building clang takes about an hour per arch on 2 cores, so these tests need build:clang-<arch>
 built and up to date already (`doit build:clang-arm64 target_llvm=1`); CI
 does not build it, and skips them.
 """
