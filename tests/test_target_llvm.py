@@ -39,8 +39,12 @@ def test_the_target_compiler_is_static_with_the_usual_links(arch):
     for name in ("clang", "ld.lld", "llvm-ar", "llvm-objdump"):
         headers = subprocess.run(["readelf", "-lh", bin_dir / name], capture_output=True, text=True, check=True).stdout
         assert "INTERP" not in headers and MACHINE[arch] in headers, name
-    for link, target in {"cc": "clang", "c++": "clang++", "ld": "ld.lld", "ar": "llvm-ar", "nm": "llvm-nm", "strip": "llvm-strip"}.items():
+    for link, target in {"ld": "ld.lld", "ar": "llvm-ar", "nm": "llvm-nm", "strip": "llvm-strip"}.items():
         assert (bin_dir / link).resolve().name == (bin_dir / target).resolve().name, link
+    # The multicall `llvm` knows no tool called cc or c++, so they are scripts that run clang and clang++ beside them.
+    for script, tool in {"cc": "clang", "c++": "clang++"}.items():
+        assert not (bin_dir / script).is_symlink() and os.access(bin_dir / script, os.X_OK), script
+        assert (bin_dir / script).read_text() == f'#!/bin/sh\nexec "${{0%/*}}/{tool}" "$@"\n', script
 
 
 @pytest.mark.skipif(shutil.which("chroot") is None, reason="needs chroot")
