@@ -25,7 +25,7 @@ def clang_is_built(arch: str) -> bool:
 
 
 @pytest.fixture(scope="module", params=[pytest.param(arch, marks=pytest.mark.skipif(
-    not clang_is_built(arch), reason=f"clang for the {arch} target is not built (target_llvm; hours of build)")) for arch in ARCHES])
+    not clang_is_built(arch), reason=f"clang for the {arch} target is not built (target_llvm; about an hour of build per arch)")) for arch in ARCHES])
 def arch(request):
     """An arch whose target/<arch> and images are assembled with clang in them (clang itself is not rebuilt)."""
     code, executed, output = doit(f"build:images-{request.param}", "target_llvm=1")
