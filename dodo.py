@@ -6,8 +6,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # usable from a checkout without `pip install`
 
-from mlbuild.dodo_support import doit_config, load_project_or_exit  # noqa: E402
-from mlbuild.tasks import boot_tasks, group_tasks, menuconfig_tasks  # noqa: E402
+from mlbuild.frontend.dodo_support import doit_config, load_project_or_exit  # noqa: E402
+from mlbuild.frontend.tasks import boot_tasks, group_tasks, menuconfig_tasks  # noqa: E402
 
 project = load_project_or_exit(ROOT)
 DOIT_CONFIG = doit_config(project)

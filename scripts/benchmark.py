@@ -128,7 +128,7 @@ def bench_engine(count: int, repeat: int) -> None:
         root = Path(folder)
         make_synthetic(root, count)
         env = environment()
-        load, load_rss = timed([sys.executable, "-c", "from mlbuild.project import Project; Project(__import__('pathlib').Path('.'))"], root, env, repeat)
+        load, load_rss = timed([sys.executable, "-c", "from mlbuild.frontend.project import Project; Project(__import__('pathlib').Path('.'))"], root, env, repeat)
         listing, list_rss = timed(doit("list", "--all"), root, env, repeat)
         started = time.perf_counter()
         first = subprocess.run(doit("-n", "2"), cwd=root, env=env, capture_output=True, text=True)
@@ -257,8 +257,8 @@ class MemorySampler:
 
 def bench_llvm(task: str, settings: list[str], kind: str = "llvm") -> None:
     sys.path.insert(0, str(REPO / "src"))
-    from mlbuild.arches import HOST
-    from mlbuild.project import Project
+    from mlbuild.model.arches import HOST
+    from mlbuild.frontend.project import Project
 
     project = Project(REPO, dict(setting.split("=", 1) for setting in settings))
     if task not in project.steps:
@@ -353,7 +353,7 @@ def bench_reporting(count: int, repeat: int) -> None:
                 figures["cold"][label].append(wall_and_cpu(doit("-n", "2", *extra), root, plain))
         # What every executed task costs besides (stats.measured): its output's size and the log's ccache line.
         sys.path.insert(0, str(REPO / "src"))
-        from mlbuild import stats
+        from mlbuild.reporting import stats
         outputs = sorted((root / "build" / "out").iterdir())
         started = time.perf_counter()
         for output in outputs:
@@ -448,9 +448,9 @@ def bench_cold_pair(kind: str, arch: str, repeat: int) -> None:
 
 
 def bench_unpack(repeat: int) -> None:
-    """The kernel tarball: GNU tar alone against mlbuild.unpack (checks in Python, GNU tar writing), alternated."""
+    """The kernel tarball: GNU tar alone against mlbuild.sources.unpack (checks in Python, GNU tar writing), alternated."""
     sys.path.insert(0, str(REPO / "src"))
-    from mlbuild.unpack import unpack
+    from mlbuild.sources.unpack import unpack
 
     cache = Path(os.environ.get("MLBUILD_DOWNLOAD_DIR", Path.home() / ".cache" / "mlbuild"))
     shas = re.findall(r'^sha256 = "([0-9a-f]{64})"', (REPO / "recipes" / "linux.toml").read_text(), re.M)
@@ -488,14 +488,14 @@ def bench_unpack(repeat: int) -> None:
         "",
         f"Machine: {machine()}, {system}; load average {load:.1f} at the start (the machine is shared).",
         f"Command: `scripts/benchmark.py unpack --repeat {repeat}`; the two alternate, each into a new folder.",
-        "`mlbuild.unpack` runs xz, then Python (reads and checks every header, writes a fresh one; file data",
+        "`mlbuild.sources.unpack` runs xz, then Python (reads and checks every header, writes a fresh one; file data",
         "moves by splice), then GNU tar into a new folder, then compares the tree with the checked list",
         "(docs/security.md). Before, tarfile.extract took 60 s where GNU tar took 11.5 s (idle machine).",
         "",
         "| how | wall time | CPU time (user + system, all processes) |",
         "| --- | --- | --- |",
         f"| GNU tar alone (`tar -xf`, no checks) | {figure(gnu)} | {statistics.median(cpus['gnu']):.1f} s |",
-        f"| `mlbuild.unpack` (every check, GNU tar writing) | {figure(checked)} | {statistics.median(cpus['mlbuild']):.1f} s |",
+        f"| `mlbuild.sources.unpack` (every check, GNU tar writing) | {figure(checked)} | {statistics.median(cpus['mlbuild']):.1f} s |",
         f"| ratio of the medians | {ratio:.2f} × (target ≤ 1.5 ×) | "
         f"{statistics.median(cpus['mlbuild']) / statistics.median(cpus['gnu']):.2f} × |",
     ])

@@ -105,7 +105,7 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
                 if from_tree is None:
                     sys.exit("--from-tree: a built tree to push from is needed for s3")
                 push_env = {**os.environ, **env, "PYTHONPATH": str(from_tree / "src"), "MLBUILD_CACHE": url, "MLBUILD_TARGET_LLVM": str(target_llvm)}
-                pushed = subprocess.run([PYTHON, "-m", "mlbuild.cli", "cache", "push"], cwd=from_tree, env=push_env, capture_output=True, text=True)
+                pushed = subprocess.run([PYTHON, "-m", "mlbuild.frontend.cli", "cache", "push"], cwd=from_tree, env=push_env, capture_output=True, text=True)
                 print(pushed.stdout, pushed.stderr)
             try:
                 figures = run_build(clone, url, base / "ccache", env, targets, target_llvm)
@@ -125,7 +125,7 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
         with tempfile.TemporaryDirectory(prefix="mlbuild-push-") as folder:
             push_env = {**os.environ, "PYTHONPATH": str(from_tree / "src"), "MLBUILD_CACHE": Path(folder).as_uri(), "MLBUILD_TARGET_LLVM": "0"}
             started = time.monotonic()
-            subprocess.run([PYTHON, "-m", "mlbuild.cli", "cache", "push"], cwd=from_tree, env=push_env, check=True, capture_output=True)
+            subprocess.run([PYTHON, "-m", "mlbuild.frontend.cli", "cache", "push"], cwd=from_tree, env=push_env, check=True, capture_output=True)
             push = time.monotonic() - started
             size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
         lines += ["", f"Cost of a read-write cache in a cold build: packing and storing every output of the small system "
@@ -156,7 +156,7 @@ def bench_pack(tree: Path, repeat: int) -> None:
     The machine is shared: the two alternate (which goes first swaps each round), and the
     ratios of each round are what to read, with CPU time beside wall time."""
     import statistics
-    from mlbuild.artifacts.archive import pack, restore, tree_entries
+    from mlbuild.engine.cache.archive import pack, restore, tree_entries
     from mlbuild.trees import hash_tree, remove_tree
 
     size = sum(p.lstat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())

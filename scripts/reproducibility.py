@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mlbuild.arches import ARCHES  # noqa: E402
+from mlbuild.model.arches import ARCHES  # noqa: E402
 from mlbuild.trees import hash_file as _sha256  # noqa: E402
 
 # The two builders: everything but the inputs differs.

@@ -201,9 +201,9 @@ class Project:
         )
 
     def cli(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        """python -m mlbuild.cli ARGS in the project."""
+        """python -m mlbuild.frontend.cli ARGS in the project."""
         return subprocess.run(
-            [sys.executable, "-m", "mlbuild.cli", *args], cwd=self.root, env=base_environment(env),
+            [sys.executable, "-m", "mlbuild.frontend.cli", *args], cwd=self.root, env=base_environment(env),
             capture_output=True, text=True, timeout=60,
         )
 
@@ -298,8 +298,8 @@ def built(built_once, tmp_path) -> Project:
 
 def assert_stamps_valid(project: Project) -> None:
     """Every task has a stamp, is up to date, and (but for fetch) its recorded output hash is its output's."""
-    from mlbuild.signature import is_up_to_date
-    from mlbuild.project import Project as Loaded
+    from mlbuild.engine.signature import is_up_to_date
+    from mlbuild.frontend.project import Project as Loaded
 
     loaded = Loaded(project.root, environ={})
     for name, step in loaded.steps.items():

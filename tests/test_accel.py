@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mlbuild import accel
-from mlbuild.accel import QEMU, choose
-from mlbuild.config import load_config
+from mlbuild.boot import accel
+from mlbuild.boot.accel import QEMU, choose
+from mlbuild.model.config import load_config
 from mlbuild.errors import InputError, MlbuildError
-from mlbuild.models import GuestCheck
-from mlbuild.qemu import boot_test
+from mlbuild.model.models import GuestCheck
+from mlbuild.boot.qemu import boot_test
 
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(os.uname().machine)
 OTHER_ARCH = "arm64" if HOST_ARCH == "x86_64" else "x86_64"

@@ -19,8 +19,8 @@ import zstandard
 
 from conftest import ALL_TASKS, Project, assert_stamps_valid, make_project, x86
 
-from mlbuild.artifacts import ArtifactCache
-from mlbuild.artifacts.archive import pack, tree_entries
+from mlbuild.engine.cache import ArtifactCache
+from mlbuild.engine.cache.archive import pack, tree_entries
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import hash_file, hash_tree
 
@@ -391,7 +391,7 @@ def test_a_disk_full_during_unpack_is_one_line_leaves_nothing_and_the_build_goes
 def test_two_pushes_of_the_same_signature_at_once_leave_a_whole_entry(cache, fresh, tmp_path):
     """Two builds push one signature with different bytes (a build that is not reproducible): the manifest
     that wins always names its own archive, which is there and verifies."""
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
 
     project = Project(fresh.root, environ={})
     fresh.doit()  # stamps for the inputs

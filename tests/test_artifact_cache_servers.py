@@ -10,7 +10,7 @@ from conftest import ALL_TASKS, assert_stamps_valid, make_project, x86
 from servers import start_distccd, start_nginx, start_redis, start_seaweedfs, stop
 from test_artifact_cache import CACHED, faults, restored
 
-from mlbuild.remote_compile import distcc_slots
+from mlbuild.steps.distcc import distcc_slots
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +128,8 @@ def test_ccache_remote_storage_a_second_clean_tree_gets_remote_hits(tmp_path):
 
 
 def test_distcc_compiles_on_distccd_behind_ccache_and_gives_the_same_binaries(tmp_path):
-    from mlbuild.models import Config
-    from mlbuild.toolchain import llvm_bin
+    from mlbuild.model.models import Config
+    from mlbuild.steps.compiler import llvm_bin
 
     compilers = llvm_bin(Config(), "host")
     host, process, log = start_distccd(tmp_path / "distccd", compilers)

@@ -65,7 +65,7 @@ def test_kconfig_defaults_to_defconfig_then_merge_config_and_a_check_of_the_frag
     text = script("infra/kconfig", {"kconfig_base": "tinyconfig"}, files=["a.config", "b.config"])
     assert "kmake tinyconfig\n" in text
     assert '"$build/.config" "$FILES"/a.config "$FILES"/b.config\nkmake olddefconfig\n' in text
-    assert '"$MLBUILD_PYTHON" -m mlbuild.kconfig_check "$build/.config" "$FILES"/a.config "$FILES"/b.config' in text
+    assert '"$MLBUILD_PYTHON" -m mlbuild.steps.kconfig_check "$build/.config" "$FILES"/a.config "$FILES"/b.config' in text
     assert 'MLBUILD_ACTION:-}" = menuconfig' in text and 'kmake install DESTDIR="$OUT"' in text
 
 

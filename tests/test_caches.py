@@ -68,13 +68,13 @@ def test_editing_a_template_in_a_symlinked_templates_folder_rebuilds(built, tmp_
 
 
 def test_bumping_the_engine_format_makes_every_task_out_of_date(built, monkeypatch):
-    import mlbuild.signature
-    from mlbuild.signature import is_up_to_date
-    from mlbuild.project import Project
+    import mlbuild.engine.signature
+    from mlbuild.engine.signature import is_up_to_date
+    from mlbuild.frontend.project import Project
 
     project = Project(built.root, environ={})
     assert all(is_up_to_date(step) for step in project.steps.values())
-    monkeypatch.setattr(mlbuild.signature, "ENGINE_FORMAT", mlbuild.signature.ENGINE_FORMAT + "-next")
+    monkeypatch.setattr(mlbuild.engine.signature, "ENGINE_FORMAT", mlbuild.engine.signature.ENGINE_FORMAT + "-next")
     project = Project(built.root, environ={})
     assert not any(is_up_to_date(step) for step in project.steps.values())
 

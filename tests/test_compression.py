@@ -5,8 +5,8 @@ import gzip
 from conftest import x86
 from test_script_export import _run_exported
 
-from mlbuild.compression import unpacked_size
-from mlbuild.qemu import guest_memory_mib
+from mlbuild.system.compression import unpacked_size
+from mlbuild.boot.qemu import guest_memory_mib
 
 
 def _images(project):

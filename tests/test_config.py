@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_project
-from mlbuild.config import Settings, load_config
+from mlbuild.model.config import Settings, load_config
 from mlbuild.errors import InputError
 
 

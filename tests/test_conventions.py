@@ -6,8 +6,8 @@ import sys
 from conftest import ALL_TASKS, base_environment, run_doit, x86
 
 # The checkout's pyproject.toml declares mlbuild's doit commands; the synthetic project gets the same lines.
-PLUGINS = ('[tool.doit.plugins.command]\nlist = "mlbuild.doit_commands:List"\n'
-           'info = "mlbuild.doit_commands:Info"\nforget = "mlbuild.doit_commands:Forget"\n\n')
+PLUGINS = ('[tool.doit.plugins.command]\nlist = "mlbuild.frontend.doit_commands:List"\n'
+           'info = "mlbuild.frontend.doit_commands:Info"\nforget = "mlbuild.frontend.doit_commands:Forget"\n\n')
 
 
 def use_mlbuild_commands(project) -> None:
@@ -16,8 +16,8 @@ def use_mlbuild_commands(project) -> None:
 
 
 def installed_doit(cwd, *args, env=None):
-    """The `doit` command mlbuild installs (mlbuild.doit_entry), of this checkout, run in cwd."""
-    return subprocess.run([sys.executable, "-m", "mlbuild.doit_entry", *args], cwd=cwd, env=base_environment(env),
+    """The `doit` command mlbuild installs (mlbuild.frontend.doit_entry), of this checkout, run in cwd."""
+    return subprocess.run([sys.executable, "-m", "mlbuild.frontend.doit_entry", *args], cwd=cwd, env=base_environment(env),
                           capture_output=True, text=True, timeout=120)
 
 HOST_TOOL_SH = 'mkdir -p "$OUT/bin"\nprintf "#!/bin/sh\\necho tool\\n" > "$OUT/bin/tool"\n'

@@ -1,4 +1,4 @@
-"""mlbuild.cpio.write_initramfs: a newc archive owned by root, readable by cpio, reproducible."""
+"""mlbuild.system.cpio.write_initramfs: a newc archive owned by root, readable by cpio, reproducible."""
 
 import os
 import re
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mlbuild.cpio import write_initramfs
+from mlbuild.system.cpio import write_initramfs
 
 MTIME = 1672531200
 # a line of `cpio -itvn`: mode, links, uid, gid, size or "major, minor", date, name[ -> link target]

@@ -36,15 +36,15 @@ def test_the_documented_example_builds_into_the_tree_and_both_images(built):
     assert (target / "home/alice").is_dir()
 
     # The boot check, as the guest would run it, against the built tree (this system cannot boot: no kernel).
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
 
     loaded = Project(built.root, environ={})
     check = next(check for check in loaded.config.checks if check.name == "greet")
     assert check.command == "greet mlbuild"
     output = subprocess.run([target / "usr/bin/greet", "mlbuild"], capture_output=True, text=True, timeout=10).stdout
     assert re.search(check.expect, output, re.M), output
-    from mlbuild.qemu import checks_for
-    from mlbuild.tasks import _target_recipes
+    from mlbuild.boot.qemu import checks_for
+    from mlbuild.frontend.tasks import _target_recipes
 
     assert "greet" in [c.name for c in checks_for(_target_recipes(loaded, ARCH), loaded.config.checks)]
 

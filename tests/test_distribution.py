@@ -32,7 +32,7 @@ def doit(*args: str, timeout: int = 3600, **environ: str) -> tuple[int, set[str]
 def up_to_date(task: str, **environ: str) -> bool:
     """Whether `mlbuild explain` finds the task built and up to date (for the hours-long LLVM tasks)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **environ}
-    explain = subprocess.run([sys.executable, "-m", "mlbuild.cli", "explain", task], cwd=REPO, env=env, capture_output=True, text=True)
+    explain = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "explain", task], cwd=REPO, env=env, capture_output=True, text=True)
     return f"{task} is up to date" in explain.stdout
 
 
@@ -105,7 +105,7 @@ def test_where_kvm_hangs_the_boot_test_falls_back_to_tcg_and_passes(built_system
 
 
 def test_kvm_boots_the_system_where_the_host_runs_kvm_guests(built_system):
-    from mlbuild.accel import probe_kvm
+    from mlbuild.boot.accel import probe_kvm
 
     if os.uname().machine != "x86_64" or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("this host has no usable /dev/kvm for x86_64 guests")
@@ -180,7 +180,7 @@ def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built
     """The kernel's real Kconfig (kconfiglib): VIRTIO_BLK without BLK_DEV says what to add."""
     # The kernel may have come from the artifact cache: no build folder then, and no
     # unpacked source (a lazy fetch). Its output keeps the final .config.
-    unpack = subprocess.run([sys.executable, "-m", "mlbuild.cli", "unpack", "linux"], cwd=REPO, capture_output=True, text=True,
+    unpack = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "unpack", "linux"], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=1800)
     assert unpack.returncode == 0 and unpack.stdout.strip() == "fetch:linux: build/src/linux", unpack.stdout + unpack.stderr
     final = (REPO / "build" / "out" / "linux-x86_64" / "boot" / "config").read_text()
@@ -192,7 +192,7 @@ def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PATH": f"/usr/lib/llvm-19/bin:{os.environ['PATH']}",
            "srctree": str(source), "ARCH": "x86_64", "SRCARCH": "x86", "KERNELVERSION": "6.1.176", "CC": "clang",
            "LD": "ld.lld", "HOSTCC": "clang", "CLANG_FLAGS": "--target=x86_64-unknown-linux-musl -fintegrated-as", "LLVM": "1"}
-    result = subprocess.run([sys.executable, "-m", "mlbuild.kconfig_check", "--kconfig", str(source / "Kconfig"),
+    result = subprocess.run([sys.executable, "-m", "mlbuild.steps.kconfig_check", "--kconfig", str(source / "Kconfig"),
                              str(tmp_path / ".config"), str(tmp_path / "qemu.config")],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 1

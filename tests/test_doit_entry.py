@@ -13,7 +13,7 @@ DOIT = Path(sys.executable).parent / "doit"
 
 @pytest.fixture
 def doit_command():
-    if not DOIT.exists() or "mlbuild.doit_entry" not in DOIT.read_text(errors="replace"):
+    if not DOIT.exists() or "mlbuild.frontend.doit_entry" not in DOIT.read_text(errors="replace"):
         pytest.skip(f"{DOIT} is not the doit command mlbuild installs (run scripts/setup.sh)")
     return str(DOIT)
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_tarball, sha256_of
 from mlbuild.errors import MlbuildError
-from mlbuild.unpack import unpack
+from mlbuild.sources.unpack import unpack
 
 
 def test_a_sha256_mismatch_fails_the_fetch_naming_both_hashes_and_caches_nothing(project):
@@ -37,7 +37,7 @@ def test_a_file_url_that_does_not_exist_fails_the_fetch_with_a_message(project):
     assert [p for p in project.path(".cache/downloads").rglob("*") if not p.is_dir()] == []
 
 
-# --- hostile tarballs, unit tests of mlbuild.unpack.unpack --------------------------
+# --- hostile tarballs, unit tests of mlbuild.sources.unpack.unpack --------------------------
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", linkname: str = "", mode: int = 0o644):
     info = tarfile.TarInfo(name)

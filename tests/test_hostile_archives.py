@@ -1,6 +1,6 @@
 """Hostile and damaged archives: each is refused in one line, nothing lands outside, no staging is left.
 
-Unit tests of mlbuild.unpack.unpack on crafted tarballs, plus `doit fetch:hello` end to end
+Unit tests of mlbuild.sources.unpack.unpack on crafted tarballs, plus `doit fetch:hello` end to end
 where the defect was seen through the whole tool (a truncated tarball whose sha256 matches).
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO, make_tarball, sha256_of
 from mlbuild.errors import MlbuildError
-from mlbuild.unpack import unpack
+from mlbuild.sources.unpack import unpack
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", linkname: str = "", mode: int = 0o644):
@@ -236,7 +236,7 @@ def test_unpack_does_not_need_tarfile_filters_and_runs_on_debian_12s_python(tmp_
     make_tarball(archive, {"main.c": "int main;"}, "pkg-1.0")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; import tarfile;"
             "tarfile.data_filter = None;"  # also on a newer python: nothing of the filter API is used
-            "from mlbuild.unpack import unpack; unpack(Path(sys.argv[2]), Path(sys.argv[3]), 1);"
+            "from mlbuild.sources.unpack import unpack; unpack(Path(sys.argv[2]), Path(sys.argv[3]), 1);"
             "print(Path(sys.argv[3], 'main.c').read_text())")
     result = subprocess.run([python, "-I", "-c", code, REPO / "src", archive, tmp_path / "out"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -282,7 +282,7 @@ def test_a_full_disk_while_unpacking_is_one_line_and_leaves_no_folder(tmp_path):
     mount = tmp_path / "mnt"
     mount.mkdir()
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
-            "from mlbuild.unpack import unpack; from mlbuild.errors import MlbuildError\n"
+            "from mlbuild.sources.unpack import unpack; from mlbuild.errors import MlbuildError\n"
             "try:\n    unpack(Path(sys.argv[2]), Path(sys.argv[3], 'dest'), 1, 'fetch:big: big.tar.gz')\n"
             "except MlbuildError as error:\n    print(error)\n"
             "print(sorted(p.name for p in Path(sys.argv[3]).iterdir()))")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_tarball, sha256_of
-from mlbuild.download import cached_file, download, local_name
+from mlbuild.sources.download import cached_file, download, local_name
 from mlbuild.errors import MlbuildError
 
 SERVER = r'''
@@ -267,7 +267,7 @@ def _in_mount_namespace(tmp_path: Path, shell: str, code: str) -> dict:
 INSIDE = """
 import json, sys
 from pathlib import Path
-from mlbuild.download import download
+from mlbuild.sources.download import download
 from mlbuild.errors import MlbuildError
 cache = Path({cache!r})
 try:

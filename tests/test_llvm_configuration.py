@@ -33,7 +33,7 @@ def cmake_cache(path: Path) -> dict[str, str]:
 def configured():
     """build:llvm-host configured against its sysroot: the build machine's arch's stage-1 musl, headers, compiler-rt, libc++."""
     sys.path.insert(0, str(REPO / "src"))
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
 
     step = Project(REPO, {"target_llvm": "0"}).steps["build:llvm-host"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -75,8 +75,8 @@ def test_the_toolchain_is_a_static_musl_build_by_stage_1_and_builds_little(confi
 def test_a_toolchain_program_is_static_on_musl_and_runs_here(configured):
     """A real link with the toolchain's flags: LLVM's `not` (LLVMSupport and one file: minutes, not hours)."""
     sys.path.insert(0, str(REPO / "src"))
-    from mlbuild.project import Project
-    from mlbuild.ccache import ccache_environment
+    from mlbuild.frontend.project import Project
+    from mlbuild.steps.ccache import ccache_environment
 
     env = {**os.environ, **ccache_environment(Project(REPO))}
     build = subprocess.run(["ninja", "-C", configured, f"-j{os.cpu_count()}", "not"], env=env, capture_output=True, text=True)
@@ -104,7 +104,7 @@ def test_the_distribution_targets_are_exactly_the_toolchain(configured):
 def configured_target_clang():
     """clang for the arm64 target, configured against the arm64 sysroot the distribution build made."""
     sys.path.insert(0, str(REPO / "src"))
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
 
     project = Project(REPO, {"target_llvm": "1", "arches": "arm64"})
     step = project.steps["build:clang-arm64"]
@@ -167,7 +167,7 @@ def test_the_toolchains_configuration_files_give_clang_each_arch_sysroot(tmp_pat
     """The install step's <triple>.cfg lines, run as they are rendered, next to a real clang 19 (Debian's, copied:
     clang reads a config file from its own binary's folder for --target, and for its default triple)."""
     sys.path.insert(0, str(REPO / "src"))
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
 
     rendered = Project(REPO, {"target_llvm": "0"}).steps["build:llvm-host"].script
     lines = [line for line in rendered.splitlines() if re.search(r"> \S+\.cfg$", line)]

@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from conftest import make_tarball, sha256_of
-from mlbuild.menuconfig import changed_symbols, merge_into_fragment
+from mlbuild.steps.menuconfig import changed_symbols, merge_into_fragment
 
 BEFORE = """\
 CONFIG_SHELL_ASH=y

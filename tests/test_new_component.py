@@ -85,7 +85,7 @@ def test_adding_zlib_is_one_recipe_file_and_nothing_else(tree):
 
 def test_mlbuild_check_passes_with_the_new_component(tree):
     root, _ = tree
-    result = run(root, "-m", "mlbuild.cli", "check")
+    result = run(root, "-m", "mlbuild.frontend.cli", "check")
     assert result.returncode == 0, result.stderr
     assert f"ok: {len(list((REPO / 'recipes').glob('*.toml'))) + 1} recipes" in result.stdout  # ours and zlib
 
@@ -99,7 +99,7 @@ def test_doit_lists_the_new_component_for_every_arch(tree):
 
 
 def test_the_graph_builds_it_after_musl_and_compiler_rt_and_puts_it_in_the_target(tree):
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
 
     root, _ = tree
     project = Project(root, {"target_llvm": "0"}, environ={})

@@ -140,7 +140,7 @@ def test_offline_builds_from_the_download_cache_and_never_connects(project, coun
 
 
 def test_a_long_download_says_how_far_it_is(tmp_path, monkeypatch):
-    from mlbuild import download
+    from mlbuild.sources import download
 
     monkeypatch.setattr(download, "PROGRESS_EVERY", 0)  # a line per chunk instead of every 10 s
     big = tmp_path / "big-1.0.tar.gz"

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import REPO, HELLO_SH, make_project
-from mlbuild import image_profile
+from mlbuild.system import image_profile
 from mlbuild.errors import InputError
-from mlbuild.project import Project as Loaded
+from mlbuild.frontend.project import Project as Loaded
 
 LOUD = {"help": "greet loudly", "default": False}
 STYLE = {"help": "how long the greeting is", "choices": ["short", "long"], "default": "short"}

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ElementTree
 
 from conftest import ALL_TASKS, SLOW_APP_SH, wait_for, x86
 
-from mlbuild import stats
+from mlbuild.reporting import stats
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 SUMMARY = re.compile(r"^mlbuild: (\d+) built, (\d+) restored, (\d+) up to date, (\d+) failed(?:, (\d+) not run \(a dependency failed\))?; "

@@ -13,8 +13,8 @@ import tomllib
 from xml.etree import ElementTree
 
 from mlbuild.errors import InputError
-from mlbuild.models import GuestCheck, Recipe
-from mlbuild.qemu import READY_MARKER, SYSTEM_CHECKS, boot_test, checks_for, guest_memory_mib
+from mlbuild.model.models import GuestCheck, Recipe
+from mlbuild.boot.qemu import READY_MARKER, SYSTEM_CHECKS, boot_test, checks_for, guest_memory_mib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,8 +163,8 @@ def test_guest_memory_grows_with_the_initramfs(tmp_path):
 
 def test_the_kernel_to_boot_is_where_its_recipe_says(project):
     """The synthetic project has no kernel: the boot says which declaration is missing; one declared, it is found."""
-    from mlbuild.project import Project
-    from mlbuild.tasks import _boot_files
+    from mlbuild.frontend.project import Project
+    from mlbuild.frontend.tasks import _boot_files
 
     with pytest.raises(MlbuildError, match=r"build:target-x86_64: expected one recipe that declares the kernel to boot "
                                            r"\(\[arch.x86_64\] kernel = \.\.\.\), found none"):

@@ -14,7 +14,7 @@ import sys
 
 from conftest import ARCH, EXTRA_C, REPO, base_environment, make_project, parse_tasks, x86
 
-from mlbuild.cpio import normal_mode, write_initramfs
+from mlbuild.system.cpio import normal_mode, write_initramfs
 from mlbuild.steps.images import MODES
 
 # hello.c with the things that carry build paths into objects: __FILE__ (assert) and debug info.
@@ -183,7 +183,7 @@ def test_normal_modes_keep_only_the_execute_bit_and_the_special_bits():
 
 def test_every_build_script_of_the_project_maps_the_checkouts_paths_away():
     """Each rendered build script (clang in the target and the host toolchain included) gives its compiles $PREFIX_MAP_FLAGS."""
-    from mlbuild.project import Project
+    from mlbuild.frontend.project import Project
     from mlbuild.steps.build import BuildStep
 
     scripts = {step.name: step.script for userland in ("busybox", "toybox")

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import APP_SH, x86
 
-from mlbuild import sandbox
+from mlbuild.steps import sandbox
 
 pytestmark = pytest.mark.skipif(bool(sandbox.why_not_available()), reason=f"no sandbox here: {sandbox.why_not_available()}")
 

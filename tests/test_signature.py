@@ -179,7 +179,7 @@ def test_every_declared_input_has_a_row(built):
     covered = {row.split(" ")[0] for row in ROWS} | NOT_PROJECT_FILES
     probe = built.path("inputs.py")
     probe.write_text(
-        "import json, sys\nfrom pathlib import Path\nfrom mlbuild.project import Project\n"
+        "import json, sys\nfrom pathlib import Path\nfrom mlbuild.frontend.project import Project\n"
         "project = Project(Path(sys.argv[1]))\n"
         "print(json.dumps({step.name: sorted(step.inputs()) for step in project.ordered_steps()}))\n")
     import subprocess
@@ -211,8 +211,8 @@ def test_the_render_cache_key_changes_with_every_value_the_templates_see(project
     """No hand-kept list of keys: changing any leaf of a build script's template context changes its key."""
     import copy
 
-    from mlbuild.project import Project as Loaded
-    from mlbuild.signature import render_key
+    from mlbuild.frontend.project import Project as Loaded
+    from mlbuild.engine.signature import render_key
 
     step = Loaded(project.root).steps["build:app-x86_64"]
     context = json.loads(json.dumps(step.context, default=lambda model: model.model_dump(mode="json")))

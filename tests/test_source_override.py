@@ -120,8 +120,8 @@ def test_turning_an_override_off_goes_back_to_the_tarball(overridden):
 
 
 def test_the_stat_cache_answers_for_unchanged_files_and_a_changed_ctime_reads_the_file_again(tmp_path, monkeypatch):
-    from mlbuild import source_override
-    from mlbuild.source_override import SourceOverride
+    from mlbuild.sources import override as source_override
+    from mlbuild.sources.override import SourceOverride
     from mlbuild.trees import hash_tree
 
     monkeypatch.setattr(source_override, "RACY_SECONDS", 0)  # record files just written (see the next test)
@@ -145,8 +145,8 @@ def test_the_stat_cache_answers_for_unchanged_files_and_a_changed_ctime_reads_th
 
 
 def test_a_file_changed_just_now_is_not_recorded_in_the_stat_cache(tmp_path):
-    from mlbuild import source_override
-    from mlbuild.source_override import SourceOverride
+    from mlbuild.sources import override as source_override
+    from mlbuild.sources.override import SourceOverride
 
     folder = tmp_path / "src"
     folder.mkdir()

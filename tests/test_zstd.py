@@ -1,15 +1,15 @@
-"""mlbuild.zstd: the compressed initramfs QEMU boots: the real zstd reads it back, same bytes each run, size known."""
+"""mlbuild.system.zstd: the compressed initramfs QEMU boots: the real zstd reads it back, same bytes each run, size known."""
 
 import random
 import subprocess
 
 import pytest
 
-from mlbuild.cpio import write_initramfs
+from mlbuild.system.cpio import write_initramfs
 from mlbuild.errors import MlbuildError
-from mlbuild.qemu import guest_memory_mib
-from mlbuild.compression import compress as compress_as
-from mlbuild.zstd import content_size
+from mlbuild.boot.qemu import guest_memory_mib
+from mlbuild.system.compression import compress as compress_as
+from mlbuild.system.zstd import content_size
 
 
 def compress(source, target):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import InputError
+from mlbuild.errors import InputError
 
 
 class Unquoted(str):

@@ -8,7 +8,7 @@ import stat
 import threading
 from pathlib import Path
 
-from .errors import MlbuildError
+from mlbuild.errors import MlbuildError
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -37,7 +37,7 @@ def hash_tree(root: Path, skip: frozenset[str] = frozenset(), file_hash=None) ->
     """A hash of a folder's names, kinds, modes, link targets and contents (not mtimes).
 
     skip: names left out at every depth (a source override's .git); file_hash(path, lstat, relative):
-    a regular file's content hash, for a caller that can answer from a cache (source_override.py).
+    a regular file's content hash, for a caller that can answer from a cache (sources/override.py).
     Strings, not Path objects: pathlib's overhead was most of a no-op on a 20,000-file tree."""
     digest = hashlib.sha256()
     base = str(root)

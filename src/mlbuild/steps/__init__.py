@@ -1,1 +1,4 @@
-"""One module per kind of task: fetch, build, target, images."""
+"""The kinds of task (fetch, build, target, images, toolchain), each a Step (base.py), and what builds
+them: the build spec and its sandbox, ccache, distcc, the compiler in use, kconfig checks and menuconfig.
+"""
+

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..trees import hash_tree
+from mlbuild.trees import hash_tree
 
 
 class Step:

@@ -6,18 +6,19 @@ import tempfile
 from functools import cached_property
 from pathlib import Path
 
-from ..arches import ARCHES, HOST, host_arch
-from ..build_spec import BuildSpec, run, run_on_terminal
-from ..ccache import ccache_environment
-from ..errors import MlbuildError
-from ..graph import build_ancestors, build_task, fetch_task
-from .. import external, remote_compile, sandbox
-from ..render import render
-from ..run_logs import Log
-from ..reproducible import BUILD_ENVIRONMENT, passed_through, prefix_map_flags
-from ..signature import render_key
-from ..toolchain import llvm_bin, toolchain_identity
-from .base import Step
+from mlbuild.model.arches import ARCHES, HOST, host_arch
+from mlbuild.steps.build_spec import BuildSpec, run, run_on_terminal
+from mlbuild.steps.ccache import ccache_environment
+from mlbuild.errors import MlbuildError
+from mlbuild.model.graph import build_ancestors, build_task, fetch_task
+from mlbuild.model import external
+from mlbuild.steps import distcc, sandbox
+from mlbuild.render import render
+from mlbuild.engine.run_logs import Log
+from mlbuild.reproducible import BUILD_ENVIRONMENT, passed_through, prefix_map_flags
+from mlbuild.engine.signature import render_key
+from mlbuild.steps.compiler import llvm_bin, toolchain_identity
+from mlbuild.steps.base import Step
 
 
 def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict, toolchain: str) -> dict:
@@ -248,7 +249,7 @@ class BuildStep(Step):
             "OUT": str(staging),
             "SYSROOT": str(work / "sysroot"),
             "FILES": str(work / "files"),
-            "JOBS": str(remote_compile.jobs(config)),  # more with distcc hosts
+            "JOBS": str(distcc.jobs(config)),  # more with distcc hosts
             "LLVM_BIN": str(tools),
             "MLBUILD_PYTHON": sys.executable,
             "MLBUILD_TASK": self.name,

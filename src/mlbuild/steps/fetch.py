@@ -7,7 +7,7 @@ do_unpack under sstate. Without one, every consumer will build, so fetch unpacks
 at once. The output hash is the same either way: a function of the checksums and
 patches, not of the tree.
 
-With a local source override (source_override.py) it copies the user's folder instead:
+With a local source override (sources/override.py) it copies the user's folder instead:
 no download, no checksum and, as Buildroot does for <PKG>_OVERRIDE_SRCDIR, no patches:
 the folder is the source as the user wants it built.
 """
@@ -18,11 +18,11 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
-from ..errors import MlbuildError
-from ..source_override import SKIP
-from ..trees import copy_tree, remove_tree, replace_tree
-from ..unpack import unpack
-from .base import Step
+from mlbuild.errors import MlbuildError
+from mlbuild.sources.override import SKIP
+from mlbuild.trees import copy_tree, remove_tree, replace_tree
+from mlbuild.sources.unpack import unpack
+from mlbuild.steps.base import Step
 
 
 class FetchStep(Step):
@@ -42,7 +42,7 @@ class FetchStep(Step):
 
     @property
     def override(self):
-        """The local folder this source comes from instead of its tarball (source_override.py), or None."""
+        """The local folder this source comes from instead of its tarball (sources/override.py), or None."""
         return self.project.overrides.get(self.recipe.name)
 
     @property
@@ -104,7 +104,7 @@ class FetchStep(Step):
     def _download(self, log):
         """The verified tarball in the download cache, and the recipe's source entry it is."""
         config = self.project.config
-        from ..download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
+        from mlbuild.sources.download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
 
         # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
         archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,

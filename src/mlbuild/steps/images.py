@@ -3,16 +3,16 @@
 import stat
 from pathlib import Path
 
-from .. import hooks, image_profile, users
-from ..cpio import normal_mode, write_initramfs
-from ..errors import MlbuildError
-from ..processes import run_in_group
-from .. import compression
-from ..signature import code_hash
-from .base import Step
-from ..reproducible import SOURCE_DATE_EPOCH
-from .target import SKELETON_MODES
-from ..users import SHADOW_MODE
+from mlbuild.system import hooks, image_profile, users
+from mlbuild.system.cpio import normal_mode, write_initramfs
+from mlbuild.errors import MlbuildError
+from mlbuild.processes import run_in_group
+from mlbuild.system import compression
+from mlbuild.code import code_hash
+from mlbuild.steps.base import Step
+from mlbuild.reproducible import SOURCE_DATE_EPOCH
+from mlbuild.steps.target import SKELETON_MODES
+from mlbuild.system.users import SHADOW_MODE
 
 # Device nodes the kernel needs before devtmpfs is mounted (its own default initramfs has these).
 DEVICES = {"dev/console": ("c", 5, 1), "dev/null": ("c", 1, 3)}
@@ -64,7 +64,7 @@ class ImagesStep(Step):
     def inputs(self) -> dict:
         declared = {path: [entry.mode, entry.uid, entry.gid] for path, (entry, _) in self.permissions.items()}
         kind = self.project.config.initramfs_compression
-        return {"arch": self.arch, "code": code_hash(__name__, "mlbuild.cpio", "mlbuild.zstd", "mlbuild.compression"), **self.dep_inputs(),
+        return {"arch": self.arch, "code": code_hash(__name__), **self.dep_inputs(),
                 **({"initramfs_compression": kind} if kind != "zstd" else {}),
                 **({"permissions": declared} if declared else {}),
                 **({"home_owners": {home: list(owner) for home, owner in users.home_owners(self.project.config).items()}}

@@ -8,12 +8,12 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from .. import hooks, image_profile, overlay, users
-from ..arches import ARCHES
-from ..errors import InputError, MlbuildError
-from ..trees import merge_tree
-from ..signature import code_hash
-from .base import Step
+from mlbuild.system import hooks, image_profile, overlay, users
+from mlbuild.model.arches import ARCHES
+from mlbuild.errors import InputError, MlbuildError
+from mlbuild.trees import merge_tree
+from mlbuild.code import code_hash
+from mlbuild.steps.base import Step
 
 # Folders every system has even when no component installs into them.
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
@@ -138,7 +138,7 @@ class TargetStep(Step):
                     if not (origin == "templates/target" and entry.kind == "template")}
         return {
             "arch": self.arch,
-            "code": code_hash(__name__, "mlbuild.overlay", "mlbuild.users", "mlbuild.hooks"),
+            "code": code_hash(__name__),
             **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.etc_files.items()},
             **overlays,
             **({"homes": users.homes(self.project.config)} if self.project.config.users else {}),

@@ -3,10 +3,10 @@ with a sysroot per target arch (<triple>/: the host recipes' sysroots, built by 
 
 from pathlib import Path
 
-from ..arches import ARCHES, HOST
-from ..trees import merge_tree
-from ..signature import code_hash
-from .base import Step
+from mlbuild.model.arches import ARCHES, HOST
+from mlbuild.trees import merge_tree
+from mlbuild.code import code_hash
+from mlbuild.steps.base import Step
 
 
 class ToolchainStep(Step):

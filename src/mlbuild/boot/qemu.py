@@ -1,0 +1,209 @@
+"""Boot a target in QEMU: interactively (run:<arch>) or headless with checks (boottest:<arch>)."""
+
+import queue
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, NamedTuple
+from xml.etree import ElementTree
+
+from mlbuild.boot.accel import QEMU, Accelerator
+from mlbuild.model.arches import ARCHES
+from mlbuild.errors import InputError, MlbuildError
+from mlbuild.model.models import GuestCheck, Recipe
+from mlbuild.system.compression import unpacked_size
+
+READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
+PANIC = re.compile(r"Kernel panic|end Kernel panic|Attempted to kill init")
+
+
+# Checks of the system as a whole, whatever its components: a writable /tmp and the disk image.
+# The components' own checks come from their recipes ([[checks]]), the user's from [[tool.mlbuild.checks]].
+SYSTEM_CHECKS = [
+    GuestCheck(name="file", command="echo written-and-read-back > /tmp/check && cat /tmp/check", expect=r"^written-and-read-back$"),
+    GuestCheck(name="disk", command="mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", expect=r"^\S+$"),
+]
+
+
+def checks_for(recipes: Iterable[Recipe], own: Iterable[GuestCheck]) -> list[GuestCheck]:
+    """The checks of the recipes in a target (in build order), the system's, then the user's."""
+    checks, origin = [], {}
+    sources = [(f"recipes/{recipe.name}.toml", recipe.checks) for recipe in recipes]
+    sources += [("mlbuild", SYSTEM_CHECKS), ("[tool.mlbuild] checks", own)]
+    for where, declared in sources:
+        for check in declared:
+            if check.name in origin:
+                raise InputError(f"{where}: check {check.name!r} is declared by {origin[check.name]} already; give it another name")
+            origin[check.name] = where
+            checks.append(check)
+    return checks
+
+
+class CheckResult(NamedTuple):
+    name: str
+    seconds: float
+    failure: str | None = None  # None: passed
+    skipped: bool = False
+
+
+def write_junit(path: Path, arch: str, results: list[CheckResult]) -> None:
+    """The boot test's results as JUnit XML, which CI systems show per check."""
+    suite = ElementTree.Element("testsuite", name=f"boottest-{arch}", tests=str(len(results)),
+                                failures=str(sum(1 for r in results if r.failure)),
+                                skipped=str(sum(1 for r in results if r.skipped)),
+                                time=f"{sum(r.seconds for r in results):.3f}")
+    for result in results:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"boottest.{arch}", name=result.name, time=f"{result.seconds:.3f}")
+        if result.failure:
+            ElementTree.SubElement(case, "failure", message=result.failure.splitlines()[0]).text = result.failure
+        elif result.skipped:
+            ElementTree.SubElement(case, "skipped", message="not run: an earlier step failed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    ElementTree.ElementTree(suite).write(temporary, encoding="utf-8", xml_declaration=True)
+    temporary.replace(path)
+
+
+def guest_memory_mib(initramfs: Path) -> int:
+    """RAM for the guest: the initramfs is held twice while it is unpacked into
+    RAM (compressed, then its files), and a target with a compiler needs room to run it."""
+    if not initramfs.exists():
+        return 256
+    held = initramfs.stat().st_size
+    unpacked = unpacked_size(initramfs)
+    size_mib = (held + unpacked) // 2**20
+    return max(256, -(-(size_mib + 256) // 64) * 64)
+
+
+def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator) -> list[str]:
+    facts = ARCHES[arch]
+    program, machine = QEMU[arch]
+    append = f"console={facts.console} rdinit=/sbin/init panic=-1 quiet"
+    command = [program, "-M", machine, "-m", f"{guest_memory_mib(initramfs)}M", *accelerator.qemu_options(arch)]
+    if arch == "x86_64":
+        disk_options = ["-drive", f"file={disk},if=virtio,format=raw,snapshot=on"]
+    else:
+        disk_options = ["-drive", f"file={disk},if=none,format=raw,snapshot=on,id=disk",
+                        "-device", "virtio-blk-pci,drive=disk"]
+    command += ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initramfs), "-append", append] + disk_options
+    command += ["-nographic"] if interactive else ["-display", "none", "-serial", "stdio", "-monitor", "none"]
+    return command
+
+
+def run_interactive(command: list[str]) -> None:
+    print("mlbuild: booting; leave the shell with `poweroff` (`reboot` on x86_64) or QEMU with Ctrl-A X", flush=True)
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise MlbuildError(f"{command[0]} exited with status {result.returncode}")
+
+
+class SerialConsole:
+    """QEMU's serial port on pipes; everything read is also written to a log."""
+
+    def __init__(self, command: list[str], log_path: Path):
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._reader, daemon=True)
+        self.reader.start()
+
+    def _reader(self):
+        for raw in iter(self.process.stdout.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self.log.write(line + "\n")
+            self.log.flush()
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, text: str) -> None:
+        self.process.stdin.write(text.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def wait_for(self, pattern: str, deadline: float, what: str = "") -> list[str]:
+        """Lines up to and including the first one matching pattern; fails on panic, exit or timeout."""
+        collected = []
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.1, remaining)) if remaining > 0 else None
+            except queue.Empty:
+                line = None
+            if line is None and (remaining <= 0 or self.process.poll() is not None):
+                why = "timed out" if remaining <= 0 else f"QEMU exited (status {self.process.poll()})"
+                raise MlbuildError(f"{why} waiting for {what or repr(pattern)}")
+            if line is None:
+                continue
+            collected.append(line)
+            self.seen.append(line)
+            if PANIC.search(line):
+                raise MlbuildError(f"kernel panic: {line.strip()}")
+            if re.search(pattern, line):
+                return collected
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.reader.join(timeout=5)  # it still writes to the log until QEMU's output ends
+        self.log.close()
+
+
+def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[GuestCheck],
+              accel: str = "tcg", report: Path | None = None) -> list[str]:
+    """Boot, run the checks in the guest, power off; returns a line per passed check.
+    A failure says under which accelerator, after how long, and what the console showed last.
+    With `report`, the results are also written there as JUnit XML, passed or not."""
+    console = SerialConsole(command, log_path)
+    started = time.monotonic()
+    deadline = started + timeout
+    passed: list[str] = []
+    results: list[CheckResult] = []
+    step, step_started = "boot", started
+    try:
+        console.wait_for(re.escape(READY_MARKER), deadline, what=f"the guest's {READY_MARKER!r}")
+        ready = time.monotonic() - started
+        results.append(CheckResult("boot", ready))
+        passed.append(f"shell ready after {ready:.1f} s")
+        for check in checks:
+            name, step, step_started = check.name, check.name, time.monotonic()
+            deadline += check.timeout
+            # The markers are split in the command so that the echoed command line never matches.
+            # The begin marker may follow a prompt: a shell that starts (or prompts again) after the
+            # command was typed, and so after the terminal echoed it, prints its prompt right before it.
+            console.send(f'echo "@@begin""-{name}"; {check.command}; echo "@@end""-{name} rc=$?"')
+            console.wait_for(f"@@begin-{re.escape(name)}$", deadline, what=f"check {name!r} to start")
+            output = console.wait_for(f"^@@end-{re.escape(name)} rc=", deadline, what=f"check {name!r} to end")
+            status = output[-1].rsplit("rc=", 1)[1].strip()
+            body = output[:-1]
+            matched = next((line.strip() for line in body if re.search(check.expect, line)), None)
+            if status != "0" or matched is None:
+                raise MlbuildError(f"check {name!r} failed: `{check.command}` gave exit status {status} and {body[-3:]!r}, "
+                                   f"expected a line matching {check.expect!r}")
+            took = time.monotonic() - step_started
+            results.append(CheckResult(name, took))
+            passed.append(f"{name}: {matched}" + (f" ({took:.1f} s)" if check.timeout else ""))
+        step, step_started = "poweroff", time.monotonic()
+        console.send("poweroff -f" if arch == "arm64" else "reboot -f")
+        try:
+            console.process.wait(timeout=max(5, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise MlbuildError("the guest did not power off") from None
+        results.append(CheckResult("poweroff", time.monotonic() - step_started))
+        passed.append(f"powered off after {time.monotonic() - started:.1f} s")
+        return passed
+    except MlbuildError as error:
+        elapsed = time.monotonic() - started
+        tail = (f"last {min(20, len(console.seen))} console lines:\n" + "\n".join(f"  | {line}" for line in console.seen[-20:])
+                if console.seen else "(the console printed nothing)")
+        message = f"boottest:{arch}: {error} (accel {accel}, after {elapsed:.1f} s); serial log: {log_path}\n{tail}"
+        results.append(CheckResult(step, time.monotonic() - step_started, failure=message))
+        done = {result.name for result in results}
+        results += [CheckResult(name, 0.0, skipped=True) for name in [c.name for c in checks] + ["poweroff"] if name not in done]
+        raise MlbuildError(message) from None
+    finally:
+        console.close()
+        if report is not None:
+            write_junit(report, arch, results)

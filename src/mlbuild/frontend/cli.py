@@ -1,0 +1,165 @@
+"""The `mlbuild` command: what doit has no verb for (check, graph, explain, stats, size, script, …)."""
+
+import argparse
+import difflib
+import re
+import sys
+from pathlib import Path
+
+from mlbuild.engine.boundary import EXPECTED, one_line
+from mlbuild.errors import InputError, MlbuildError
+from mlbuild.reporting import graph_view, size, stats_report
+from mlbuild.system import hooks
+from mlbuild.exports import legal_info, sbom, script
+from mlbuild.sources import mirror
+from mlbuild.engine.cache import commands as cache_commands
+from mlbuild.engine.signature import decide, is_up_to_date
+from mlbuild.frontend.project import Project
+from mlbuild.engine.tree_lock import TreeLock
+from mlbuild.render import environment, language_of, raw_expansion_message, raw_expansions
+from mlbuild.steps.build import BuildStep, option_text
+
+
+def find_root(start: Path) -> Path:
+    for folder in [start, *start.parents]:
+        if (folder / "recipes").is_dir() and (folder / "templates").is_dir():
+            return folder
+    raise InputError(f"{start}: not inside an mlbuild project (no recipes/ and templates/ found)")
+
+
+def cmd_check(project: Project, args) -> int:
+    """Validate every recipe and template and render every build script and config file."""
+    # templates/target is an overlay: only its .j2 files are templates, the rest is copied as it is.
+    # External trees' templates too (external.py), each named where it is.
+    templates = [(folder, p) for folder in project.template_dirs for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+                 and not (p.relative_to(folder).parts[0] == "target" and p.suffix != ".j2")]
+    for folder, path in templates:
+        name = path.relative_to(folder).as_posix()
+        label = project.relative(path) if folder != project.templates else f"templates/{name}"
+        language = "shell" if name.startswith("build/") else language_of(name)
+        try:
+            text = path.read_text()
+            environment(project.template_dirs, language).parse(text, name=name, filename=str(path))
+        except Exception as error:
+            raise InputError(f"{label}:{getattr(error, 'lineno', '?')}: {getattr(error, 'message', error)}") from None
+        if language == "shell":
+            for line, where, expression in raw_expansions(text)[:1]:
+                raise InputError(f"{label}:{line}: {raw_expansion_message(where, expression)}")
+    # Recipes that are off (`when`) are checked too: render with every switch on, then once more
+    # for each other choice of each choice option (the templates that read it, and the targets
+    # of the arches whose components react to it: a choice may change which components they hold).
+    declared = project.declared_options
+    switches = {name: "1" for name, found in declared.items() if found.option.is_switch}
+    settings = [switches] + [{**switches, name: choice} for name, found in declared.items()
+                             for choice in found.option.choices if choice != found.option.default]
+    rendered = 0
+    for index, values in enumerate(settings):
+        varied = values.keys() - switches.keys()  # the choice option this round renders otherwise (none in the first)
+        checked = Project(project.root, values)
+        for step in checked.ordered_steps():
+            reacts = (step.options.keys() if isinstance(step, BuildStep) else
+                      {name for part in getattr(step, "components", []) for name in part.options})
+            if varied and not varied & reacts:
+                continue  # rendered in the first round already
+            if isinstance(step, BuildStep):
+                step.script, step.files
+                rendered += 1 + len(step.files)
+            elif hasattr(step, "etc_files"):
+                rendered += len(step.etc_files)
+        project = project if index else checked  # the rest of the check looks at the first (every switch on)
+    for kind in hooks.KEYS:  # each hook exists and is executable
+        hooks.scripts(project, kind)
+    print(f"ok: {len(project.recipes)} recipes, {len(project.steps)} tasks, {len(templates)} templates, {rendered} files rendered")
+    return 0
+
+
+def cmd_explain(project: Project, args) -> int:
+    """Say whether a task would run and why."""
+    name = args.task if ":" in args.task else f"build:{args.task}"
+    step = project.steps.get(name)
+    if step is None:
+        close = difflib.get_close_matches(name, list(project.steps), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise InputError(f"explain: no task {args.task!r}{hint}; `doit list --all` shows them")
+    pending = [dep for dep in _ancestors(project, name) if not is_up_to_date(project.steps[dep])]
+    why = decide(step).reasons()
+    if not why and not pending:
+        stamp = project.stamps.read(step.stamp)
+        origin = f", restored from {stamp['restored_from']}" if stamp.get("restored_from") else ""
+        print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)}{origin})")
+        _print_options(project, step)
+        return 0
+    print(f"{name} would run:" if why else f"{name} is up to date, but may run after its dependencies:")
+    for line in why:
+        print(f"  - {line}")
+    if pending:
+        print("  dependencies that run first (if their output changes, so does this task's input):")
+        for dep in pending:
+            print(f"  - {dep}: {'; '.join(decide(project.steps[dep]).reasons()) or 'up to date'}")
+    _print_options(project, step)
+    return 0
+
+
+def cmd_unpack(project: Project, args) -> int:
+    """Unpack and patch a recipe's source into build/src/ without building (the build does it when it needs it)."""
+    from mlbuild.engine.execution import execute
+    from mlbuild.model.graph import fetch_task
+    from mlbuild.engine.run_logs import Log
+
+    for name in args.recipes:
+        recipe = project.recipes.get(name)
+        if recipe is None:
+            close = difflib.get_close_matches(name, list(project.recipes), n=1)
+            raise InputError(f"unpack: no recipe {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        step = project.steps[fetch_task(recipe)]
+        if not is_up_to_date(step):
+            execute(step)  # download and verify first, under the tree lock, as `doit fetch:<name>` would
+        TreeLock(project.build_dir / ".lock").acquire()
+        with Log(project.new_log(f"unpack:{step.recipe.name}")) as log:
+            print(f"{step.name}: {project.relative(step.ensure_source(log))}")
+    return 0
+
+
+def _print_options(project: Project, step) -> None:
+    """The options a build task reacts to (its recipe declares them), with their values now."""
+    if isinstance(step, BuildStep) and step.options:
+        shown = ", ".join(f"{name}={option_text(value)}" for name, value in step.options.items())
+        print(f"  options it reacts to (recipes/{step.recipe.name}.toml): {shown}")
+
+
+def _ancestors(project: Project, name: str) -> list[str]:
+    import networkx as nx
+
+    return list(nx.topological_sort(project.graph.subgraph(nx.ancestors(project.graph, name))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlbuild", description=__doc__)
+    parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help=cmd_check.__doc__)
+    for module in (graph_view, stats_report, size, script, sbom, legal_info, mirror):
+        module.add_parser(commands)  # each sets its handler
+    explain = commands.add_parser("explain", help=cmd_explain.__doc__)
+    explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
+    cache_commands.add_parser(commands)
+    unpack = commands.add_parser("unpack", help=cmd_unpack.__doc__)
+    unpack.add_argument("recipes", nargs="+", help="recipe names, e.g. linux (clang unpacks llvm-project, its source)")
+    # key=value settings, as on doit's command line (`mlbuild size arm64 target_llvm=0`).
+    argv = sys.argv[1:] if argv is None else argv
+    settings = dict(item.split("=", 1) for item in argv if re.match(r"^[a-z_][a-z0-9_]*=", item))
+    args = parser.parse_args([item for item in argv if not re.match(r"^[a-z_][a-z0-9_]*=", item)])
+    handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run, "unpack": cmd_unpack}
+    try:
+        project = Project(find_root(Path(args.directory).resolve()), settings)
+        return (getattr(args, "handler", None) or handlers[args.command])(project, args)
+    except EXPECTED as error:
+        print(f"mlbuild: {one_line(error, None if isinstance(error, MlbuildError) else args.command)}", file=sys.stderr)
+        return error.exit_status if isinstance(error, MlbuildError) else 1
+    except KeyboardInterrupt:
+        print(f"mlbuild: {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

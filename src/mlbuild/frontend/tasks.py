@@ -1,0 +1,163 @@
+"""doit task dictionaries generated from the project's steps."""
+
+import sys
+
+from doit.exceptions import TaskFailed
+
+from mlbuild.boot import accel
+from mlbuild.system import compression
+from mlbuild.engine.boundary import EXPECTED, one_line
+from mlbuild.errors import MlbuildError
+from mlbuild.model.graph import images_task, target_task
+from mlbuild.steps.menuconfig import run_menuconfig
+from mlbuild.boot.qemu import boot_test, checks_for, qemu_command, run_interactive
+from mlbuild.engine.execution import execute
+from mlbuild.engine.signature import is_up_to_date
+from mlbuild.engine.tree_lock import TreeLock
+from mlbuild.trees import remove_tree
+from mlbuild.reporting.stats import measured
+
+
+def _uptodate(step):
+    def check() -> bool:
+        try:
+            return is_up_to_date(step)
+        except EXPECTED:
+            return False  # the action reports the error properly
+    return check
+
+
+def _reporting(function, *args, task: str | None = None):
+    """A doit action: every expected failure becomes doit's TaskFailed with one line naming the task."""
+    def run():
+        try:
+            function(*args)
+        except EXPECTED as error:
+            return TaskFailed(one_line(error, task))
+    return run
+
+
+def _clean(step):
+    def clean():
+        try:
+            TreeLock(step.project.build_dir / ".lock").acquire()
+            step.project.stamps.forget(step.stamp)
+            remove_tree(step.output)
+            if step.work:
+                remove_tree(step.work)
+        except EXPECTED as error:
+            # doit captures an action's sys.stderr: the message goes to the real one.
+            print(f"mlbuild: {one_line(error, f'clean {step.name}')}", file=sys.__stderr__, flush=True)
+            # doit's clean command reports a failed clean action and still exits 0: stop here, non-zero.
+            raise SystemExit(2) from None
+        print(f"{step.name}: removed {step.project.relative(step.output)}")
+    # What `doit clean` (and its dry run, -n) names instead of `function _clean.<locals>.clean`.
+    clean.__qualname__ = "mlbuild_clean(output, work folder, stamp)"
+    return clean
+
+
+def step_task(step) -> dict:
+    basename, _, subname = step.name.partition(":")
+    return {
+        "basename": basename,
+        "name": subname,
+        "doc": step.doc,
+        "actions": [_reporting(measured, step, execute, step, task=step.name)],
+        "uptodate": [_uptodate(step)],
+        "task_dep": step.deps,
+        "clean": [_clean(step)],
+        "verbosity": 2,
+    }
+
+
+def group_tasks(project, basename: str):
+    """doit tasks of one group (fetch, build), with a documented group task first."""
+    docs = {"fetch": "download and verify sources (unpacked when a build needs them)", "build": "build components, targets and images"}
+    yield {"basename": basename, "name": None, "doc": docs[basename]}
+    for step in project.ordered_steps():
+        if step.name.startswith(basename + ":"):
+            task = step_task(step)
+            if not project.in_default_build(step.name):
+                # A top-level task of that full name: `doit build` leaves it out
+                # (hours of LLVM), `doit build:toolchain` still runs it.
+                task["basename"] = step.name
+                del task["name"]  # `name: None` would make it a group, whose actions doit drops
+            yield task
+
+
+def _target_recipes(project, arch: str) -> list:
+    """The recipes whose outputs make up the arch's target, in build order."""
+    parts = set(project.graph.predecessors(target_task(arch)))
+    return [step.recipe for step in project.ordered_steps() if step.name in parts and getattr(step, "recipe", None)]
+
+
+def _boot_files(project, arch: str):
+    """The kernel (where the recipe that installs it says), the initramfs and the disk image."""
+    kernels = [(recipe.name, recipe.kernel_for(arch)) for recipe in _target_recipes(project, arch) if recipe.kernel_for(arch)]
+    if len(kernels) != 1:
+        which = ", ".join(f"recipes/{name}.toml" for name, _ in kernels) or "none"
+        raise MlbuildError(f"{target_task(arch)}: expected one recipe that declares the kernel to boot ([arch.{arch}] kernel = ...), found {which}")
+    kernel = project.steps[target_task(arch)].output / kernels[0][1]
+    images = project.steps[images_task(arch)].output
+    return kernel, images / compression.booted(project.config.initramfs_compression), images / "rootfs.ext4"
+
+
+def _accelerator(project, arch: str, kernel):
+    """The accelerator for this arch under the `accel` setting, said in one line."""
+    chosen = accel.choose(arch, project.config.accel, kernel, project.build_dir / "state" / f"accel-{arch}.json")
+    print(f"mlbuild: {chosen.reason}", flush=True)
+    return chosen
+
+
+def _run(project, arch: str) -> None:
+    kernel, initramfs, disk = _boot_files(project, arch)
+    chosen = _accelerator(project, arch, kernel)
+    run_interactive(qemu_command(arch, kernel, initramfs, disk, interactive=True, accelerator=chosen))
+
+
+def _boottest(project, arch: str) -> None:
+    log_path = project.new_log(f"boottest:{arch}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    kernel, initramfs, disk = _boot_files(project, arch)
+    chosen = _accelerator(project, arch, kernel)
+    command = qemu_command(arch, kernel, initramfs, disk, interactive=False, accelerator=chosen)
+    checks = checks_for(_target_recipes(project, arch), project.config.checks)
+    report = project.build_dir / "reports" / f"boottest-{arch}.xml"
+    try:
+        for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name, report=report):
+            print(f"   {line}")
+    finally:
+        print(f"   results: {project.relative(report)} (JUnit XML)")
+
+
+def boot_tasks(project, basename: str):
+    """run:<arch> (interactive) and boottest:<arch> (headless, checked); they always run."""
+    make, doc = {
+        "run": (_run, "boot the {arch} system in QEMU on the serial console"),
+        "boottest": (_boottest, "boot the {arch} system headless, run checks in it, power off"),
+    }[basename]
+    yield {"basename": basename, "name": None, "doc": doc.format(arch="chosen")}
+    for arch in project.config.arches:
+        yield {
+            "basename": basename,
+            "name": arch,
+            "doc": doc.format(arch=arch),
+            "actions": [_reporting(make, project, arch, task=f"{basename}:{arch}")],
+            "task_dep": [images_task(arch)],
+            "verbosity": 2,
+        }
+
+
+def menuconfig_tasks(project):
+    """menuconfig:<recipe>-<arch> for Kconfig-based recipes: interactive, always run."""
+    yield {"basename": "menuconfig", "name": None, "doc": "edit a Kconfig configuration; changes are saved in fragments/"}
+    for step in project.ordered_steps():
+        if step.name.startswith("build:") and getattr(step, "recipe", None) and step.recipe.menuconfig:
+            yield {
+                "basename": "menuconfig",
+                "name": step.slug,
+                "doc": f"edit the {step.recipe.name} configuration for {step.arch}",
+                "actions": [_reporting(run_menuconfig, step, task=f"menuconfig:{step.slug}")],
+                "task_dep": [dep for dep in step.deps],
+                "verbosity": 2,
+            }

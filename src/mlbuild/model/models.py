@@ -1,0 +1,513 @@
+"""Validated data: the user's configuration and the recipes (pydantic v2)."""
+
+import os
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from mlbuild.model.arches import ARCHES
+
+# Names and versions end up in paths, task names and shell scripts: keep them tame.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9+_.-]*$", max_length=64)]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9+_.~-]*$", max_length=64)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# What each pattern means, for error messages.
+PATTERN_HINTS = {
+    r"^[a-z0-9][a-z0-9+_.-]*$": "expected lowercase letters, digits and + _ . - (a safe name)",
+    r"^[A-Za-z0-9][A-Za-z0-9+_.~-]*$": "expected letters, digits and + _ . ~ - (a safe version)",
+    r"^[0-9a-f]{64}$": "expected 64 hex digits (a sha256)",
+    r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$": "expected a relative path of letters, digits and _ . / -",
+    r"^[a-z0-9][a-z0-9+.-]*=[A-Za-z0-9:+.~-]+$": "expected PACKAGE=VERSION of a Debian source package",
+    r"^https?://": "expected an http(s):// URL",
+}
+Spdx = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$")]
+PATTERN_HINTS[r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$"] = "expected an SPDX license expression"
+TemplatePath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]
+VarValue = str | int | bool | list[str]
+
+
+class Strict(BaseModel):
+    # strict: `target = "yes"` is an error, not true; a value is what the file says it is.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Folders come as text from TOML, the environment and the command line.
+Folder = Annotated[Path, Field(strict=False)]
+# A target triple (x86_64-linux-musl, aarch64-unknown-linux-musl): it is pasted into CMake, shell and file names.
+TRIPLE_PATTERN = r"^[a-z0-9_]+(-[a-z0-9_.]+){1,3}$"
+PATTERN_HINTS[TRIPLE_PATTERN] = "expected a target triple (arch-vendor-os-env: lowercase letters, digits, _ and .)"
+
+
+def _known_arch(name: str) -> str:
+    if name not in ARCHES:
+        raise ValueError(f"unsupported arch {name!r}, expected one of: {', '.join(ARCHES)}")
+    return name
+
+
+class Source(Strict):
+    """One place a source tarball can be had from; all alternatives hold the same release."""
+
+    url: str | None = None
+    debian: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9+.-]*=[A-Za-z0-9:+.~-]+$")
+    sha256: Sha256
+    strip_components: int = Field(default=1, ge=0, le=8)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _lowercase_hex(cls, value):
+        if isinstance(value, str) and len(value) == 64:
+            return value.lower()
+        if isinstance(value, str):
+            raise ValueError(f"expected 64 hex digits (a sha256), got {len(value)} characters")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value):
+        if value is not None and not value.startswith(("https://", "http://", "file://")):
+            raise ValueError("expected an https://, http:// or file:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self):
+        if (self.url is None) == (self.debian is None):
+            raise ValueError("give exactly one of 'url' or 'debian'")
+        return self
+
+
+class GuestCheck(Strict):
+    """A command the boot test types into the booted guest's shell, and what one line of its output must match."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9+_.-]*$", max_length=64)]
+    command: str = Field(min_length=1, max_length=4096)
+    expect: str = Field(min_length=1, max_length=1024)  # a Python regular expression
+    timeout: int = Field(default=0, ge=0, le=86400)  # seconds allowed beyond the boot timeout (compiling under emulation is slow)
+
+    @field_validator("command")
+    @classmethod
+    def _one_line(cls, value):
+        if "\n" in value or "\r" in value:
+            raise ValueError("expected one line: the guest's shell runs it as typed")
+        return value
+
+    @field_validator("expect")
+    @classmethod
+    def _a_regex(cls, value):
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"expected a regular expression: {error}") from None
+        return value
+
+
+def _relative_path(value):
+    if value is not None and ".." in value.split("/"):
+        raise ValueError("expected a path inside the target, without '..'")
+    return value
+
+
+MODE_PATTERN = r"^[0-7]{3,4}$"
+PATTERN_HINTS[MODE_PATTERN] = 'expected an octal mode of 3 or 4 digits, such as "4755"'
+TARGET_PATH_PATTERN = r"^[A-Za-z0-9_+][A-Za-z0-9_.+/-]*$"
+PATTERN_HINTS[TARGET_PATH_PATTERN] = "expected a path in the target of letters, digits and _ . + / -"
+
+
+class Permission(Strict):
+    """The mode and owner an installed file gets in the system (as Buildroot's <pkg>_PERMISSIONS tables).
+
+    The target assembly applies the mode (it cannot chown: no root), the images the mode and the
+    owner; a component's own output never carries set-id bits, so the artifact cache restores it whole.
+    """
+
+    path: Annotated[str, StringConstraints(pattern=TARGET_PATH_PATTERN, max_length=256)]  # relative to the target root
+    mode: Annotated[str, StringConstraints(pattern=MODE_PATTERN)]  # octal text: a TOML 4755 would be decimal
+    uid: int = Field(default=0, ge=0, le=65534)
+    gid: int = Field(default=0, ge=0, le=65534)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _plain_relative_path(cls, value):
+        if not isinstance(value, str):
+            return value  # the type check says what is expected
+        if value.startswith("/"):
+            raise ValueError(f"expected a path relative to the target root (bin/busybox, not /bin/busybox), got {value!r}")
+        parts = value.split("/")
+        if ".." in parts:
+            raise ValueError(f"expected a path inside the target, without '..', got {value!r}")
+        if "" in parts or "." in parts:
+            raise ValueError(f"expected a plain path, without '.', '//' or a trailing '/', got {value!r}")
+        return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_is_text(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(f'expected the mode as octal text in quotes, such as "4755", got {value!r}')
+        return value
+
+    @property
+    def bits(self) -> int:
+        return int(self.mode, 8)
+
+
+def _paths_once(entries: list[Permission]) -> list[Permission]:
+    seen = set()
+    for entry in entries:
+        if entry.path in seen:
+            raise ValueError(f"{entry.path} is declared twice")
+        seen.add(entry.path)
+    return entries
+
+
+class ArchOverride(Strict):
+    """Per-arch additions: vars are merged over the recipe's, lists are appended."""
+
+    depends: list[Name] = []
+    files: list[TemplatePath] = []
+    vars: dict[str, VarValue] = {}
+    kernel: TemplatePath | None = None  # the bootable kernel image it installs on this arch, relative to the target root
+    permissions: list[Permission] = []  # replace the recipe's entry of the same path on this arch
+
+    _kernel_inside = field_validator("kernel")(_relative_path)
+    _permissions_once = field_validator("permissions")(_paths_once)
+
+    @field_validator("vars")
+    @classmethod
+    def _triples_have_their_shape(cls, value):
+        _check_var_shapes(value)
+        return value
+
+
+def _check_var_shapes(values: dict) -> None:
+    """Variables named *triple or *version have a known shape: anything else is refused, not pasted into a file."""
+    import re
+
+    for key, value in values.items():
+        if key.endswith("triple") and not (isinstance(value, str) and re.match(TRIPLE_PATTERN, value)):
+            raise ValueError(f"{key}: {PATTERN_HINTS[TRIPLE_PATTERN]}, got {value!r}")
+        if key.endswith("version") and not (isinstance(value, (str, int)) and not isinstance(value, bool)
+                                             and re.match(r"^[A-Za-z0-9][A-Za-z0-9+_.~-]*$", str(value))):
+            raise ValueError(f"{key}: expected letters, digits and + _ . ~ - (a safe version), got {value!r}")
+
+
+# A configuration key a recipe declares: it is also an MLBUILD_<NAME> variable and a key=value of doit's command line.
+OptionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+PATTERN_HINTS[r"^[a-z][a-z0-9_]*$"] = "expected lowercase letters, digits and _ (a configuration key)"
+# `when`: a switch's name (built when it is on), or option=choice (built when the choice option has that value).
+WHEN_PATTERN = r"^[a-z][a-z0-9_]*(=[a-z0-9][a-z0-9+_.-]*)?$"
+PATTERN_HINTS[WHEN_PATTERN] = "expected a switch's name or option=choice (lowercase letters, digits and _, then = and a safe name)"
+Condition = Annotated[str, StringConstraints(pattern=WHEN_PATTERN, max_length=130)]
+# What a switch accepts as text (environment, command line); pyproject.toml gives a TOML boolean.
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class Option(Strict):
+    """A configuration option a recipe declares ([options.<name>]): a switch, or a choice of words."""
+
+    help: str = Field(min_length=1, max_length=300)
+    default: bool | Name  # a switch: true or false; a choice: one of choices
+    choices: list[Name] = []  # empty: a switch
+
+    @model_validator(mode="after")
+    def _default_fits(self):
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError("choices: expected each choice once")
+        if not self.choices and not isinstance(self.default, bool):
+            raise ValueError(f"default: expected true or false (a switch), or give 'choices', got {self.default!r}")
+        if self.choices and self.default not in self.choices:
+            raise ValueError(f"default: expected one of the choices ({', '.join(self.choices)}), got {self.default!r}")
+        return self
+
+    @property
+    def is_switch(self) -> bool:
+        return not self.choices
+
+    def expected(self, from_text: bool) -> str:
+        """What a value of this option must be, for error messages."""
+        if not self.is_switch:
+            return f"expected one of: {', '.join(self.choices)}"
+        words = ", ".join(f"{yes}/{no}" for yes, no in zip(TRUE_WORDS, FALSE_WORDS))
+        return f"expected a boolean ({words})" if from_text else "expected true or false"
+
+
+class Merged(NamedTuple):
+    depends: list[str]
+    files: list[str]
+    vars: dict
+
+
+class Recipe(Strict):
+    name: Name
+    version: Version | None = None  # None: its source recipe's (source = "<recipe>"), filled in when recipes are loaded
+    summary: str = Field(min_length=1, max_length=200)
+    homepage: str = Field(pattern=r"^https?://")
+    license: Spdx
+    sources: list[Source] = []
+    source: Name | None = None  # use another recipe's source instead
+    patches: list[TemplatePath] = []  # files in recipes/<name>/, applied in order with patch -p1
+    depends: list[Name] = []
+    build: TemplatePath | None = None  # templates/build/<build>.sh.j2; None: a source-only recipe
+    files: list[TemplatePath] = []
+    vars: dict[str, VarValue] = {}
+    arches: list[str] = list(ARCHES)
+    arch: dict[str, ArchOverride] = {}
+    target: bool = True  # whether the output goes into the target root filesystem
+    menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
+    host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
+    # A host recipe's target recipes that stage 1 (the host's LLVM) builds for every arch: it links
+    # itself against the build machine's arch's, and build:toolchain ships each arch's as a sysroot.
+    sysroots: list[Name] = []
+    # The recipe is built only when a switch is on (`when = "target_llvm"`) or a choice has a value (`when = "userland=toybox"`).
+    when: Condition | None = None
+    kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
+    checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
+    # Modes and owners of installed files ([[permissions]]): inputs of the target and the images, not of its build.
+    permissions: list[Permission] = []
+
+    @field_validator("sysroots")
+    @classmethod
+    def _sysroots_of_a_host_recipe(cls, value, info):
+        if value and not (info.data.get("host") and info.data.get("build")):
+            raise ValueError("only a host recipe (host = true) with a build has sysroots")
+        return value
+
+    @field_validator("permissions")
+    @classmethod
+    def _permissions_of_the_target(cls, value, info):
+        if value and (info.data.get("host") or not info.data.get("target", True) or not info.data.get("build")):
+            raise ValueError("only a recipe that installs into the target (build, target = true, not host) declares permissions")
+        return _paths_once(value)
+
+    _kernel_inside = field_validator("kernel")(_relative_path)
+    tools: list[Name] = []  # programs of the build machine its script runs (make, flex…): checked before the build starts
+    # Configuration options it reacts to: set like mlbuild's own keys, its templates read them as options.<name>.
+    options: dict[OptionName, Option] = {}
+    # What of the target this component needs in the images: full when it is a compiler (headers, static
+    # libraries); image_profile = "auto" in the configuration is full when a recipe of the arch's target says so.
+    image_profile: Literal["runtime", "full"] = "runtime"
+
+    @field_validator("options")
+    @classmethod
+    def _options_are_not_engine_keys(cls, value):
+        for name in value:
+            if name in Config.model_fields:
+                raise ValueError(f"{name}: a configuration key of mlbuild itself; choose another name")
+        return value
+
+    @field_validator("arches", "arch")
+    @classmethod
+    def _arches_known(cls, value):
+        for name in value:  # a list of arches, or the keys of the per-arch table
+            _known_arch(name)
+        return value
+
+    @field_validator("vars")
+    @classmethod
+    def _triples_have_their_shape(cls, value):
+        _check_var_shapes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _source_choice(self):
+        if self.sources and self.source:
+            raise ValueError("give either 'sources' or 'source', not both")
+        if not self.sources and not self.source:
+            raise ValueError("give 'sources' (where to download) or 'source' (another recipe's)")
+        if self.source and self.patches:
+            raise ValueError("'patches' belong to the recipe that owns the source")
+        if not self.build and self.depends:
+            raise ValueError("a recipe without 'build' cannot have 'depends'")
+        if any(extra.permissions for extra in self.arch.values()) and (self.host or not self.target or not self.build):
+            raise ValueError("arch.<arch>.permissions: only a recipe that installs into the target (build, target = true, not host) declares permissions")
+        return self
+
+    # Fields that only document the recipe: changing them rebuilds nothing.
+    # The kernel's location and the guest checks are read by the boot, the image profile by the
+    # images, not the build; options act through their values, in the rendered script and files.
+    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks", "options", "image_profile"})
+
+    @property
+    def condition(self) -> tuple[str, str | None] | None:
+        """`when` split: (switch, None) or (choice option, its value); None without `when`."""
+        if self.when is None:
+            return None
+        option, _, value = self.when.partition("=")
+        return option, value or None
+
+    def kernel_for(self, arch: str) -> str | None:
+        extra = self.arch.get(arch)
+        return extra.kernel if extra is not None and extra.kernel else self.kernel
+
+    def permissions_for(self, arch: str) -> dict[str, Permission]:
+        """{path: permission} on arch: the recipe's entries, an [arch.<arch>] entry replacing one of the same path."""
+        extra = self.arch.get(arch)
+        return {entry.path: entry for entry in self.permissions + (extra.permissions if extra is not None else [])}
+
+    def depends_for(self, arch: str) -> list[str]:
+        """The recipe's dependencies on arch (cheap: the graph asks for every recipe × arch)."""
+        return self.depends + self.arch[arch].depends if arch in self.arch else self.depends
+
+    def for_arch(self, arch: str) -> "Merged":
+        """Depends, files and vars with the arch's overrides applied."""
+        extra = self.arch.get(arch)
+        if extra is None:
+            return Merged(self.depends, self.files, self.vars)
+        return Merged(self.depends + extra.depends, self.files + extra.files, {**self.vars, **extra.vars})
+
+
+# --- customising the system (docs/usage.md, "Customise your system") -----------------------
+ProjectPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]  # relative to the project
+AccountName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$", max_length=32)]
+PATTERN_HINTS[r"^[a-z_][a-z0-9_-]*$"] = "expected a user or group name: lowercase letters, digits, _ and - (not first)"
+GuestPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_.+/-]*$", max_length=256)]
+PATTERN_HINTS[r"^/[A-Za-z0-9_.+/-]*$"] = "expected an absolute path in the target (letters, digits and _ . + / -)"
+PasswordHash = Annotated[str, StringConstraints(pattern=r"^\$[0-9a-z]+\$[A-Za-z0-9./$=,]+$")]
+PATTERN_HINTS[r"^\$[0-9a-z]+\$[A-Za-z0-9./$=,]+$"] = "expected a crypt(3) hash such as $6$salt$hash (mkpasswd -m sha-512), or no password (locked)"
+
+
+def _inside_project(value: str) -> str:
+    if ".." in value.split("/"):
+        raise ValueError("expected a path inside the project, without '..'")
+    return value
+
+
+class User(Strict):
+    """An account of the target ([[tool.mlbuild.users]]); no password means locked (no password login)."""
+
+    name: AccountName
+    uid: int = Field(ge=0, le=65534)
+    gid: int | None = Field(default=None, ge=0, le=65534)  # None: a group of the user's name with gid = uid
+    groups: list[AccountName] = []  # supplementary groups (from [[tool.mlbuild.groups]])
+    comment: Annotated[str, StringConstraints(pattern=r"^[^:\n\r]*$", max_length=128)] = ""
+    home: GuestPath | None = None  # None: /home/<name>
+    shell: GuestPath = "/bin/sh"
+    password: PasswordHash | None = None
+    create_home: bool = True  # make the home folder in the target (mode 0755; the images own it by root)
+
+    @field_validator("home", "shell")
+    @classmethod
+    def _no_parent(cls, value):
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("expected an absolute path without '..'")
+        return value
+
+
+class Group(Strict):
+    name: AccountName
+    gid: int = Field(ge=0, le=65534)
+    members: list[AccountName] = []
+
+
+# Artifact caches (docs/ci.md): file://, http(s):// (WebDAV PUT to write), s3://bucket/prefix; ro: in front, read only.
+CACHE_URL = r"^(ro:)?(file|https?|s3)://[^\s,]+$"
+PATTERN_HINTS[CACHE_URL] = "expected a cache URL: file:///folder, http(s)://host/path, s3://bucket/prefix, optionally ro: in front"
+CCACHE_REMOTE = r"^((redis|redis\+unix|https?|file):\S+( |$))*$"
+PATTERN_HINTS[CCACHE_REMOTE] = "expected ccache remote_storage URLs (redis://host:port, http://host/path), space-separated"
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlbuild"
+
+
+class Config(Strict):
+    """The user's choices: [tool.mlbuild], then MLBUILD_* variables, then doit's key=value."""
+
+    arches: list[str] = list(ARCHES)
+    toolchain: Literal["host", "llvm"] = "host"
+    llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = "19"
+    jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
+    build_dir: Folder = Path("build")
+    target_dir: Folder = Path("target")
+    toolchain_dir: Folder = Path("toolchain")
+    download_dir: Folder = Field(default_factory=lambda: _default_cache() / "downloads")
+    ccache_dir: Folder = Field(default_factory=lambda: _default_cache() / "ccache")
+    mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
+    # No network: every source must be in the download cache (offline.py says what is missing, before any task runs).
+    offline: bool = False
+    # External trees (external.py): folders with their own recipes/, templates/ and fragments/, relative to the
+    # project; a later one wins over an earlier one and over the project's own.
+    external: list[Annotated[str, StringConstraints(min_length=1)]] = []
+    # Tried in order before a task runs, pushed to after it ran; shared by every clone of this user by default.
+    cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [(_default_cache() / "artifacts").as_uri()])
+    ccache_remote_storage: Annotated[str, StringConstraints(pattern=CCACHE_REMOTE)] = ""  # ccache's remote_storage for every compile
+    distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
+    fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
+    # A recipe's source taken from a local folder instead of its tarball and patches ([tool.mlbuild.override],
+    # like Buildroot's <PKG>_OVERRIDE_SRCDIR); ~ and paths relative to the project allowed (source_override.py).
+    override: dict[Name, Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = {}
+    boot_timeout: int = Field(default=300, ge=10)
+    checks: list[GuestCheck] = []  # your own boot checks, run after the recipes' ([[tool.mlbuild.checks]])
+    # What a build shows (progress.py): auto is a live panel on a terminal, plain lines elsewhere.
+    progress: Literal["auto", "live", "plain"] = "auto"
+    progress_interval: int = Field(default=30, ge=1)  # seconds between plain progress lines
+    log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
+    # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
+    sandbox: Literal["auto", "on", "off"] = "auto"
+    # The caller's variables build scripts get too (reproducible.passed_through): not signature inputs.
+    pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
+    # Customising the system (docs/usage.md, "Customise your system"; overlay.py, hooks.py, users.py, image_profile.py).
+    overlays: list[ProjectPath] = []  # folders copied over target/<arch>/ after the components; only *.j2 rendered
+    post_build: list[ProjectPath] = []  # scripts run on the assembled tree (TARGET_DIR) before it is packed
+    post_image: list[ProjectPath] = []  # scripts run on the images folder (IMAGES_DIR)
+    users: list[User] = []  # [[tool.mlbuild.users]]: /etc/passwd and /etc/shadow (root is there anyway)
+    groups: list[Group] = []  # [[tool.mlbuild.groups]]: /etc/group
+    # What the images hold: runtime (no headers, static libraries, .map files, kernel image) or the full tree;
+    # auto: full when a recipe in the arch's target needs it (image_profile = "full": a compiler), else runtime.
+    image_profile: Literal["auto", "runtime", "full"] = "auto"
+    # The initramfs QEMU boots (compression.py): zstd, gzip (the kernel reads both) or the cpio as it is.
+    initramfs_compression: Literal["zstd", "gzip", "none"] = "zstd"
+
+    _paths_inside = field_validator("overlays", "post_build", "post_image")(
+        lambda values: [_inside_project(value) for value in values])
+
+    @field_validator("users")
+    @classmethod
+    def _accounts_unique(cls, users):
+        for key in ("name", "uid"):
+            seen = set()
+            for user in users:
+                value = getattr(user, key)
+                if value in seen:
+                    raise ValueError(f"two users have the {key} {value!r}")
+                seen.add(value)
+        for user in users:
+            if (user.name == "root") != (user.uid == 0):
+                raise ValueError(f"{user.name}: uid 0 is root's and root's alone")
+        return users
+
+    @model_validator(mode="after")
+    def _groups_known(self):
+        names, gids = set(), set()
+        for group in self.groups:
+            if group.name in names or group.gid in gids:
+                raise ValueError(f"groups: two groups have the name {group.name!r} or the gid {group.gid}")
+            names.add(group.name)
+            gids.add(group.gid)
+        own = {user.name for user in self.users if user.gid is None}
+        users = {user.name for user in self.users} | {"root"}
+        known_gids = gids | {0} | {user.uid for user in self.users if user.gid is None}
+        for user in self.users:
+            for name in user.groups:
+                if name not in names and name not in own | {"root"}:
+                    raise ValueError(f"users: {user.name}: group {name!r} is not in [[tool.mlbuild.groups]]")
+            if user.gid is not None and user.gid not in known_gids:
+                raise ValueError(f"users: {user.name}: gid {user.gid} is no group's ([[tool.mlbuild.groups]])")
+        for group in self.groups:
+            for member in group.members:
+                if member not in users:
+                    raise ValueError(f"groups: {group.name}: member {member!r} is not a user")
+        return self
+
+    @field_validator("arches")
+    @classmethod
+    def _arches_known(cls, value):
+        if not value:
+            raise ValueError("expected at least one arch")
+        for name in value:
+            _known_arch(name)
+        return value

@@ -1,0 +1,404 @@
+"""What a build shows while it runs and when it ends: mlbuild's doit reporter.
+
+On a terminal: a live panel (rich) with tasks done/total, the tasks running now
+with their elapsed time and inner step counter (ninja's `[1536/2838]`, CMake's
+`[ 45%]`, read from the end of their logs) and an ETA from earlier runs'
+durations. Elsewhere (CI, pipes): doit's plain lines (`.  task` when a task
+starts, `-- task` when it is up to date), one line when a task ends, and a
+progress line at most every 30 s while tasks run; never a control character.
+Either way the run ends with a summary and its statistics in build/stats/.
+
+The configuration keys `progress` (auto, live, plain) and `progress_interval`
+(seconds between plain progress lines) choose; like every key they can be set
+as MLBUILD_PROGRESS=plain or `doit progress=plain`.
+"""
+
+import graphlib
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+from doit.reporter import ConsoleReporter
+
+from mlbuild.reporting import stats
+
+CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+STEP_COUNTER = re.compile(rb"\[\s*(\d+)\s*/\s*(\d+)\s*\]")  # ninja, LLVM's build
+PERCENT = re.compile(rb"\[\s*(\d{1,3})%\]")  # CMake's Makefiles
+INTERACTIVE = ("run:", "menuconfig:")  # they own the terminal: no display of ours beside them
+TAIL_BYTES = 8192
+RUN_WRITE_INTERVAL = 5.0  # seconds between writes of the run's statistics while it runs
+
+
+def reporter_for(project) -> type:
+    """The reporter class for doit's DOIT_CONFIG (doit makes the instance)."""
+    return type("MlbuildReporter", (BuildReporter,), {"project": project})
+
+
+def plain(text: str) -> str:
+    """Text without escape sequences or control characters (newlines and tabs stay)."""
+    return CONTROL.sub("", text)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def inner_progress(log_path: Path) -> tuple[int, int] | None:
+    """The last step counter in the end of a log: (done, total); a CMake percentage as (n, 100)."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - TAIL_BYTES))
+            tail = handle.read()
+    except OSError:
+        return None
+    best = None
+    for pattern in (STEP_COUNTER, PERCENT):
+        for match in pattern.finditer(tail):
+            if best is None or match.start() > best[0]:
+                done, total = int(match.group(1)), int(match.group(2)) if pattern is STEP_COUNTER else 100
+                if 0 < total and done <= total:
+                    best = (match.start(), done, total)
+    return (best[1], best[2]) if best else None
+
+
+def parallel_from_argv(argv: list[str]) -> int:
+    """doit's -n/--process from the command line (doit gives reporters no other way to know it)."""
+    for index, word in enumerate(argv):
+        value = None
+        if word in ("-n", "--process") and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif word.startswith("--process="):
+            value = word.split("=", 1)[1]
+        elif word.startswith("-n") and word[2:].isdigit():
+            value = word[2:]
+        if value is not None and value.isdigit():
+            return max(1, int(value))
+    return 1
+
+
+def estimate(remaining: dict[str, float | None], deps: dict[str, list[str]], parallel: int) -> tuple[float | None, int]:
+    """ETA of tasks still to finish, given each one's remaining time: (seconds, how many have no history).
+
+    The larger of their total work spread over the parallel slots and their
+    longest chain of dependent tasks."""
+    known = {name: value for name, value in remaining.items() if value is not None}
+    unknown = len(remaining) - len(known)
+    if not known:
+        return (None if unknown else 0.0), unknown
+    graph = {name: [dep for dep in deps.get(name, []) if dep in remaining] for name in remaining}
+    chain: dict[str, float] = {}
+    for name in graphlib.TopologicalSorter(graph).static_order():
+        chain[name] = known.get(name, 0.0) + max((chain[dep] for dep in graph[name]), default=0.0)
+    return max(sum(known.values()) / max(1, parallel), max(chain.values())), unknown
+
+
+class BuildReporter(ConsoleReporter):
+    desc = "mlbuild: live progress with an ETA, a summary, statistics"
+    project = None  # set by reporter_for
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.lock = threading.RLock()
+        config = self.project.config
+        self.mode = self._choose_mode(outstream, getattr(config, "progress", "auto"))
+        self.parallel = parallel_from_argv(sys.argv)
+        self.interval = float(getattr(config, "progress_interval", 30))
+        self.started = time.time()
+        self.started_monotonic = time.monotonic()
+        self.times_at_start = os.times()
+        self.running: dict[str, float] = {}  # task -> monotonic start
+        self.records: list[dict] = []  # tasks that ran, finished or failed
+        self.up_to_date: list[str] = []
+        self.skipped: list[str] = []  # not run because a dependency failed
+        self.selected: set[str] = set()
+        self.deps: dict[str, list[str]] = {}
+        self.expected: dict[str, float] | None = None  # per task, from earlier runs (loaded when a task first runs)
+        self.pending_plan: dict[str, str] | None = None
+        self.live = None
+        self.ticker = None
+        self.stopping = threading.Event()
+        self.last_progress_line = time.monotonic()
+        self.last_run_write = time.monotonic()
+
+    @staticmethod
+    def _choose_mode(outstream, chosen: str) -> str:
+        if chosen in ("live", "plain"):
+            return chosen
+        terminal = hasattr(outstream, "isatty") and outstream.isatty()
+        return "live" if terminal and os.environ.get("TERM", "dumb") != "dumb" else "plain"
+
+    # --- output ---------------------------------------------------------------------------
+
+    def write(self, text):
+        with self.lock:
+            if self.live is not None:
+                self.live.console.print(plain(text), end="", markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.outstream.write(plain(text) if self.mode != "live" else text)
+                self.outstream.flush()
+
+    # --- doit's calls ---------------------------------------------------------------------
+
+    def initialize(self, tasks, selected_tasks):
+        # Every task this run may execute: the selected ones and what they need.
+        todo = list(selected_tasks)
+        seen = set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in tasks:
+                continue
+            seen.add(name)
+            todo.extend(tasks[name].task_dep)
+        self.selected = {name for name in seen if tasks[name].actions and not name.startswith("_")}
+        self.deps = {name: [dep for dep in tasks[name].task_dep if dep in self.selected] for name in self.selected}
+        if any(name.startswith(INTERACTIVE) for name in self.selected):
+            self.mode = "quiet"  # QEMU's console or menuconfig own the terminal
+
+    def execute_task(self, task):
+        if not task.actions or task.name.startswith("_"):
+            return
+        with self.lock:
+            self.running[task.name] = time.monotonic()
+            if self.expected is None:
+                self._load_history()
+            if self.mode == "live":
+                self._start_live()
+            else:
+                super().execute_task(task)
+                if self.mode == "plain" and self.ticker is None:
+                    self.ticker = threading.Thread(target=self._tick, name="mlbuild-progress", daemon=True)
+                    self.ticker.start()
+
+    def add_success(self, task):
+        if not task.actions or task.name.startswith("_"):
+            return
+        with self.lock:
+            record = self._finish(task.name, "built")
+            if self.mode != "quiet":
+                self.write(f"{'ok' if record['outcome'] == 'built' else record['outcome']} {task.name} "
+                           f"{duration(record.get('duration'))} [{self.done}/{len(self.selected)}]\n")
+
+    def add_failure(self, task, fail):
+        with self.lock:
+            if task.name in self.running:
+                self._finish(task.name, "failed")
+            else:
+                self.skipped.append(task.name)
+        super().add_failure(task, fail)
+
+    def skip_uptodate(self, task):
+        if task.actions:
+            self.up_to_date.append(task.name)
+        if self.mode != "live":
+            super().skip_uptodate(task)
+
+    def complete_run(self):
+        self.stopping.set()
+        with self.lock:
+            self._stop_live()
+            for name in list(self.running):
+                self._finish(name, "interrupted")
+        super().complete_run()
+        if self.mode == "quiet":
+            return
+        run = self._run_record()
+        path = None
+        if self.records:
+            path = stats.write_run(self.project.build_dir, run)
+            stats.prune_runs(self.project.build_dir)
+            stats.save_durations(self.project.build_dir, self.records, self.parallel)
+        for line in summary_lines(run, self.project, path):
+            self.write(line + "\n")
+
+    # --- bookkeeping ----------------------------------------------------------------------
+
+    @property
+    def done(self) -> int:
+        return len(self.records) + len(self.up_to_date) + len(self.skipped)
+
+    def _finish(self, name: str, outcome: str) -> dict:
+        started = self.running.pop(name, None)
+        step = self.project.steps.get(name)
+        record = getattr(step, "run_record", None) if step is not None else None
+        if record is None or record.get("task") != name:
+            # A task without a step (boottest:…) or one that failed before its action started.
+            now = time.time()
+            begun = now - (time.monotonic() - started) if started is not None else now
+            record = {"task": name, "deps": self.deps.get(name, []), "start": begun, "end": now,
+                      "duration": round(now - begun, 3)}
+        if "end" not in record:  # interrupted: its action never finished
+            record["end"] = time.time()
+            record["duration"] = round(record["end"] - record["start"], 3)
+            record.pop("_cpu", None)
+        if record.get("outcome") in (None, "running"):
+            record["outcome"] = outcome
+        if outcome in ("failed", "interrupted"):
+            record["outcome"] = outcome
+        record.setdefault("deps", self.deps.get(name, []))
+        self.records.append(record)
+        # Written as the run goes (a SIGKILLed run keeps most of its record), at most every few
+        # seconds: rewriting it after each of thousands of short tasks would cost more than they do.
+        if self.mode != "quiet" and time.monotonic() - self.last_run_write >= RUN_WRITE_INTERVAL:
+            self.last_run_write = time.monotonic()
+            stats.write_run(self.project.build_dir, self._run_record())
+        return record
+
+    def _run_record(self) -> dict:
+        now = os.times()
+        cpu = sum(now[:4]) - sum(self.times_at_start[:4])
+        failed = any(r["outcome"] in ("failed", "interrupted") for r in self.records)
+        return {
+            "run": self.project.run_logs.run_id,
+            "started": self.started,
+            "wall": round(time.monotonic() - self.started_monotonic, 3),
+            "cpu": round(cpu, 3),
+            "parallel": self.parallel,
+            "jobs": self.project.config.jobs,
+            "command": sys.argv[1:],
+            "outcome": "failed" if failed or self.skipped else "ok",
+            "tasks": sorted(self.records, key=lambda r: r["start"]),
+            "up_to_date": sorted(self.up_to_date),
+            "skipped": sorted(self.skipped),
+        }
+
+    def _load_history(self) -> None:
+        """Earlier durations, scaled to this run's parallelism, and which tasks will not run at all."""
+        self.expected = stats.expected_durations(self.project.build_dir, self.parallel)
+        try:
+            from mlbuild.engine.plan import UP_TO_DATE, next_actions
+
+            names = [name for name in self.selected if name in self.project.steps]
+            self.pending_plan = {name: action for name, action in next_actions(self.project, names, consult_cache=False).items()
+                                 if name in self.selected}
+            self.nothing_to_do = {name for name, action in self.pending_plan.items() if action == UP_TO_DATE}
+        except Exception:  # the estimate is a nicety: never let it stop a build
+            self.nothing_to_do = set()
+
+    def eta(self) -> tuple[float | None, int]:
+        now = time.monotonic()
+        finished = {r["task"] for r in self.records} | set(self.up_to_date) | set(self.skipped)
+        remaining: dict[str, float | None] = {}
+        for name in self.selected - finished - getattr(self, "nothing_to_do", set()):
+            expected = (self.expected or {}).get(name)
+            if name in self.running:
+                elapsed = now - self.running[name]
+                counter = inner_progress(self.project.log_path(name)) if name in self.project.steps else None
+                if counter and counter[0] and elapsed > 5:
+                    remaining[name] = elapsed * (counter[1] - counter[0]) / counter[0]
+                elif expected is not None:
+                    remaining[name] = max(expected - elapsed, 0.0)
+                else:
+                    remaining[name] = None
+            else:
+                remaining[name] = expected
+        return estimate(remaining, self.deps, self.parallel)
+
+    def status_line(self) -> str:
+        eta, unknown = self.eta()
+        text = f"[{self.done}/{len(self.selected)}] {len(self.running)} running"
+        if eta is not None:
+            text += f", ETA {duration(eta)}" + (f" (+{unknown} tasks without history)" if unknown else "")
+        elif unknown:
+            text += ", ETA unknown (no earlier run)"
+        return text
+
+    def running_lines(self) -> list[str]:
+        now = time.monotonic()
+        lines = []
+        for name, started in sorted(self.running.items(), key=lambda item: item[1]):
+            counter = inner_progress(self.project.log_path(name)) if name in self.project.steps else None
+            inner = f" [{counter[0]}/{counter[1]}]" if counter else ""
+            lines.append(f"{name} {duration(now - started)}{inner}")
+        return lines
+
+    # --- plain: a progress line at most every interval seconds ---------------------------------
+
+    def _tick(self):
+        while not self.stopping.wait(max(0.2, self.interval)):
+            with self.lock:
+                if self.running and time.monotonic() - self.last_progress_line >= self.interval and not self.stopping.is_set():
+                    self.last_progress_line = time.monotonic()
+                    self.write(f"progress {self.status_line()}: {'; '.join(self.running_lines())}\n")
+
+    # --- live: a rich panel under the lines of finished tasks -------------------------------
+
+    def _start_live(self):
+        if self.live is not None:
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(file=self.outstream, highlight=False)
+        self.live = Live(console=console, get_renderable=self._render, refresh_per_second=2, transient=True)
+        self.live.start()
+
+    def _stop_live(self):
+        if self.live is not None:
+            live, self.live = self.live, None
+            live.stop()
+
+    def _render(self):
+        from rich.table import Table
+        from rich.text import Text
+
+        with self.lock:
+            table = Table.grid(padding=(0, 2))
+            table.add_row(Text(self.status_line(), style="bold"))
+            now = time.monotonic()
+            for name, started in sorted(self.running.items(), key=lambda item: item[1]):
+                counter = inner_progress(self.project.log_path(name)) if name in self.project.steps else None
+                line = Text(f"  {name}  {duration(now - started)}")
+                if counter:
+                    filled = int(20 * counter[0] / counter[1])
+                    line.append(f"  [{counter[0]}/{counter[1]}] ")
+                    line.append("█" * filled + "░" * (20 - filled), style="cyan")
+                table.add_row(line)
+            return table
+
+
+def summary_lines(run: dict, project, stats_path: Path | None) -> list[str]:
+    """The end of a run in a few lines: counts, times, ccache, the slowest tasks, a failure's log."""
+    records = run["tasks"]
+    count = {outcome: sum(1 for r in records if r["outcome"] == outcome) for outcome in ("built", "restored", "failed", "interrupted")}
+    hits = sum(r.get("ccache_hits", 0) for r in records)
+    misses = sum(r.get("ccache_misses", 0) for r in records)
+    line = (f"mlbuild: {count['built']} built, {count['restored']} restored, {len(run['up_to_date'])} up to date, "
+            f"{count['failed']} failed")
+    if count["interrupted"]:
+        line += f", {count['interrupted']} interrupted"
+    if run["skipped"]:
+        line += f", {len(run['skipped'])} not run (a dependency failed)"
+    line += f"; wall {duration(run['wall'])}, CPU {duration(run['cpu'])}"
+    if hits + misses:
+        line += f", ccache {hits} hits / {misses} misses ({100 * hits / (hits + misses):.0f} %)"
+    lines = [line]
+    slowest = sorted((r for r in records if r["outcome"] in ("built", "restored")), key=lambda r: -r["duration"])[:3]
+    if slowest:
+        lines.append("slowest: " + ", ".join(f"{r['task']} {duration(r['duration'])}" for r in slowest))
+    for record in records:
+        if record["outcome"] == "failed" and record.get("log"):
+            log = Path(record["log"])
+            real = log.resolve() if log.exists() else log
+            lines.append(f"failed: {record['task']}; log {project.relative(real)}; its last 20 lines:")
+            try:
+                lines += ["  | " + plain(text) for text in real.read_text(errors="replace").splitlines()[-20:]]
+            except OSError:
+                lines.append("  (the log is missing)")
+        elif record["outcome"] == "failed":
+            lines.append(f"failed: {record['task']}")
+    if stats_path is not None:
+        lines.append(f"stats: {project.relative(stats_path)} (mlbuild stats, mlbuild stats --plot)")
+    return lines
