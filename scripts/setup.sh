@@ -4,20 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LLVM_VERSION=19
-PACKAGES=(
-  "clang-$LLVM_VERSION" "lld-$LLVM_VERSION" "llvm-$LLVM_VERSION"  # the cross compiler for both arches
-  ccache make patch bc flex bison libelf-dev libssl-dev rsync    # kernel, musl, busybox builds
-  libncurses-dev                                                 # menuconfig
-  cmake ninja-build                                              # compiler-rt and LLVM
-  xz-utils bzip2 cpio e2fsprogs file zstd                        # sources and images (zstd: the initramfs)
-  qemu-system-x86 qemu-system-arm qemu-user-static               # booting the targets, running their programs
-  graphviz                                                       # mlbuild graph → SVG
-  diffoscope-minimal faketime                                    # scripts/reproducibility.py: why two builds differ; a shifted clock
-  bubblewrap                                                     # sandbox = auto|on: build steps without network or undeclared paths
-  nginx-light redis-server distcc                                # artifact cache (WebDAV), ccache remote storage, distcc: tests start them on loopback
-  python3-venv
-)
+# What to install: the [packages] of src/mlbuild/model/host.toml, which mlbuild reads too
+# (the host's LLVM version, the package of a missing program). Read with sed: no Python needed yet.
+FACTS=src/mlbuild/model/host.toml
+LLVM_VERSION=$(sed -n 's/^llvm_version = "\([0-9]*\)".*/\1/p' "$FACTS")
+mapfile -t PACKAGES < <(sed -n '/^\[packages\]/,/^\[/{s/^"\{0,1\}\([A-Za-z0-9.+_{}-]*\)"\{0,1\} = .*/\1/p;}' "$FACTS" \
+  | sed "s/{llvm_version}/$LLVM_VERSION/")
+[ -n "$LLVM_VERSION" ] && [ ${#PACKAGES[@]} -gt 10 ] || { echo "setup: cannot read the package list in $FACTS" >&2; exit 1; }
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

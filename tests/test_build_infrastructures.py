@@ -22,7 +22,8 @@ def script(build: str, vars: dict | None = None, files: list[str] | None = None)
         "recipe": SimpleNamespace(name="thing", version="1.0"),
         "arch": "x86_64", "triple": "x86_64-unknown-linux-musl", "karch": "x86_64", "kernel_image": "bzImage",
         "vars": vars or {}, "files": files or [],
-        "config": {"kernel_config": "qemu", "llvm_version": "19", "target_llvm": False, "toolchain": "host"},
+        "config": {"kernel_config": "qemu", "host_llvm_version": "19", "target_llvm": False, "toolchain": "host"},
+        "versions": {"llvm-project": "19.1.7"},
     }
     return render(TEMPLATES, f"build/{build}.sh.j2", context, for_shell=True)
 
@@ -65,7 +66,7 @@ def test_kconfig_defaults_to_defconfig_then_merge_config_and_a_check_of_the_frag
     text = script("infra/kconfig", {"kconfig_base": "tinyconfig"}, files=["a.config", "b.config"])
     assert "kmake tinyconfig\n" in text
     assert '"$build/.config" "$FILES"/a.config "$FILES"/b.config\nkmake olddefconfig\n' in text
-    assert '"$MLBUILD_PYTHON" -m mlbuild.steps.kconfig_check "$build/.config" "$FILES"/a.config "$FILES"/b.config' in text
+    assert '"$MLBUILD_PYTHON" -m mlbuild.kconfig_check "$build/.config" "$FILES"/a.config "$FILES"/b.config' in text
     assert 'MLBUILD_ACTION:-}" = menuconfig' in text and 'kmake install DESTDIR="$OUT"' in text
 
 

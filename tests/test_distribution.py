@@ -192,7 +192,7 @@ def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PATH": f"/usr/lib/llvm-19/bin:{os.environ['PATH']}",
            "srctree": str(source), "ARCH": "x86_64", "SRCARCH": "x86", "KERNELVERSION": "6.1.176", "CC": "clang",
            "LD": "ld.lld", "HOSTCC": "clang", "CLANG_FLAGS": "--target=x86_64-unknown-linux-musl -fintegrated-as", "LLVM": "1"}
-    result = subprocess.run([sys.executable, "-m", "mlbuild.steps.kconfig_check", "--kconfig", str(source / "Kconfig"),
+    result = subprocess.run([sys.executable, "-m", "mlbuild.kconfig_check", "--kconfig", str(source / "Kconfig"),
                              str(tmp_path / ".config"), str(tmp_path / "qemu.config")],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 1

@@ -1,10 +1,10 @@
-"""mlbuild.steps.kconfig_check: every symbol a fragment requests must be in the final .config."""
+"""mlbuild.kconfig_check: every symbol a fragment requests must be in the final .config."""
 
 import subprocess
 import sys
 
 from conftest import SRC, base_environment
-from mlbuild.steps.kconfig_check import dropped_symbols, main, read_symbols
+from mlbuild.kconfig_check import dropped_symbols, main, read_symbols
 
 FINAL = """\
 #
@@ -81,7 +81,7 @@ def test_main_exits_1_listing_the_problems_and_0_when_all_took_effect(tmp_path, 
 def test_kconfig_check_runs_as_a_module_the_way_build_scripts_call_it(tmp_path):
     final = write(tmp_path, ".config", FINAL)
     bad = write(tmp_path, "bad.config", "CONFIG_VIRTIO_NET=y\n")
-    result = subprocess.run([sys.executable, "-m", "mlbuild.steps.kconfig_check", str(final), str(bad)],
+    result = subprocess.run([sys.executable, "-m", "mlbuild.kconfig_check", str(final), str(bad)],
                             capture_output=True, text=True, env=base_environment({"PYTHONPATH": str(SRC)}))
     assert result.returncode == 1
     assert "bad.config:1: CONFIG_VIRTIO_NET=y was dropped (got not set)" in result.stderr
@@ -137,7 +137,7 @@ def run_check(tmp_path, fragment_text, kconfig):
     fragment = write(tmp_path, "qemu.config", fragment_text)
     args = ["--kconfig", str(kconfig)] if kconfig else []
     env = {k: v for k, v in base_environment({"PYTHONPATH": str(SRC)}).items() if k != "srctree"}
-    return subprocess.run([sys.executable, "-m", "mlbuild.steps.kconfig_check", *args, str(final), str(fragment)],
+    return subprocess.run([sys.executable, "-m", "mlbuild.kconfig_check", *args, str(final), str(fragment)],
                           capture_output=True, text=True, env=env, cwd=tmp_path.parent)  # not the tree: srctree comes from the Kconfig path
 
 

@@ -144,7 +144,7 @@ def test_a_target_recipe_cannot_depend_on_a_host_recipe(project):
 
 
 def test_a_missing_host_llvm_is_one_clear_error_saying_what_to_install(built):
-    result = built.doit("llvm_version=99")
+    result = built.doit("host_llvm_version=99")
     assert result.returncode != 0
     assert ("LLVM 99 is not installed: need clang, clang++, ld.lld, llvm-ar, llvm-nm, llvm-objcopy, llvm-strip, "
             "llvm-ranlib (on Debian/Ubuntu: apt-get install clang-99 lld-99 llvm-99)") in result.stdout + result.stderr

@@ -280,7 +280,13 @@ def environment(templates: "Path | tuple[Path, ...]", language: "str | bool") ->
         finalize=FINALIZERS[language],
     )
     env.filters["unquoted"] = Unquoted
+    env.filters["major"] = major
     return env
+
+
+def major(version: str) -> str:
+    """A version's first number: `{{ versions["llvm-project"] | major }}` is 19 for 19.1.7."""
+    return str(version).split(".")[0]
 
 
 def render(templates: Path, name: str, context: dict, for_shell: bool = False) -> str:

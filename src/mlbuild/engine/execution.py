@@ -15,13 +15,15 @@ from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.trees import keep_unchanged_mtimes, remove_tree, replace_tree
 
 
-def execute(step) -> None:
-    """Run the step into a staging folder, then commit output and stamp, in that order."""
+def execute(step) -> str | None:
+    """Run the step into a staging folder, then commit output and stamp, in that order.
+
+    Returns "restored" when the artifact cache gave the output, None when it was built (or was up to date)."""
     with running_task(step.name):
-        _execute(step)
+        return _execute(step)
 
 
-def _execute(step) -> None:
+def _execute(step) -> str | None:
     project = step.project
     lock = TreeLock(project.build_dir / ".lock")
     if lock.acquire():
@@ -32,7 +34,7 @@ def _execute(step) -> None:
         check_host_tools(project)
         if lock.waited and is_up_to_date(step):
             print(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do", flush=True)
-            return
+            return None
     for dep in step.deps:
         if not project.steps[dep].output.exists():
             raise MlbuildError(f"{step.name}: the output of {dep} is missing ({project.relative(project.steps[dep].output)}); run again")
@@ -54,9 +56,10 @@ def _execute(step) -> None:
             kept = keep_unchanged_mtimes(staging, step.output)
             log(f"# output hash {output_hash}; {kept} unchanged files keep their time; {time.monotonic() - started:.1f} s")
         replace_tree(staging, step.output)
-        stamps.write(step.stamp, inputs, output_hash, getattr(step, "script", None), restored_from=restored_from)
+        stamps.write(step.stamp, inputs, output_hash, step.script, restored_from=restored_from)
         if restored_from is None:
             push_built(step, inputs, output_hash, time.monotonic() - started)
+        return "restored" if restored_from else None
     except BaseException as error:
         if isinstance(error, OSError) and error.filename is None:
             # A write to an open file (log, output) names no path: name the folder.

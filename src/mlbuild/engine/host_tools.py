@@ -3,17 +3,9 @@
 import shutil
 
 from mlbuild.errors import MlbuildError
+from mlbuild.model.host import package_of
 from mlbuild.engine.signature import is_up_to_date
 
-# Program -> the Debian/Ubuntu package that provides it (scripts/setup.sh installs them all).
-DEBIAN_PACKAGES = {
-    "bash": "bash", "make": "make", "patch": "patch", "ccache": "ccache", "flex": "flex", "bison": "bison",
-    "bc": "bc", "cpio": "cpio", "rsync": "rsync", "perl": "perl", "python3": "python3", "cmake": "cmake",
-    "ninja": "ninja-build", "xz": "xz-utils", "bzip2": "bzip2", "gzip": "gzip", "tar": "tar", "sed": "sed",
-    "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs", "file": "file",
-    "qemu-system-x86_64": "qemu-system-x86", "qemu-system-aarch64": "qemu-system-arm",
-    "qemu-aarch64-static": "qemu-user-static",
-}
 # The same PATH as build scripts get (steps/build.py), without the LLVM folder (toolchain.py checks that).
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -32,7 +24,7 @@ def check_host_tools(project) -> None:
                 needed.setdefault(tool, []).append(step.name)
     absent = missing(needed)
     if absent:
-        described = ", ".join(f"{tool} (package {DEBIAN_PACKAGES.get(tool, '?')}; needed by {needed[tool][0]})" for tool in absent)
-        packages = " ".join(sorted({DEBIAN_PACKAGES[tool] for tool in absent if tool in DEBIAN_PACKAGES}))
+        described = ", ".join(f"{tool} (package {package_of().get(tool, '?')}; needed by {needed[tool][0]})" for tool in absent)
+        packages = " ".join(sorted({package_of()[tool] for tool in absent if tool in package_of()}))
         hint = f"; on Debian/Ubuntu: apt-get install {packages}" if packages else ""
         raise MlbuildError(f"host tools missing before the build starts: {described}{hint}")

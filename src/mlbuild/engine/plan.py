@@ -62,9 +62,7 @@ def _restorable(step) -> bool:
     """Whether a configured artifact cache holds this task's output for its current inputs."""
     if not step.artifact or not step.project.config.cache:
         return False
-    from mlbuild.engine.cache import artifact_cache
-
     try:
-        return artifact_cache(step.project).holder(step.inputs()) is not None
+        return step.project.artifact_cache.holder(step.inputs()) is not None
     except MlbuildError:
         return False

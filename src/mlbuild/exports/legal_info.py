@@ -64,15 +64,15 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     (staging / "licenses").mkdir()
     rows, copied_sources = [], {}
     try:
-        for recipe, source_recipe in sbom.components(project, arch):
+        for component in sbom.components(project, arch):
+            recipe, source_recipe, override = component.recipe, component.source_recipe, component.override
             source_folder = f"{source_recipe.name}-{source_recipe.version}"
-            override = project.overrides.get(source_recipe.name)
             if override and source_recipe.name not in copied_sources:
                 # Like Buildroot's legal-info for an overridden package: the source is not saved.
                 log(f"warning: {source_recipe.name}: built from the local override {override.text}: its source is not saved")
                 copied_sources[source_recipe.name] = None, None, list(license_files(override.path))
             elif source_recipe.name not in copied_sources:  # a source several components share is read once
-                archive, source = _copy_source(project, source_recipe, staging / "sources" / source_folder, log)
+                archive, source = _copy_source(project, component, staging / "sources" / source_folder, log)
                 copied_sources[source_recipe.name] = archive, source, list(license_members(archive, source.strip_components))
             archive, source, texts = copied_sources[source_recipe.name]
             license_folder = staging / "licenses" / f"{recipe.name}-{recipe.version}"
@@ -89,7 +89,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
                 "source archive": f"sources/{source_folder}/{archive.name}" if archive else "",
                 "source site": sbom.download_location(source) if source else f"local override {override.text}",
                 "sha256": source.sha256 if source else "",
-                "patches": "" if override else " ".join(PurePosixPath(name).name for name, _ in sbom.patches(project, source_recipe)),
+                "patches": "" if override else " ".join(patch.name for patch in component.patches),
             })
         _write_manifest(staging / "manifest.csv", rows)
         sbom.write(project, arch, staging / "sbom.spdx.json")
@@ -107,9 +107,10 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     return rows
 
 
-def _copy_source(project, source_recipe, destination: Path, log):
+def _copy_source(project, component, destination: Path, log):
     """The verified tarball (from the download cache, downloading it if needed) and the patches, into destination."""
     config = project.config
+    source_recipe = component.source_recipe
     archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline)
     source = next(s for s in source_recipe.sources if s.sha256 == archive.parent.name)
     destination.mkdir(parents=True)
@@ -118,9 +119,9 @@ def _copy_source(project, source_recipe, destination: Path, log):
         os.link(archive, copy)
     except OSError:
         shutil.copyfile(archive, copy)
-    for patch in source_recipe.patches:
-        shutil.copyfile(project.recipe_folder(source_recipe.name) / patch, destination / PurePosixPath(patch).name)
-    log(f"  {source_recipe.name}: {archive.name} and {len(source_recipe.patches)} patches")
+    for patch in component.patches:
+        shutil.copyfile(patch, destination / patch.name)
+    log(f"  {source_recipe.name}: {archive.name} and {len(component.patches)} patches")
     return copy, source
 
 

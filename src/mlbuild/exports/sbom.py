@@ -17,26 +17,13 @@ from mlbuild.model.graph import target_task
 SPDX_VERSION = "SPDX-2.3"
 
 
-def components(project, arch: str) -> list[tuple]:
-    """(recipe, source recipe) of each component in the arch's target, in build order."""
+def components(project, arch: str) -> list:
+    """The components (steps/base.py Component) of the arch's system, in build order: what each
+    step the target is assembled from says it ships (the Step protocol's bill_of_materials)."""
     if arch not in project.config.arches:
         raise InputError(f"{arch}: not one of the configured arches ({', '.join(project.config.arches)})")
     target = project.steps[target_task(arch)]
-    found = []
-    for step in target.components:
-        recipe = step.recipe
-        source = recipe if recipe.sources else project.recipes[recipe.source]
-        found.append((recipe, source))
-    return found
-
-
-def chosen_source(project, source_recipe):
-    """The source alternative in use: the one in the download cache, else the first."""
-    for source in source_recipe.sources:
-        folder = project.config.download_dir / source.sha256
-        if folder.is_dir() and any(folder.iterdir()):
-            return source
-    return source_recipe.sources[0]
+    return [component for dep in target.deps for component in project.steps[dep].bill_of_materials()]
 
 
 def download_location(source) -> str:
@@ -46,11 +33,10 @@ def download_location(source) -> str:
     return f"https://snapshot.debian.org/package/{package}/{urllib.parse.quote(version, safe='')}/"
 
 
-def patches(project, source_recipe) -> list[tuple[str, str]]:
-    """(recipes/<name>/<patch>, sha256) of each patch applied to a source, in order."""
-    folder = project.recipe_folder(source_recipe.name)
-    return [(f"recipes/{source_recipe.name}/{patch}", hashlib.sha256((folder / patch).read_bytes()).hexdigest())
-            for patch in source_recipe.patches]
+def patches(component) -> list[tuple[str, str]]:
+    """(recipes/<name>/<patch>, sha256) of each patch applied to a component's source, in order."""
+    return [(f"recipes/{component.source_recipe.name}/{patch.name}", hashlib.sha256(patch.read_bytes()).hexdigest())
+            for patch in component.patches]
 
 
 def spdx_id(name: str) -> str:
@@ -70,15 +56,15 @@ def document(project, arch: str):
                         files_analyzed=False, primary_package_purpose=PackagePurpose.OPERATING_SYSTEM,
                         comment=f"the {arch} system built by mlbuild (target/{arch}/ and build/images/{arch}/)")]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, system_id)]
-    for recipe, source_recipe in components(project, arch):
+    for component in components(project, arch):
+        recipe, source_recipe, override = component.recipe, component.source_recipe, component.override
         origin = "" if source_recipe is recipe else f"the source of recipe {source_recipe.name}; "
-        override = project.overrides.get(source_recipe.name)
         if override:
             packages.append(_overridden_package(recipe, override, origin))
             relationships.append(Relationship(system_id, RelationshipType.CONTAINS, packages[-1].spdx_id))
             continue
-        source = chosen_source(project, source_recipe)
-        applied = patches(project, source_recipe)
+        source = component.source
+        applied = patches(component)
         source_info = origin + ("patches applied in order: " + ", ".join(f"{name} (sha256 {sha})" for name, sha in applied)
                                 if applied else "no patches applied")
         license_expression = _license(recipe)

@@ -17,7 +17,7 @@ from mlbuild.engine.signature import decide, is_up_to_date
 from mlbuild.frontend.project import Project
 from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.render import environment, language_of, raw_expansion_message, raw_expansions
-from mlbuild.steps.build import BuildStep, option_text
+from mlbuild.steps.build import option_text
 
 
 def find_root(start: Path) -> Path:
@@ -57,15 +57,9 @@ def cmd_check(project: Project, args) -> int:
         varied = values.keys() - switches.keys()  # the choice option this round renders otherwise (none in the first)
         checked = Project(project.root, values)
         for step in checked.ordered_steps():
-            reacts = (step.options.keys() if isinstance(step, BuildStep) else
-                      {name for part in getattr(step, "components", []) for name in part.options})
-            if varied and not varied & reacts:
+            if varied and not varied & step.options.keys():
                 continue  # rendered in the first round already
-            if isinstance(step, BuildStep):
-                step.script, step.files
-                rendered += 1 + len(step.files)
-            elif hasattr(step, "etc_files"):
-                rendered += len(step.etc_files)
+            rendered += step.check(fresh=True)
         project = project if index else checked  # the rest of the check looks at the first (every switch on)
     for kind in hooks.KEYS:  # each hook exists and is executable
         hooks.scripts(project, kind)
@@ -122,7 +116,7 @@ def cmd_unpack(project: Project, args) -> int:
 
 def _print_options(project: Project, step) -> None:
     """The options a build task reacts to (its recipe declares them), with their values now."""
-    if isinstance(step, BuildStep) and step.options:
+    if step.options and step.recipe:
         shown = ", ".join(f"{name}={option_text(value)}" for name, value in step.options.items())
         print(f"  options it reacts to (recipes/{step.recipe.name}.toml): {shown}")
 

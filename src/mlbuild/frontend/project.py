@@ -1,5 +1,6 @@
 """A loaded project: configuration, recipes, task graph and one step per task."""
 
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -16,11 +17,8 @@ from mlbuild.code import code_hash
 from mlbuild.engine.signature import tree_key
 from mlbuild.sources.override import resolve as resolve_overrides
 from mlbuild.engine.stamps import StampStore
-from mlbuild.steps.build import BuildStep
-from mlbuild.steps.fetch import FetchStep
-from mlbuild.steps.images import ImagesStep
-from mlbuild.steps.target import TargetStep
-from mlbuild.steps.toolchain import ToolchainStep
+from mlbuild.steps.base import Step
+from mlbuild.steps.kinds import make_step
 
 
 class Project:
@@ -50,18 +48,16 @@ class Project:
         labels = {name: label for name, (_, label) in self.recipe_files.items()}
         self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options, labels)
         self.stamps = StampStore(self.build_dir / "state")
-        self.steps = {name: self._make_step(name, data) for name, data in self.graph.nodes(data=True)}
+        self._artifact_cache = None  # made when a task first asks (artifact_cache)
+        self._artifact_cache_lock = threading.Lock()
+        self.steps: dict[str, Step] = {name: make_step(self, name, node) for name, node in self.graph.nodes(data=True)}
 
     def render_all(self) -> None:
         """Render every template now (cached), so a template error stops the run before any task.
 
         Each target's declared permissions too: two recipes declaring one path is an input error."""
         for step in self.steps.values():
-            if isinstance(step, BuildStep):
-                step.rendered_hashes
-            elif isinstance(step, TargetStep):
-                step.etc_files
-                step.permissions
+            step.check()
 
     @cached_property
     def render_cache(self) -> RenderCache:
@@ -79,18 +75,18 @@ class Project:
         """How messages name a recipe's file: recipes/<name>.toml, or ../my-layer/recipes/<name>.toml."""
         return self.recipe_files[name][1]
 
-    def _make_step(self, name: str, data: dict):
-        kind, arch = data["kind"], data["arch"]
-        recipe = self.recipes.get(data["recipe"])
-        if kind == "fetch":
-            return FetchStep(self, name, recipe)
-        if kind == "build":
-            return BuildStep(self, name, recipe, arch, data["toolchain"])
-        if kind == "target":
-            return TargetStep(self, name, arch)
-        if kind == "toolchain":
-            return ToolchainStep(self, name)
-        return ImagesStep(self, name, arch)
+    @property
+    def artifact_cache(self):
+        """The artifact cache of the configuration (engine/cache/), one per loaded project, shared by doit's threads."""
+        with self._artifact_cache_lock:
+            if self._artifact_cache is None:
+                from mlbuild.engine.cache import ArtifactCache  # zstandard and the backends: only when a task runs
+
+                specs = self.config.cache
+                if self.config.offline:  # offline opens no network connection: local caches only
+                    specs = [spec for spec in specs if spec.removeprefix("ro:").startswith("file://")]
+                self._artifact_cache = ArtifactCache(specs, self.build_dir / "cache" / "artifact-stats.json")
+            return self._artifact_cache
 
     def in_default_build(self, name: str) -> bool:
         """Whether `doit build` includes a task: not the LLVM toolchain unless the system is built with it."""

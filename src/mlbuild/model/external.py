@@ -18,6 +18,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# Every tree's folder of config fragments (the project's too): fragments/<recipe>.config, fragments/<recipe>-<arch>.config.
+FRAGMENTS = "fragments"
+
 from mlbuild.errors import InputError
 
 
@@ -41,7 +44,7 @@ def trees(project_root: Path, external: list[str]) -> list[Tree]:
             what = "a file, not a folder" if root.exists() else "no such folder"
             raise InputError(f"configuration: external: {value}: {what} ({root}); "
                              "expected a folder with recipes/, templates/ or fragments/, relative to the project")
-        if not any((root / part).is_dir() for part in ("recipes", "templates", "fragments")):
+        if not any((root / part).is_dir() for part in ("recipes", "templates", FRAGMENTS)):
             raise InputError(f"configuration: external: {value}: expected recipes/, templates/ or fragments/ in it ({root})")
         found.append(Tree(root, value.rstrip("/") + "/"))
     return found
@@ -69,7 +72,7 @@ def fragments(all_trees: list[Tree], recipe: str, arch: str) -> list[tuple[str, 
     found, used = [], set()
     for tree in all_trees[1:]:
         for suffix in ("", f"-{arch}"):
-            path = tree.root / "fragments" / f"{recipe}{suffix}.config"
+            path = tree.root / FRAGMENTS / f"{recipe}{suffix}.config"
             if path.is_file():
                 name = f"{tree.name}.{path.name}"
                 while name in used:  # two trees in folders of the same name

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from mlbuild.model import host
 from mlbuild.model.arches import ARCHES
 
 # Names and versions end up in paths, task names and shell scripts: keep them tame.
@@ -288,6 +289,9 @@ class Recipe(Strict):
     # What of the target this component needs in the images: full when it is a compiler (headers, static
     # libraries); image_profile = "auto" in the configuration is full when a recipe of the arch's target says so.
     image_profile: Literal["runtime", "full"] = "runtime"
+    # Facts the component gives the system, for templates/target ({{ system.<name> }}): e.g. a userland's
+    # `init = "inittab"` (its init reads /etc/inittab). Two components of a target may not disagree on one.
+    system: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")], VarValue] = {}
 
     @field_validator("options")
     @classmethod
@@ -417,7 +421,8 @@ class Config(Strict):
 
     arches: list[str] = list(ARCHES)
     toolchain: Literal["host", "llvm"] = "host"
-    llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = "19"
+    # The host's LLVM (Debian's clang-N), default from model/host.toml; the target's is llvm-project.toml's version.
+    host_llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = Field(default_factory=host.llvm_version)
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     build_dir: Folder = Path("build")
     target_dir: Folder = Path("target")

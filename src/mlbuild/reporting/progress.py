@@ -231,8 +231,7 @@ class BuildReporter(ConsoleReporter):
 
     def _finish(self, name: str, outcome: str) -> dict:
         started = self.running.pop(name, None)
-        step = self.project.steps.get(name)
-        record = getattr(step, "run_record", None) if step is not None else None
+        record = stats.record_of(name)
         if record is None or record.get("task") != name:
             # A task without a step (boottest:…) or one that failed before its action started.
             now = time.time()

@@ -32,20 +32,18 @@ def stats_dir(build_dir: Path) -> Path:
 def measured(step, function, *args):
     """Run function(*args) as the step's action: a new log in this run's folder, and a record of its cost.
 
-    The record is kept on the step (step.run_record) for the reporter. Code that
-    restores the output from a cache instead of building it sets
-    step.run_record["outcome"] = "restored".
-    """
+    function returns how the output came to be ("restored", or None: built); the record is kept
+    for the reporter (record_of)."""
     log_path = step.project.new_log(step.name)
     record = begin(step, log_path)
     try:
-        function(*args)
+        outcome = function(*args)
     except BaseException:
         finish(record, None, "failed")
         raise
     # An unpacked source is not measured: walking a kernel or LLVM tree (80,000+ files) takes seconds.
     kind = step.project.graph.nodes[step.name].get("kind")
-    finish(record, None if kind == "fetch" else step.output, "built")
+    finish(record, None if kind == "fetch" else step.output, outcome or "built")
 
 
 def begin(step, log_path: Path) -> dict:
@@ -57,8 +55,16 @@ def begin(step, log_path: Path) -> dict:
         "outcome": "running",
         "_cpu": _cpu_now(),
     }
-    step.run_record = record
+    _records[step.name] = record
     return record
+
+
+_records: dict[str, dict] = {}  # this process's records, by task (doit's threads each write their own tasks')
+
+
+def record_of(task: str) -> dict | None:
+    """The record of a task measured in this process (its latest), or None."""
+    return _records.get(task)
 
 
 def _cpu_now() -> tuple[float, int]:

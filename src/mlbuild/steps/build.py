@@ -1,6 +1,7 @@
 """build:<recipe>-<arch>: a recipe rendered into a build spec (build_spec.py runs it); its inputs."""
 
 import hashlib
+import shlex
 import sys
 import tempfile
 from functools import cached_property
@@ -12,20 +13,23 @@ from mlbuild.steps.ccache import ccache_environment
 from mlbuild.errors import MlbuildError
 from mlbuild.model.graph import build_ancestors, build_task, fetch_task
 from mlbuild.model import external
+from mlbuild.model.external import FRAGMENTS
 from mlbuild.steps import distcc, sandbox
 from mlbuild.render import render
 from mlbuild.engine.run_logs import Log
 from mlbuild.reproducible import BUILD_ENVIRONMENT, passed_through, prefix_map_flags
 from mlbuild.engine.signature import render_key
 from mlbuild.steps.compiler import llvm_bin, toolchain_identity
-from mlbuild.steps.base import Step
+from mlbuild.steps.base import Component, Step
 
 
-def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict, toolchain: str) -> dict:
+def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict, toolchain: str,
+                   versions: dict[str, str]) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing.
 
     options: the values of the options the recipe declares (and those alone: a template reading another fails).
-    toolchain: what compiles this script (host recipes and their sysroots: always the host's LLVM)."""
+    toolchain: what compiles this script (host recipes and their sysroots: always the host's LLVM).
+    versions: {recipe: version} of every recipe."""
     facts = host_arch() if arch == HOST else ARCHES[arch]
     return {
         "recipe": recipe,
@@ -36,9 +40,12 @@ def script_context(recipe, merged, arch: str, config, fragment_names: list[str],
         "files": [_file_name(name) for name in merged.files] + fragment_names,
         "options": options,
         "config": {
-            "llvm_version": config.llvm_version,
+            "host_llvm_version": config.host_llvm_version,  # the host's LLVM (model/host.toml)
             "toolchain": toolchain,
         },
+        # Every recipe's version: a template needing another component's (the resource directory of the
+        # clang that llvm-project builds: /usr/lib/clang/<its major>) takes it from that recipe, never from a copy.
+        "versions": versions,
         # A host recipe's sysroots: the triple of each arch build:toolchain ships one for.
         "sysroot_triples": [known.triple for known in ARCHES.values()] if recipe.sysroots else [],
     }
@@ -53,17 +60,24 @@ def _file_name(template: str) -> str:
     return Path(template).name.removesuffix(".j2")
 
 
-class BuildStep(Step):
-    def __init__(self, project, name: str, recipe, arch: str, toolchain: str):
-        super().__init__(project, name)
-        self.recipe = recipe
-        self.arch = arch
-        self.toolchain = toolchain  # host: the host's LLVM (stage 1); llvm: mlbuild's own (build:toolchain)
-        self.options = {name: project.options[name] for name in recipe.options}
+class BuildStep(Step, kind="build"):
+    # The rendered script and files, the environment and the toolchain are its inputs: the Python
+    # around them only runs the script, so editing mlbuild does not rebuild every component.
+    code_roots = ()
+
+    def __init__(self, project, name: str, node: dict):
+        super().__init__(project, name, node)
+        recipe = self.recipe = project.recipes[node["recipe"]]
+        self.arch = arch = node["arch"]
+        self.toolchain = toolchain = node["toolchain"]  # host: the host's LLVM (stage 1); llvm: mlbuild's own (build:toolchain)
         shown = ", ".join(f"{name}={option_text(value)}" for name, value in self.options.items())
         self.doc = f"build {recipe.name} {recipe.version} for {arch}" + (f" ({shown})" if shown else "")
         if toolchain != project.config.toolchain:  # a sysroot of build:toolchain, while the system uses that toolchain
             self.doc += ", by the host's LLVM (stage 1) for build:toolchain"
+
+    @cached_property
+    def options(self) -> dict:
+        return {name: self.project.options[name] for name in self.recipe.options}
 
     @property
     def slug(self) -> str:
@@ -103,7 +117,8 @@ class BuildStep(Step):
     @cached_property
     def context(self) -> dict:
         return script_context(self.recipe, self.merged, self.arch, self.project.config,
-                              [name for name, _ in self.fragment_files], self.options, self.toolchain)
+                              [name for name, _ in self.fragment_files], self.options, self.toolchain,
+                              {name: recipe.version for name, recipe in self.project.recipes.items()})
 
     @cached_property
     def fragment_files(self) -> list[tuple[str, Path]]:
@@ -115,9 +130,14 @@ class BuildStep(Step):
         for path in named:
             if not path.is_file():
                 raise MlbuildError(f"configuration: fragments.{self.recipe.name}: no file {self.project.relative(path)}")
-        found = [root / "fragments" / f"{self.recipe.name}{suffix}.config" for suffix in ("", f"-{self.arch}")]
+        found = [root / FRAGMENTS / f"{self.recipe.name}.config", self.own_fragment]
         own = [(path.name, path) for path in named + [path for path in found if path.is_file()]]
         return external.fragments(self.project.trees, self.recipe.name, self.arch) + own
+
+    @property
+    def own_fragment(self) -> Path:
+        """fragments/<recipe>-<arch>.config: this task's own fragment, applied last (menuconfig saves its changes there)."""
+        return self.project.root / FRAGMENTS / f"{self.slug}.config"
 
     @property
     def user_fragments(self) -> list[Path]:
@@ -154,10 +174,10 @@ class BuildStep(Step):
         # the images, never by the build. Fields left at their defaults are left out, so a new
         # recipe field (with a default) rebuilds nothing.
         not_here = self.recipe.DOC_FIELDS | {"sources", "source", "patches", "arch", "arches", "files", "vars", "depends",
-                                             "menuconfig", "tools", "permissions"}
+                                             "menuconfig", "tools", "permissions", "system"}
         return self.recipe.model_dump(mode="json", exclude=not_here, exclude_defaults=True)
 
-    def inputs(self) -> dict:
+    def own_inputs(self) -> dict:
         recipe = self._recipe_fields
         merged = self.merged
         return {
@@ -168,8 +188,13 @@ class BuildStep(Step):
             "environment": BUILD_ENVIRONMENT,
             **self.rendered_hashes,
             "toolchain": toolchain_identity(self.project.config, self.toolchain),
-            **self.dep_inputs(),
         }
+
+    def check(self, fresh: bool = False) -> int:
+        if not fresh:
+            return len(self.rendered_hashes)  # from the render cache while nothing they depend on changed
+        self.script, self.files
+        return 1 + len(self.files)
 
     @cached_property
     def rendered_hashes(self) -> dict:
@@ -193,14 +218,14 @@ class BuildStep(Step):
         self.source.ensure_source(log)  # a lazy fetch leaves the unpack to the first build that needs it
         run(self.spec(staging), log, self.project.relative)
 
-    def run_action(self, action: str) -> int:
+    def run_action(self, action: str, action_environment: dict[str, str] | None = None) -> int:
         """Run the script with MLBUILD_ACTION=action (menuconfig) on the caller's terminal.
 
         Nothing is committed: such a run never makes the task up to date."""
         with Log(self.project.new_log(f"unpack:{self.source.recipe.name}")) as log:
             self.source.ensure_source(log)
         with tempfile.TemporaryDirectory(dir=self.project.build_dir) as staging:
-            return run_on_terminal(self.spec(Path(staging)), action)
+            return run_on_terminal(self.spec(Path(staging)), action, action_environment)
 
     def spec(self, staging: Path) -> BuildSpec:
         """This task's build script run, resolved, with its output going to staging."""
@@ -258,3 +283,40 @@ class BuildStep(Step):
             **ccache_environment(self.project),
             "CCACHE_STATSLOG": str(work / "ccache-stats.log"),
         }
+
+    def bill_of_materials(self) -> list[Component]:
+        source = self.source
+        override = source.override
+        return [Component(self.recipe, source.recipe, None if override else source.source_in_use,
+                          () if override else source.patches, override)]
+
+    def shell(self, script) -> str:
+        project = self.project
+        work, output = self.work, self.output
+        staging = output.with_name(f".{output.name}.staging")
+        sysroot, files = work / "sysroot", work / "files"
+        out = [
+            f"mkdir -p {script.path(work)}\n",
+            f"rm -rf {script.path(files)} {script.path(sysroot)} {script.path(staging)}\n",
+            f"mkdir -p {script.path(files)} {script.path(sysroot)} {script.path(staging)}\n",
+        ]
+        ancestors = build_ancestors(project.graph, self.name)
+        if ancestors:
+            out.append("# $SYSROOT: the files of every component it builds on\n")
+            for dep in ancestors:
+                out.append(f"{script.COPY} {script.path(project.steps[dep].output)}/. {script.path(sysroot)}/\n")
+        for name, text in self.files.items():
+            out.append(f"# $FILES/{name}\n")
+            out.append(script.file(f"{script.path(files)}/{shlex.quote(name)}", text))
+        out.append(f"# the build script, rendered from templates/build/{self.recipe.build}.sh.j2\n")
+        out.append(script.file(f"{script.path(work)}/build.sh", self.script))
+        environment = dict(self.spec(staging).environment)
+        environment.pop("CCACHE_STATSLOG", None)  # only for mlbuild's log line
+        environment.pop("PYTHONPATH", None)
+        # The check that config fragments took effect (kconfig_check.py) needs mlbuild: skipped here.
+        environment["MLBUILD_PYTHON"] = "true"
+        out.append("# run it in a clean environment (MLBUILD_PYTHON=true skips mlbuild's check of config fragments)\n")
+        lines = [f"  {key}={script.word(str(value))}" for key, value in environment.items()]
+        out.append(f"(cd {script.path(work)} && env -i \\\n" + " \\\n".join(lines) + " \\\n  bash -eu -o pipefail build.sh)\n")
+        out.append(f"rm -rf {script.path(output)}\nmv {script.path(staging)} {script.path(output)}\n")
+        return "".join(out)

@@ -77,10 +77,12 @@ def run(spec: BuildSpec, log, describe_path=str) -> None:
     log(ccache_summary(spec.stats_log, spec.environment))
 
 
-def run_on_terminal(spec: BuildSpec, action: str) -> int:
-    """Run the script with MLBUILD_ACTION=action (menuconfig, configure) on the caller's terminal; its exit status."""
+def run_on_terminal(spec: BuildSpec, action: str, action_environment: dict[str, str] | None = None) -> int:
+    """Run the script with MLBUILD_ACTION=action (menuconfig, configure) on the caller's terminal; its exit status.
+
+    action_environment: what the action's part of the script reads (menuconfig: where to leave .config)."""
     script = write_into_work(spec)
-    environment = {**spec.environment, "MLBUILD_ACTION": action, "TERM": os.environ.get("TERM", "xterm")}
+    environment = {**spec.environment, **(action_environment or {}), "MLBUILD_ACTION": action, "TERM": os.environ.get("TERM", "xterm")}
     for name in ("LINES", "COLUMNS"):
         if name in os.environ:
             environment[name] = os.environ[name]

@@ -16,7 +16,7 @@ def llvm_bin(config: Config, toolchain: str) -> Path:
     stage 1, which builds the host recipes and their sysroots) or llvm (mlbuild's own, in toolchain/)."""
     if toolchain == "llvm":
         return config.toolchain_dir / "bin"
-    return _host_llvm_bin(config.llvm_version)
+    return _host_llvm_bin(config.host_llvm_version)
 
 
 def toolchain_identity(config: Config, toolchain: str) -> str:
@@ -24,7 +24,7 @@ def toolchain_identity(config: Config, toolchain: str) -> str:
     output hash is already an input of every task it compiles, through build:toolchain)."""
     if toolchain == "llvm":
         return "LLVM built by mlbuild (build:toolchain)"
-    return identity(_host_llvm_bin(config.llvm_version))
+    return identity(_host_llvm_bin(config.host_llvm_version))
 
 
 @cache

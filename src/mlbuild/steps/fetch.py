@@ -13,6 +13,7 @@ the folder is the source as the user wants it built.
 """
 
 import hashlib
+import shlex
 import subprocess
 import threading
 from functools import cached_property
@@ -25,14 +26,16 @@ from mlbuild.sources.unpack import unpack
 from mlbuild.steps.base import Step
 
 
-class FetchStep(Step):
+class FetchStep(Step, kind="fetch"):
     # An unpacked source is the download cache's tarball plus patches: unpacking it
     # again is cheaper than moving a tree several times the tarball's size.
     artifact = False
+    # Its output is a function of the checksums and patches (_tree_identity), whatever code unpacks it.
+    code_roots = ()
 
-    def __init__(self, project, name: str, recipe):
-        super().__init__(project, name)
-        self.recipe = recipe
+    def __init__(self, project, name: str, node: dict):
+        super().__init__(project, name, node)
+        recipe = self.recipe = project.recipes[node["recipe"]]
         self.doc = f"download and unpack {recipe.name} {recipe.version}"
         if self.lazy:
             self.doc = f"download and verify {recipe.name} {recipe.version} (unpacked when a build needs it)"
@@ -58,9 +61,20 @@ class FetchStep(Step):
     # whole, and a fetch that unpacked at once (no cache) is known as unpacked after the cache is turned on.
     MARKER = ".mlbuild-unpacked"
 
-    def _patches(self) -> list[Path]:
+    @property
+    def patches(self) -> tuple[Path, ...]:
+        """The recipe's patches, in the order they are applied."""
         folder = self.project.recipe_folder(self.recipe.name)
-        return [folder / patch for patch in self.recipe.patches]
+        return tuple(folder / patch for patch in self.recipe.patches)
+
+    @property
+    def source_in_use(self):
+        """The source alternative this tree uses: the one in the download cache, else the first listed."""
+        for source in self.recipe.sources:
+            folder = self.project.config.download_dir / source.sha256
+            if folder.is_dir() and any(folder.iterdir()):
+                return source
+        return self.recipe.sources[0]
 
     @cached_property
     def override_hash(self) -> str:
@@ -68,7 +82,7 @@ class FetchStep(Step):
         # the copy in any case (run() hashes again right before copying), so an edit after it shows next time.
         return self.override.tree_hash()
 
-    def inputs(self) -> dict:
+    def own_inputs(self) -> dict:
         if self.override:
             # The folder's content is the whole identity: the tarball and the patches are not used.
             return {"override": self.override_hash}
@@ -76,7 +90,7 @@ class FetchStep(Step):
         return {
             "recipe.sources": sorted({source.sha256 for source in self.recipe.sources}),
             "recipe.strip_components": [source.strip_components for source in self.recipe.sources],
-            **{f"file:{patch.name}": hashlib.sha256(patch.read_bytes()).hexdigest() for patch in self._patches()},
+            **{f"file:{patch.name}": hashlib.sha256(patch.read_bytes()).hexdigest() for patch in self.patches},
         }
 
     def run(self, staging: Path, log) -> None:
@@ -138,7 +152,7 @@ class FetchStep(Step):
         # no half-unpacked or half-patched tree is ever left behind.
         unpack(archive, staging, source.strip_components, f"fetch:{self.recipe.name}: {archive.name}")
         try:
-            for patch in self._patches():
+            for patch in self.patches:
                 log(f"applying {patch.name}")
                 result = subprocess.run(
                     ["patch", "-p1", "--batch", "--forward", "-d", str(staging), "-i", str(patch)],
@@ -165,3 +179,51 @@ class FetchStep(Step):
         # needed, and it is known before anything is unpacked. The same for every alternative tarball
         # (inputs()), so trees that fetched the release from different places share cache entries.
         return hashlib.sha256(f"source {sorted(self.inputs().items())}".encode()).hexdigest()
+
+    def bill_of_materials(self) -> list:
+        return []  # a source ships as the components built from it (BuildStep.bill_of_materials)
+
+    def shell(self, script) -> str:
+        recipe = self.recipe
+        destination = script.path(self.output)
+        if self.override:  # a local folder (sources/override.py): copied as mlbuild copies it, without .git, unpatched
+            return (f"# {recipe.name}: the local source override {self.override.text}; no download, no patches\n"
+                    f"rm -rf {destination}\nmkdir -p {destination}\n"
+                    f"tar -C {shlex.quote(str(self.override.path))} --exclude=.git -cf - . | tar -C {destination} -xpf -\n")
+        cache = Path(self.project.config.download_dir)
+        source = self.source_in_use
+        out = []
+        others = [s.url or f"Debian source {s.debian}" for s in recipe.sources if s is not source]
+        if others:
+            out.append(f"# other places with the same release (each with its own sha256 in recipes/{recipe.name}.toml): {', '.join(others)}\n")
+        if source.url:
+            filename = source.url.rstrip("/").rsplit("/", 1)[-1]
+            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {shlex.quote(source.url)}'
+            for mirror in self.project.config.mirrors:
+                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {shlex.quote(mirror.rstrip("/") + "/" + filename)}'
+        else:
+            filename = f"{recipe.name}.orig.tar"
+            package = shlex.quote(source.debian)
+            fetch_command = (f'(cd "$DOWNLOADS/{source.sha256}" && apt-get source --download-only --tar-only {package}'
+                             f' && mv ./*.orig.tar.* "$archive.part")')
+            cached = sorted((cache / source.sha256).glob("*")) if (cache / source.sha256).is_dir() else []
+            if cached:
+                filename = cached[0].name
+        out.append(
+            f'archive="$DOWNLOADS/{source.sha256}/{filename}"\n'
+            f'if ! [ -f "$archive" ] || ! echo "{source.sha256}  $archive" | sha256sum -c --status; then\n'
+            f'  mkdir -p "$DOWNLOADS/{source.sha256}"\n'
+            f"  {fetch_command}\n"
+            f'  echo "{source.sha256}  $archive.part" | sha256sum -c --status \\\n'
+            f'    || {{ echo "{self.name}: sha256 mismatch for {filename}" >&2; rm -f "$archive.part"; exit 1; }}\n'
+            f'  mv "$archive.part" "$archive"\n'
+            f"fi\n"
+            f"rm -rf {destination}\n"
+            f"mkdir -p {destination}\n"
+            f'tar -xf "$archive" -C {destination} --strip-components={source.strip_components} --no-same-owner --no-same-permissions\n'
+        )
+        for patch in self.patches:
+            out.append(f"# recipes/{recipe.name}/{patch.name}\n")
+            out.append(script.file(f'"$ROOT/{patch.name}"', patch.read_text()))
+            out.append(f'patch -p1 --batch --forward -d {destination} -i "$ROOT/{patch.name}"\nrm "$ROOT/{patch.name}"\n')
+        return "".join(out)

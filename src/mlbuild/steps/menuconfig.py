@@ -1,16 +1,17 @@
 """menuconfig:<recipe>-<arch>: the interactive Kconfig editor, its changes saved as a fragment.
 
 The recipe's build script configures as usual and, when MLBUILD_ACTION is
-"menuconfig", copies .config to $WORK/menuconfig.before, runs the editor, copies
-the result to $WORK/menuconfig.after and stops. The symbols that changed are
-merged into fragments/<recipe>-<arch>.config, which the next build applies
-(and checks) after the recipe's own fragments.
+"menuconfig", copies .config to $MENUCONFIG_BEFORE, runs the editor, copies
+the result to $MENUCONFIG_AFTER and stops (this module names both files). The
+symbols that changed are merged into the task's own fragment (BuildStep.own_fragment:
+fragments/<recipe>-<arch>.config), which the next build applies (and checks) after
+the recipe's own fragments.
 """
 
 from pathlib import Path
 
 from mlbuild.errors import MlbuildError
-from mlbuild.steps.kconfig_check import read_symbols
+from mlbuild.kconfig_check import read_symbols
 from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.trees import write_if_changed
 
@@ -42,16 +43,17 @@ def merge_into_fragment(fragment: Path, changes: dict[str, str]) -> None:
 
 def run_menuconfig(step) -> None:
     TreeLock(step.project.build_dir / ".lock").acquire()
-    status = step.run_action("menuconfig")
+    before, after = step.work / "menuconfig.before", step.work / "menuconfig.after"
+    after.unlink(missing_ok=True)  # a file left by an earlier run must not pass for this one's
+    status = step.run_action("menuconfig", {"MENUCONFIG_BEFORE": str(before), "MENUCONFIG_AFTER": str(after)})
     if status != 0:
         raise MlbuildError(f"menuconfig:{step.slug}: the configuration step failed (exit status {status})")
-    before, after = step.work / "menuconfig.before", step.work / "menuconfig.after"
     if not after.exists():
         raise MlbuildError(f"menuconfig:{step.slug}: templates/build/{step.recipe.build}.sh.j2 does not support MLBUILD_ACTION=menuconfig")
     changes = changed_symbols(before, after)
     if not changes:
         print(f"menuconfig:{step.slug}: no symbol changed")
         return
-    fragment = step.project.root / "fragments" / f"{step.slug}.config"
+    fragment = step.own_fragment
     merge_into_fragment(fragment, changes)
     print(f"menuconfig:{step.slug}: saved {len(changes)} changed symbol(s) to {step.project.relative(fragment)}; the next build uses it")

@@ -5,6 +5,7 @@ Assembled anew each time, so a component rebuilt with fewer files leaves nothing
 
 import hashlib
 import os
+import shlex
 from functools import cached_property
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from mlbuild.system import hooks, image_profile, overlay, users
 from mlbuild.model.arches import ARCHES
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.trees import merge_tree
-from mlbuild.code import code_hash
 from mlbuild.steps.base import Step
 
 # Folders every system has even when no component installs into them.
@@ -21,10 +21,10 @@ SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
 SKELETON_MODES = {"tmp": 0o1777}
 
 
-class TargetStep(Step):
-    def __init__(self, project, name: str, arch: str):
-        super().__init__(project, name)
-        self.arch = arch
+class TargetStep(Step, kind="target"):
+    def __init__(self, project, name: str, node: dict):
+        super().__init__(project, name, node)
+        self.arch = arch = node["arch"]
         self.doc = f"assemble the {arch} system in {project.relative(self.output)}/"
 
     per_toolchain = True
@@ -41,6 +41,7 @@ class TargetStep(Step):
             "triple": ARCHES[self.arch].triple,
             "console": ARCHES[self.arch].console,
             "versions": self.versions,
+            "system": self.system_facts,
         }
 
     @cached_property
@@ -127,18 +128,42 @@ class TargetStep(Step):
     def components(self) -> list:
         return [self.project.steps[dep] for dep in self.deps]
 
+    @property
+    def options(self) -> dict:
+        """Its components' options: a choice may change which components it holds."""
+        return {name: value for step in self.components for name, value in step.options.items()}
+
+    def check(self, fresh: bool = False) -> int:
+        self.permissions  # two recipes declaring one path is an input error
+        return len(self.etc_files)
+
+    def bill_of_materials(self) -> list:
+        return []  # its own files are mlbuild's (/etc, the accounts); the components are their build steps'
+
+    @cached_property
+    def system_facts(self) -> dict:
+        """What the components declare for templates/target ([system] in their recipes), merged; a disagreement is an input error."""
+        facts: dict = {}
+        declared_by: dict[str, str] = {}
+        for step in self.components:
+            for name, value in step.recipe.system.items():
+                if name in facts and facts[name] != value:
+                    raise InputError(f"recipes/{step.recipe.name}.toml: system.{name} = {value!r}, but "
+                                     f"recipes/{declared_by[name]}.toml says {facts[name]!r} for the same {self.arch} system")
+                facts[name], declared_by[name] = value, step.recipe.name
+        return facts
+
     @cached_property
     def versions(self) -> dict[str, str]:
         return {step.recipe.name: step.recipe.version for step in self.components}
 
-    def inputs(self) -> dict:
+    def own_inputs(self) -> dict:
         # templates/target's .j2 files are in etc_files; everything else of every overlay is here.
         overlays = {f"overlay:{origin}/{entry.path}": overlay.fingerprint(entry, self.rendered.get((origin, entry.path)))
                     for origin, _, entries in self.overlays for entry in entries
                     if not (origin == "templates/target" and entry.kind == "template")}
         return {
             "arch": self.arch,
-            "code": code_hash(__name__),
             **{f"file:{name}": hashlib.sha256(text.encode()).hexdigest() for name, text in self.etc_files.items()},
             **overlays,
             **({"homes": users.homes(self.project.config)} if self.project.config.users else {}),
@@ -146,7 +171,6 @@ class TargetStep(Step):
             **({"permissions": {path: entry.mode for path, (entry, _) in self.permissions.items()}} if self.permissions else {}),
             **hooks.inputs(self.project, "post-build"),
             **({"image_profile": image_profile.resolve(self.project, self.arch)} if self.project.config.post_build else {}),
-            **self.dep_inputs(),
         }
 
     def run(self, staging: Path, log) -> None:
@@ -194,3 +218,28 @@ class TargetStep(Step):
                     log(f"{origin}: /{entry.path} replaces the file of {owners.get(entry.path, 'an earlier overlay or mlbuild')}")
                 owners[entry.path] = origin
             log(f"{origin}: {len(entries)} entries, {replaced} replaced")
+
+    def shell(self, script) -> str:
+        staging = self.output.with_name(f".{self.output.name}.staging")
+        s = script.path(staging)
+        out = [f"rm -rf {s}\nmkdir -p {s}\n",
+               "# every component's files (mlbuild refuses a file that two components install)\n"]
+        for component in self.components:
+            out.append(f"{script.COPY} {script.path(component.output)}/. {s}/\n")
+        out.append(f"mkdir -p {' '.join(f'{s}/{name}' for name in SKELETON)}\n")
+        out += [f"chmod {mode:o} {s}/{shlex.quote(name)}\n" for name, mode in SKELETON_MODES.items()]
+        for origin, _, entries in self.own_overlay:
+            out.append(script.overlay(self.rendered, s, origin, [entry for entry in entries if entry.kind != "template"]))
+        for name, text in self.etc_files.items():
+            out.append(f"# /{name} (templates/target, or the accounts tables)\nmkdir -p {s}/{shlex.quote(str(Path(name).parent))}\n")
+            out.append(script.file(f"{s}/{shlex.quote(name)}", text, f"{self.file_mode(name):o}"))
+        for home in users.homes(self.project.config):
+            out.append(f"mkdir -p {s}/{shlex.quote(home)}\n")
+        for origin, _, entries in self.user_overlays:
+            out.append(script.overlay(self.rendered, s, origin, entries))
+        if self.permissions:
+            out.append("# the modes the recipes declare ([[permissions]]; the images set the owners)\n")
+            out += [f"chmod {entry.mode} {s}/{shlex.quote(path)}  # {origin}\n" for path, (entry, origin) in self.permissions.items()]
+        out.append(script.hooks("post-build", hooks.post_build_values(self, staging), s))
+        out.append(f"mkdir -p {script.path(self.output.parent)}\nrm -rf {script.path(self.output)}\nmv {s} {script.path(self.output)}\n")
+        return "".join(out)

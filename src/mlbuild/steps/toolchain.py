@@ -5,21 +5,33 @@ from pathlib import Path
 
 from mlbuild.model.arches import ARCHES, HOST
 from mlbuild.trees import merge_tree
-from mlbuild.code import code_hash
 from mlbuild.steps.base import Step
 
 
-class ToolchainStep(Step):
-    def __init__(self, project, name: str):
-        super().__init__(project, name)
+class ToolchainStep(Step, kind="toolchain"):
+    def __init__(self, project, name: str, node: dict):
+        super().__init__(project, name, node)
         self.doc = f"gather the LLVM toolchain built from source in {project.relative(self.output)}/"
 
     @property
     def output(self) -> Path:
         return self.project.config.toolchain_dir
 
-    def inputs(self) -> dict:
-        return {"code": code_hash(__name__), **self.dep_inputs()}
+    def own_inputs(self) -> dict:
+        return {}  # its code and its dependencies' outputs (Step.inputs)
+
+    def bill_of_materials(self) -> list:
+        return []  # the toolchain is not part of a system
+
+    def shell(self, script) -> str:
+        staging = self.output.with_name(f".{self.output.name}.staging")
+        out = [f"rm -rf {script.path(staging)}\nmkdir -p {script.path(staging)}\n"]
+        for dep in self.deps:
+            arch = self.project.steps[dep].arch
+            destination = staging if arch == HOST else staging / ARCHES[arch].triple
+            out.append(f"mkdir -p {script.path(destination)}\n{script.COPY} {script.path(self.project.steps[dep].output)}/. {script.path(destination)}/\n")
+        out.append(f"rm -rf {script.path(self.output)}\nmv {script.path(staging)} {script.path(self.output)}\n")
+        return "".join(out)
 
     def run(self, staging: Path, log) -> None:
         owners: dict[Path, dict[str, str]] = {}  # per folder: which task brought each path

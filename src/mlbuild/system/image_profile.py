@@ -36,10 +36,10 @@ def inputs(step) -> dict:
     profile = resolve(step.project, step.arch)
     if profile == "full":
         return {}  # as before profiles existed: the same signature, nothing repacked
-    return {"image_profile": profile, "kernels": sorted(_kernels(step))}
+    return {"image_profile": profile, "kernels": sorted(kernels(step))}
 
 
-def _kernels(step) -> set[str]:
+def kernels(step) -> set[str]:
     """The kernel images the target's recipes install (QEMU boots them with -kernel; the image need not hold them)."""
     target = step.project.steps[step.deps[0]]
     return {kernel for component in target.components if (kernel := component.recipe.kernel_for(step.arch))}
@@ -49,28 +49,26 @@ def _work(step) -> Path:
     return step.project.target_build_dir / "work" / f"images-{step.arch}-runtime"
 
 
-def prepare(step, log) -> None:
-    """For the runtime profile, the runtime tree of the target, which step.root then names."""
-    step.packed_root = None
+def prepare(step, log) -> Path:
+    """The tree the images pack: the target itself, or for the runtime profile a runtime tree made of it."""
     if resolve(step.project, step.arch) == "full":
-        return
+        return step.root
     from mlbuild.trees import remove_tree
 
     tree = _work(step)
     remove_tree(tree)
     tree.parent.mkdir(parents=True, exist_ok=True)
-    kept, dropped = runtime_tree(step.root, tree, _kernels(step))
+    kept, dropped = runtime_tree(step.root, tree, kernels(step))
     log(f"image profile runtime: {kept} files packed, {dropped} left out (headers, static libraries, maps, kernel image)")
-    step.packed_root = tree
+    return tree
 
 
-def finish(step) -> None:
-    """Remove the runtime tree (hard links: it would keep an old target's files alive)."""
+def finish(step, packed: Path) -> None:
+    """Remove the runtime tree prepare made, if it made one (hard links: it would keep an old target's files alive)."""
     from mlbuild.trees import remove_tree
 
-    if getattr(step, "packed_root", None):
-        remove_tree(step.packed_root)
-        step.packed_root = None
+    if packed != step.root:
+        remove_tree(packed)
 
 
 def left_out(relative: str, is_dir: bool, kernels: set[str]) -> bool:

@@ -202,35 +202,16 @@ class ArtifactCache:
             archive.unlink(missing_ok=True)
 
 
-_projects_lock = threading.Lock()
-
-
-def artifact_cache(project) -> ArtifactCache:
-    """The project's cache from its configuration (one per loaded project, shared by doit's threads)."""
-    with _projects_lock:
-        cache = project.__dict__.get("_artifact_cache")
-        if cache is None:
-            specs = project.config.cache
-            if project.config.offline:  # offline opens no network connection: local caches only
-                specs = [spec for spec in specs if spec.removeprefix("ro:").startswith("file://")]
-            cache = ArtifactCache(specs, project.build_dir / "cache" / "artifact-stats.json")
-            project.__dict__["_artifact_cache"] = cache
-        return cache
-
-
 def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | None:
     """Fill staging from the artifact cache, or else by running the step.
 
     Returns (the cache's name, the verified output hash) when restored, None when built."""
-    cache = artifact_cache(step.project) if step.artifact else None
+    cache = step.project.artifact_cache if step.artifact else None
     if cache:
         remove_tree(staging)  # a restore unpacks into a folder that does not exist yet
         restored = cache.restore(step, inputs, staging, log)
         if restored:
             print(f"{step.name}: restored from {restored[0]}", flush=True)
-            record = getattr(step, "run_record", None)  # the run's statistics (stats.py), when measured
-            if record is not None:
-                record["outcome"] = "restored"
             return restored
         staging.mkdir(parents=True, exist_ok=True)
     step.run(staging, log)
@@ -239,6 +220,6 @@ def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | 
 
 def push_built(step, inputs: dict, output_hash: str, seconds: float) -> None:
     """After a task was built (and stamped), store its output in the writable caches; a failure is one line."""
-    cache = artifact_cache(step.project) if step.artifact else None
+    cache = step.project.artifact_cache if step.artifact else None
     if cache:
         cache.push(step, inputs, step.output, output_hash, seconds)

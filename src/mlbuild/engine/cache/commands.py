@@ -9,7 +9,7 @@ from pathlib import Path
 from mlbuild.errors import InputError
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
-from mlbuild.engine.cache import MANIFEST, artifact_cache
+from mlbuild.engine.cache import MANIFEST
 from mlbuild.engine.cache.archive import EntryError, parse_manifest, scan_archive
 from mlbuild.engine.cache.backends import BackendError, Missing
 
@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
 
 
 def run(project, args) -> int:
-    cache = artifact_cache(project)
+    cache = project.artifact_cache
     cache.say = print
     if not cache:
         print("no artifact cache is configured (configuration key 'cache')")

@@ -2,7 +2,7 @@
 
 olddefconfig and merge_config.sh drop a symbol whose dependencies are missing
 and still exit 0. Run from build scripts:
-    $MLBUILD_PYTHON -m mlbuild.steps.kconfig_check [--kconfig SRC/Kconfig] .config fragment.config...
+    $MLBUILD_PYTHON -m mlbuild.kconfig_check [--kconfig SRC/Kconfig] .config fragment.config...
 Later fragments override earlier ones, as in merge_config.sh.
 
 With --kconfig, a dropped symbol is explained from the project's own Kconfig
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--kconfig"] and len(argv) > 1:
         kconfig, argv = Path(argv[1]), argv[2:]
     if len(argv) < 2:
-        print("usage: python -m mlbuild.steps.kconfig_check [--kconfig KCONFIG] FINAL_CONFIG FRAGMENT...", file=sys.stderr)
+        print("usage: python -m mlbuild.kconfig_check [--kconfig KCONFIG] FINAL_CONFIG FRAGMENT...", file=sys.stderr)
         return 2
     final, fragments = Path(argv[0]), [Path(name) for name in argv[1:]]
     problems = dropped(final, fragments)
