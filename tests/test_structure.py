@@ -174,3 +174,20 @@ def test_the_import_closure_follows_imports_inside_functions_and_packages():
             "mlbuild.steps", "mlbuild"} <= images
     assert "mlbuild.model.graph" in import_closure("mlbuild.system.image_profile")  # imported inside a function
     assert "mlbuild.steps.build" not in images and "mlbuild.frontend.cli" not in images
+
+
+def test_setup_sh_installs_the_packages_mlbuild_names_and_finds_the_host_llvm_by_the_same_version():
+    """One package list (src/mlbuild/model/host.toml): what scripts/setup.sh installs is what mlbuild knows."""
+    import subprocess
+
+    from mlbuild.model import host
+    from mlbuild.model.models import Config
+
+    setup = SRC.parent / "scripts" / "setup.sh"
+    reading = "".join(line + "\n" for line in setup.read_text().splitlines() if line.startswith(("FACTS=", "LLVM_VERSION=", "mapfile", "  | sed")))
+    listed = subprocess.run(["bash", "-c", reading + 'printf "%s\\n" "$LLVM_VERSION" "${PACKAGES[@]}"'], cwd=SRC.parent,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == [host.llvm_version(), *host.packages()]
+    assert f"clang-{host.llvm_version()}" in listed and "qemu-system-arm" in listed
+    assert Config().host_llvm_version == host.llvm_version()
+    assert host.package_of()["mke2fs"] == "e2fsprogs" and host.package_of()["ninja"] == "ninja-build"
