@@ -6,7 +6,7 @@ from mlbuild.errors import MlbuildError
 from mlbuild.model.host import package_of
 from mlbuild.engine.signature import is_up_to_date
 
-# The same PATH as build scripts get (steps/build.py), without the LLVM folder (toolchain.py checks that).
+# The same PATH as build scripts get (steps/build.py), without the LLVM folder (steps/compiler.py checks that).
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -177,7 +177,7 @@ def to_dot(graph: nx.DiGraph, colours: dict[str, str] | None = None, legend: dic
     lines = ["digraph mlbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
     for node, data in graph.nodes(data=True):
         fill = f', style=filled, fillcolor="{colours[node]}"' if colours and node in colours else ""
-        lines.append(f'  "{node}" [shape={shapes[data["kind"]]}{fill}];')
+        lines.append(f'  "{node}" [shape={shapes.get(data["kind"], "ellipse")}{fill}];')  # a new kind: the default shape
     if legend:
         lines.append('  subgraph cluster_legend { label="next build"; fontname=Helvetica;')
         for label, colour in legend.items():

@@ -1,6 +1,6 @@
 """The build machine's facts, from host.toml beside this file: the host's LLVM and the packages mlbuild needs.
 
-scripts/setup.sh reads the same file (`python3 -m mlbuild.model.host packages`), so the list of
+scripts/setup.sh reads the same file (with sed: it runs before Python packages are there), so the list of
 what is installed and the names given for a missing program cannot drift apart.
 """
 

@@ -441,17 +441,17 @@ class Config(Strict):
     distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
     # A recipe's source taken from a local folder instead of its tarball and patches ([tool.mlbuild.override],
-    # like Buildroot's <PKG>_OVERRIDE_SRCDIR); ~ and paths relative to the project allowed (source_override.py).
+    # like Buildroot's <PKG>_OVERRIDE_SRCDIR); ~ and paths relative to the project allowed (sources/override.py).
     override: dict[Name, Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = {}
     boot_timeout: int = Field(default=300, ge=10)
     checks: list[GuestCheck] = []  # your own boot checks, run after the recipes' ([[tool.mlbuild.checks]])
-    # What a build shows (progress.py): auto is a live panel on a terminal, plain lines elsewhere.
+    # What a build shows (reporting/progress.py): auto is a live panel on a terminal, plain lines elsewhere.
     progress: Literal["auto", "live", "plain"] = "auto"
     progress_interval: int = Field(default=30, ge=1)  # seconds between plain progress lines
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
-    # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (src/mlbuild/accel.py).
+    # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (boot/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
-    # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
+    # Build scripts under bubblewrap, without network or undeclared folders (steps/sandbox.py); auto: where it runs.
     sandbox: Literal["auto", "on", "off"] = "auto"
     # The caller's variables build scripts get too (reproducible.passed_through): not signature inputs.
     pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []

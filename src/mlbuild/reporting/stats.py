@@ -3,8 +3,8 @@
 A run file (build/stats/runs/<run id>.json) holds one record per task that ran:
 start and end (seconds since the epoch), CPU time (the task's thread plus its
 build script's processes), peak RSS, ccache hits and misses, output size, and
-its outcome: "built", "restored" (taken from a cache instead of built; whoever
-restores sets it on the record) or "failed". build/stats/durations.json keeps
+its outcome: "built", "restored" (taken from a cache instead of built: the
+action, engine/execution.execute, returns it), "failed" or "interrupted". build/stats/durations.json keeps
 the newest duration of every task for the next run's ETA.
 """
 
