@@ -90,7 +90,7 @@ def test_the_components_extend_the_infrastructures():
 @pytest.mark.parametrize("boilerplate", [
     r"-DCMAKE_C_COMPILER_LAUNCHER=ccache",  # the CMake preamble
     r"kconfig_check",  # the Kconfig check
-    r"menuconfig\.before",  # the menuconfig branch
+    r"MENUCONFIG_BEFORE",  # the menuconfig branch
 ])
 def test_the_boilerplate_is_written_once(boilerplate):
     holders = sorted(path.name for path in (TEMPLATES / "build").rglob("*.sh.j2")

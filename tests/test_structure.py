@@ -191,3 +191,33 @@ def test_setup_sh_installs_the_packages_mlbuild_names_and_finds_the_host_llvm_by
     assert f"clang-{host.llvm_version()}" in listed and "qemu-system-arm" in listed
     assert Config().host_llvm_version == host.llvm_version()
     assert host.package_of()["mke2fs"] == "e2fsprogs" and host.package_of()["ninja"] == "ninja-build"
+
+
+def test_the_import_scan_finds_what_ast_finds_in_every_module():
+    """code.py reads imports with a regular expression (it runs on every no-op): it must agree with Python's parser."""
+    from mlbuild.code import PACKAGE_DIR, _imports
+
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        module = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        from_ast = set()
+        for name in _imports_by_ast(path, module):
+            if (PACKAGE_DIR.parent / Path(*name.split("."))).with_suffix(".py").is_file() or \
+                    (PACKAGE_DIR.parent / Path(*name.split(".")) / "__init__.py").is_file():
+                from_ast.add(name)
+        assert set(_imports(module)) == from_ast, module
+
+
+def _imports_by_ast(path: Path, module: str) -> set[str]:
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "mlbuild"}

@@ -7,6 +7,7 @@ it may have changed, and a module a step starts to import counts from that momen
 """
 
 import hashlib
+import re
 from functools import cache
 from pathlib import Path
 
@@ -52,21 +53,28 @@ def import_closure(root: str) -> frozenset[str]:
     return frozenset(seen)
 
 
+# An import statement at any indentation (inside a function too): `from X import a, b` or `import X, Y`.
+# A scan of the text, not ast.parse: it runs on every no-op (test_structure.py holds it to ast's answer).
+IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+(?P<base>\.*[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^#\n]*)"
+                         r"|import[ \t]+(?P<modules>[^#\n]*))", re.MULTILINE)
+
+
 @cache
 def _imports(module: str) -> tuple[str, ...]:
-    import ast
-
     path = module_file(module)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            found.append(base)
-            found += [f"{base}.{alias.name}" for alias in node.names]  # `from package import module`
+    for match in IMPORT_LINE.finditer(path.read_text()):
+        if match["modules"] is not None:
+            found += [name.split(" as ")[0].strip() for name in match["modules"].split(",")]
+            continue
+        base = match["base"]
+        level = len(base) - len(base.lstrip("."))
+        base = base[level:]
+        if level:
+            anchor = package.split(".")[: len(package.split(".")) - level + 1]
+            base = ".".join(anchor + ([base] if base else []))
+        found.append(base)
+        names = match["names"].strip("()\n ")
+        found += [f"{base}.{name.split(' as ')[0].strip()}" for name in names.split(",") if name.strip()]
     return tuple(name for name in found if name.split(".")[0] == PACKAGE and module_file(name).is_file())
