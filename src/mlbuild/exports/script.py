@@ -8,12 +8,14 @@ layout under it is mlbuild's own: src/, work/, out/, target/.
 """
 
 import os
+import re
 import shlex
 from pathlib import Path
 
 import networkx as nx
 
 from mlbuild.system import compression, hooks, image_profile, users
+from mlbuild.credentials import redact
 from mlbuild.errors import InputError
 from mlbuild.model.graph import build_ancestors
 from mlbuild.steps.build import BuildStep
@@ -116,6 +118,16 @@ class _Writer:
             out = f"printf '%s' {shlex.quote(text)} > {target}\n"
         return out + (f"chmod {mode} {target}\n" if mode else "")
 
+    @staticmethod
+    def secret_url(url: str, variable: str, comments: list) -> str:
+        """url as a shell word; one holding credentials becomes "$variable", which whoever runs the script sets
+        (a comment says to what, redacted): the secret itself is never written."""
+        shown = redact(url)
+        if shown == url:
+            return shlex.quote(url)
+        comments.append(f"# set {variable} to {shown} with its credentials (they are not written here)\n")
+        return f'"${{{variable}:?set {variable}: see the comment above}}"'
+
     # --- kinds of steps -----------------------------------------------------------------------
 
     def fetch(self, step) -> str:
@@ -129,14 +141,16 @@ class _Writer:
         # The alternative mlbuild itself has in its cache, else the first one.
         source = next((s for s in recipe.sources if (cache / s.sha256).is_dir()), recipe.sources[0])
         out = []
-        others = [s.url or f"Debian source {s.debian}" for s in recipe.sources if s is not source]
+        others = [redact(s.url) if s.url else f"Debian source {s.debian}" for s in recipe.sources if s is not source]
         if others:
             out.append(f"# other places with the same release (each with its own sha256 in recipes/{recipe.name}.toml): {', '.join(others)}\n")
         if source.url:
             filename = source.url.rstrip("/").rsplit("/", 1)[-1]
-            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {shlex.quote(source.url)}'
-            for mirror in self.project.config.mirrors:
-                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {shlex.quote(mirror.rstrip("/") + "/" + filename)}'
+            name = re.sub(r"[^A-Z0-9]", "_", recipe.name.upper())
+            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {self.secret_url(source.url, f"MLBUILD_SOURCE_{name}", out)}'
+            for index, mirror in enumerate(self.project.config.mirrors, 1):
+                base = self.secret_url(mirror.rstrip("/"), f"MLBUILD_MIRROR_{index}", out)
+                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {base}/{shlex.quote(filename)}'
         else:
             filename = f"{recipe.name}.orig.tar"
             package = shlex.quote(source.debian)
@@ -191,7 +205,9 @@ class _Writer:
         # The check that config fragments took effect (mlbuild.steps.kconfig_check) needs mlbuild: skipped here.
         environment["MLBUILD_PYTHON"] = "true"
         out.append("# run it in a clean environment (MLBUILD_PYTHON=true skips mlbuild's check of config fragments)\n")
-        lines = [f"  {key}={self.word(str(value))}" for key, value in environment.items()]
+        # A value holding credentials (ccache's remote storage) is the caller's variable of that name.
+        lines = [f"  {key}={self.secret_url(str(value), key, out) if redact(str(value)) != str(value) else self.word(str(value))}"
+                 for key, value in environment.items()]
         out.append(f"(cd {self.path(work)} && env -i \\\n" + " \\\n".join(lines) + " \\\n  bash -eu -o pipefail build.sh)\n")
         out.append(f"rm -rf {self.path(output)}\nmv {self.path(staging)} {self.path(output)}\n")
         return "".join(out)
