@@ -123,15 +123,21 @@ class BuildStep(Step):
     def user_fragments(self) -> list[Path]:
         return [path for _, path in self.fragment_files]
 
+    @property
+    def about(self) -> str:
+        """How a template's error names what it was rendered for: the task and the recipe's file."""
+        return f"{self.name} ({self.project.recipe_label(self.recipe.name)})"
+
     @cached_property
     def script(self) -> str:
-        return render(self.project.template_dirs, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True)
+        return render(self.project.template_dirs, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True,
+                      about=self.about)
 
     @cached_property
     def files(self) -> dict[str, str]:
         """Config files for $FILES: rendered recipe files, then the user's own fragments as they are."""
         rendered = {
-            _file_name(name): render(self.project.template_dirs, name, self.context)
+            _file_name(name): render(self.project.template_dirs, name, self.context, about=self.about)
             for name in self.merged.files
         }
         for name, path in self.fragment_files:
