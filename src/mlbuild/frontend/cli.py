@@ -63,6 +63,7 @@ def cmd_check(project: Project, args) -> int:
                 continue  # rendered in the first round already
             if isinstance(step, BuildStep):
                 step.script, step.files
+                step.check_pass_environment()
                 rendered += 1 + len(step.files)
             elif hasattr(step, "etc_files"):
                 rendered += len(step.etc_files)

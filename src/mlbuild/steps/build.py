@@ -240,13 +240,22 @@ class BuildStep(Step):
         )
 
     def _environment(self, staging: Path) -> dict:
+        owned = self._owned_environment(staging, llvm_bin(self.project.config, self.toolchain))
+        return {**passed_through(self.project.config.pass_environment, owned), **owned}
+
+    def check_pass_environment(self) -> None:
+        """pass_environment names none of the variables this script gets from mlbuild: an input error when
+        the project loads, before any task runs (the values do not matter, so no LLVM is looked up)."""
+        if self.project.config.pass_environment:
+            passed_through(self.project.config.pass_environment, self._owned_environment(self.output, Path("/")), {})
+
+    def _owned_environment(self, staging: Path, tools: Path) -> dict:
+        """Every variable mlbuild sets for this task's script."""
         config = self.project.config
-        tools = llvm_bin(config, self.toolchain)
         package_root = Path(__file__).resolve().parents[2]
         source = self.source.output
         work = self.work
         return {
-            **passed_through(config.pass_environment),  # first: what mlbuild sets below wins
             **BUILD_ENVIRONMENT,
             "PATH": f"{tools}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(work),
