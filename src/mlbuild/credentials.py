@@ -9,19 +9,23 @@ sent only as a Basic authorization header, and only to the URL's own scheme, hos
 port: a redirect elsewhere is followed without it, and says so.
 """
 
-import base64
 import re
 import urllib.parse
 from functools import cache
 
 REDACTED = "***"
 
-# scheme://user:password@ or scheme://token@ (userinfo ends at the first @ before the path).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@:]*)(:[^\s/?#@]*)?@")
-# A query parameter (or a ccache attribute after |) whose name says it is a secret.
-_SECRET_PARAMETER = re.compile(
-    r"(?i)([?&;|](?:[\w.-]*(?:token|secret|passw(?:or)?d|signature|credential|api[-_]?key|auth)[\w.-]*|sig|key|pwd|pass)=)"
-    r"[^\s&;|#'\"]*")
+
+@cache
+def _patterns() -> tuple[re.Pattern, re.Pattern]:
+    """Compiled on first use: a run that shows no URL (a no-op) does not pay for them."""
+    # scheme://user:password@ or scheme://token@ (user information ends at the first @ before the path).
+    userinfo = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@:]*)(:[^\s/?#@]*)?@")
+    # A query parameter (or a ccache attribute after |) whose name says it is a secret.
+    parameter = re.compile(
+        r"(?i)([?&;|](?:[\w.-]*(?:token|secret|passw(?:or)?d|signature|credential|api[-_]?key|auth)[\w.-]*|sig|key|pwd|pass)=)"
+        r"[^\s&;|#'\"]*")
+    return userinfo, parameter
 
 
 def redact(text: str) -> str:
@@ -29,8 +33,9 @@ def redact(text: str) -> str:
     and secret query parameter replaced by ***; the user name before a password stays, to tell accounts apart."""
     if "@" not in text and "=" not in text:
         return text  # the common case, a plain path or URL: nothing to look for
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@" if m.group(3) else f"{m.group(1)}{REDACTED}@", text)
-    return _SECRET_PARAMETER.sub(lambda m: m.group(1) + REDACTED, text)
+    userinfo, parameter = _patterns()
+    text = userinfo.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@" if m.group(3) else f"{m.group(1)}{REDACTED}@", text)
+    return parameter.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
@@ -91,6 +96,7 @@ def _stay_home_handler():
 
 def request(url: str, headers: dict | None = None, data=None, method: str | None = None):
     """A urllib request for url, its user:password@ taken out of the URL and sent as Basic authorization to its origin alone."""
+    import base64
     import urllib.request
 
     plain, user, password = split_userinfo(url)

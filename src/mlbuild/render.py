@@ -33,7 +33,6 @@ from pathlib import Path
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from mlbuild.errors import InputError
@@ -304,6 +303,8 @@ class _Undefined(jinja2.StrictUndefined):
 
 def sandboxed_environment(loader: jinja2.BaseLoader, finalize=None) -> jinja2.Environment:
     """The one kind of jinja environment mlbuild renders with: sandboxed, immutable values, strict undefined names."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # here: a no-op renders nothing (the render cache)
+
     env = ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=_Undefined,
