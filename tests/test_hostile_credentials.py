@@ -236,12 +236,17 @@ def test_a_password_in_a_recipes_url_is_not_in_the_sbom_legal_info_or_exported_s
     built.update_recipe("app", sources=[{**source, "url": private}])
     sbom = built.cli("sbom", "x86_64", "-o", str(tmp_path / "out" / "sbom.json"))
     legal = built.cli("legal-info", "x86_64", "-o", str(tmp_path / "out" / "legal"))
-    script = built.cli("script", "build:target-x86_64")
+    # ccache's remote storage with a password: a variable of the build environment, set by whoever runs the script.
+    script = built.cli("script", "build:target-x86_64",
+                       env={"MLBUILD_CCACHE_REMOTE_STORAGE": f"redis://:{SOURCE_SECRET}@127.0.0.1:6379"})
     for result in (sbom, legal, script):
         assert result.returncode == 0, result.stderr
         assert SOURCE_SECRET not in result.stdout + result.stderr
     assert f"https://{USER}:***@example.org/dist/app-2.tar.gz" in (tmp_path / "out" / "sbom.json").read_text()
-    assert "MLBUILD_SOURCE_APP" in script.stdout
+    assert '"${MLBUILD_SOURCE_APP:?' in script.stdout
+    assert f"# set MLBUILD_SOURCE_APP to https://{USER}:***@example.org/dist/app-2.tar.gz with its credentials" in script.stdout
+    assert 'CCACHE_REMOTE_STORAGE="${CCACHE_REMOTE_STORAGE:?' in script.stdout
+    assert "# set CCACHE_REMOTE_STORAGE to redis://:***@127.0.0.1:6379 with its credentials" in script.stdout
     assert leaks_in_files(tmp_path / "out") == []
 
 
