@@ -113,7 +113,8 @@ def test_an_error_in_an_external_recipe_names_its_file(project):
     (layer / "recipes" / "bad.toml").unlink()
     _write(layer / "templates" / "build" / "extra.sh.j2", "true\necho {{ nothere }}\n")
     message = project.doit().stderr.strip()
-    assert message == "mlbuild: ../my-layer/templates/build/extra.sh.j2:2: 'nothere' is undefined", message
+    assert message == ("mlbuild: ../my-layer/templates/build/extra.sh.j2:2: build:extra-x86_64 (recipes/extra.toml): "
+                       "'nothere' is undefined"), message
 
 
 def test_a_missing_external_folder_is_one_line(project):

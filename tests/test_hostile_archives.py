@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_tarball, sha256_of
+from conftest import EXTRA_C, HELLO_C, REPO, make_tarball, sha256_of
 from mlbuild.errors import MlbuildError
 from mlbuild.sources.unpack import unpack
 
@@ -243,7 +243,50 @@ def test_unpack_does_not_need_tarfile_filters_and_runs_on_debian_12s_python(tmp_
     assert result.stdout == "int main;\n"
 
 
+NOT_UTF8 = "caf\udce9.c"  # the byte 0xe9 alone (Latin-1 é), as tarfile writes a surrogate-escaped name
+
+
+@pytest.mark.parametrize("format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["gnu", "pax"])
+def test_a_member_name_that_is_not_utf8_is_refused_naming_it_escaped(tmp_path, format):
+    archive = tmp_path / "latin1.tar"
+    archive.write_bytes(_tar_bytes([_member("pkg/ok.c", data=b"int x;"), _member(f"pkg/{NOT_UTF8}", data=b"int y;")], format))
+    message = _refused(archive, tmp_path / "out")
+    assert message == ("fetch:evil: latin1.tar: refusing member 'pkg/caf\\xe9.c': its name is not valid UTF-8 "
+                       "(mlbuild names files as text; repack the archive with UTF-8 names)")
+
+
+def test_a_link_whose_target_is_not_utf8_is_refused(tmp_path):
+    archive = tmp_path / "link.tar"
+    archive.write_bytes(_tar_bytes([_member("pkg/link", tarfile.SYMTYPE, linkname=NOT_UTF8)]))
+    assert _refused(archive, tmp_path / "out").endswith("refusing member 'pkg/link': the target of its link, "
+                                                        "'caf\\xe9.c', is not valid UTF-8")
+
+
+def test_a_utf8_name_beyond_ascii_unpacks(tmp_path):
+    archive = tmp_path / "utf8.tar"
+    archive.write_bytes(_tar_bytes([_member("pkg/café.c", data=b"int x;")]))
+    unpack(archive, tmp_path / "out", strip_components=1)
+    assert (tmp_path / "out" / "café.c").read_bytes() == b"int x;"
+
+
 # --- through the whole tool ------------------------------------------------------------------
+
+def test_a_tarball_with_a_name_that_is_not_utf8_fails_fetch_in_one_line_naming_archive_and_member(project):
+    """Before: it unpacked, and the first tree hash of a folder holding the file (an output a build installed it
+    into, the artifact cache) failed with "UnicodeEncodeError … surrogates not allowed", naming no file."""
+    archive = project.tarballs / "hello-latin1.tar.gz"
+    make_tarball(archive, {"hello.c": HELLO_C, "extra.c": EXTRA_C, NOT_UTF8: "int y;"}, "hello-1.0")
+    project.update_recipe("hello", sources=[{"url": archive.as_uri(), "sha256": sha256_of(archive)}])
+
+    result = project.doit()
+
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output and "surrogates" not in output
+    assert ("fetch:hello: hello-latin1.tar.gz: refusing member 'hello-1.0/caf\\xe9.c': its name is not valid UTF-8"
+            in output), output
+    assert [p.name for p in project.path("build/src").iterdir() if "hello" in p.name] == [], "no staging or tree left"
+    assert not project.stamp("fetch:hello").exists()
+
 
 def test_a_truncated_tarball_with_a_matching_sha256_fails_fetch_in_one_line_and_leaves_no_staging(project):
     whole = project.tarballs / "hello-whole.tar.gz"

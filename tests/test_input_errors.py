@@ -93,11 +93,14 @@ TEMPLATE_ERRORS = {
         "templates/build/app.sh.j2:5: Expected an expression, got 'end of statement block'"),
     "undefined-variable": (
         lambda p: p.edit("templates/build/app.sh.j2", "mkdir", "echo {{ vars.mesage }}\nmkdir"),
-        "templates/build/app.sh.j2:5: 'dict object' has no attribute 'mesage'"),
+        "templates/build/app.sh.j2:5: build:app-x86_64 (recipes/app.toml): vars.mesage is undefined (did you mean vars.message?)"),
+    "typo-in-a-recipes-vars-key": (
+        lambda p: p.update_recipe("app", vars={"mesage": "app says hi"}),
+        "templates/build/app.sh.j2:2: build:app-x86_64 (recipes/app.toml): vars.message is undefined (did you mean vars.mesage?)"),
     "undefined-variable-in-an-included-template": (
         lambda p: (p.write(COMMON, "# shared\necho {{ vars.missing }}\n"),
                    p.edit("templates/build/app.sh.j2", "mkdir", "{% include 'build/_common.sh.j2' %}\nmkdir")),
-        "templates/build/_common.sh.j2:2: 'dict object' has no attribute 'missing'"),
+        "templates/build/_common.sh.j2:2: build:app-x86_64 (recipes/app.toml): vars.missing is undefined (vars has: message)"),
     "syntax-error-in-an-included-template": (
         lambda p: (p.write(COMMON, "# shared\n{% endif %}\n"),
                    p.edit("templates/build/app.sh.j2", "mkdir", "{% include 'build/_common.sh.j2' %}\nmkdir")),
@@ -107,7 +110,7 @@ TEMPLATE_ERRORS = {
         "templates/build/app.sh.j2: template 'build/_nope.sh.j2' not found"),
     "undefined-variable-in-a-target-file": (
         lambda p: p.write("templates/target/etc/hostname.j2", "{{ arch }}\n{{ hostname }}\n"),
-        "templates/target/etc/hostname.j2:2: 'hostname' is undefined"),
+        "templates/target/etc/hostname.j2:2: build:target-x86_64: 'hostname' is undefined"),
 }
 
 
@@ -134,5 +137,5 @@ def test_a_template_error_in_a_built_tree_is_found_too(built):
     built.edit("templates/build/app.sh.j2", "mkdir", "echo {{ nope }}\nmkdir")
     result = built.doit()
     assert result.returncode == 2
-    assert result.stderr == "mlbuild: templates/build/app.sh.j2:5: 'nope' is undefined\n"
+    assert result.stderr == "mlbuild: templates/build/app.sh.j2:5: build:app-x86_64 (recipes/app.toml): 'nope' is undefined\n"
     assert result.executed == set()

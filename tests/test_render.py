@@ -65,8 +65,25 @@ def test_an_undefined_variable_is_an_input_error_naming_the_template_and_line(te
     for for_shell in (True, False):
         with pytest.raises(InputError) as raised:
             render(templates, name, {"vars": {}}, for_shell=for_shell)
-        assert str(raised.value) == "templates/build/t.sh.j2:3: 'dict object' has no attribute 'missing'"
+        assert str(raised.value) == "templates/build/t.sh.j2:3: vars.missing is undefined (vars is empty)"
         assert raised.value.exit_status == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{{ vars.greting }}", "vars.greting is undefined (did you mean vars.greeting?)"),
+    ("{{ vars.zzz }}", "vars.zzz is undefined (vars has: greeting, jobs)"),
+    ("{{ arhc }}", "'arhc' is undefined (did you mean arch?)"),
+    ("{{ vars.greting.upper() }}", "vars.greting is undefined (did you mean vars.greeting?)"),
+    ("{% if vars.greting %}x{% endif %}", "vars.greting is undefined (did you mean vars.greeting?)"),
+    ("{{ files[3] }}", "files[3] is undefined (files has 0 items)"),
+    ("{{ vars.jobs.real.imga }}", "'imga' of the int is undefined (did you mean imag?)"),
+])
+def test_an_undefined_name_says_what_was_looked_up_where_with_a_did_you_mean(templates, text, message):
+    name = template(templates, f"true\n{text}\n")
+    context = {"vars": {"greeting": "hi", "jobs": 2}, "arch": "x86_64", "files": []}
+    with pytest.raises(InputError) as raised:
+        render(templates, name, context, for_shell=True, about="build:app-x86_64 (recipes/app.toml)")
+    assert str(raised.value) == f"templates/build/t.sh.j2:2: build:app-x86_64 (recipes/app.toml): {message}"
 
 
 def test_an_undefined_variable_in_an_included_template_names_the_included_file(templates):

@@ -196,3 +196,26 @@ def test_every_build_script_of_the_project_maps_the_checkouts_paths_away():
         flags = [line for line in scripts[name].splitlines() if line.startswith('flags="')]
         assert len(flags) == 1 and "$PREFIX_MAP_FLAGS" in flags[0], flags
         assert '-DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags"' in scripts[name]
+
+
+def test_pass_environment_naming_a_variable_mlbuild_sets_is_refused_and_the_list_is_what_scripts_get(project):
+    """Such a name was accepted and dropped in silence: mlbuild's value wins. The refusal lists the variables
+    mlbuild owns, which must be exactly those a build script sees (derived from the same dict, not kept by hand)."""
+    project.edit("templates/build/app.sh.j2", "mkdir", 'env -0 | tr "\\0" "\\n" | sed -n "s/=.*//p" | sort > "$WORK/names"\nmkdir')
+    project.edit("pyproject.toml", "jobs = 2\n", 'jobs = 2\npass_environment = ["MY_PROXY"]\n')
+    result = project.doit(env={"MY_PROXY": "http://proxy:3128"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = set(project.read("build/work/app-x86_64/names").split()) - {"PWD", "SHLVL", "_", "OLDPWD"}  # bash's own
+    assert "MY_PROXY" in seen  # a name mlbuild does not set passes
+
+    project.edit("pyproject.toml", 'pass_environment = ["MY_PROXY"]', 'pass_environment = ["PATH", "OUT", "MY_PROXY", "SOURCE_DATE_EPOCH"]')
+    for run in (project.doit("list"), project.doit(), project.cli("check")):
+        assert run.returncode == 2, run.stdout + run.stderr
+        lines = run.stderr.splitlines()
+        assert len(lines) == 1, run.stderr
+        prefix = ("mlbuild: configuration: pass_environment: PATH, OUT, SOURCE_DATE_EPOCH are set by mlbuild for every "
+                  "build script and cannot be passed through; mlbuild's own variables: ")
+        assert lines[0].startswith(prefix), lines[0]
+        assert set(lines[0].removeprefix(prefix).split(", ")) == seen - {"MY_PROXY"}
+    assert project.doit(env={"MLBUILD_PASS_ENVIRONMENT": "TZ"}).stderr.startswith(
+        "mlbuild: configuration: pass_environment: TZ is set by mlbuild for every build script")

@@ -13,15 +13,27 @@ A shell template cannot put `{{ value }}` inside quotes or an expanding
 here-document, where the quoting would not protect it (`"{{ v }}"` lets
 `$(…)` in v run): loading such a template fails naming its line, so the
 mistake cannot reach a build (and `mlbuild check` reports it).
+
+Templates come from external trees and overlays too, and are rendered by
+`mlbuild check` and when tasks load, outside any build sandbox: every
+environment is jinja's immutable sandbox (no `__globals__`, `__subclasses__`,
+`.mro()`, format-string attribute access, nor changing a value it is given),
+and a template that reaches for such an attribute is one line naming it. A
+name or attribute that is not there is one line too, with the task, the
+recipe and a did-you-mean among the names that are.
 """
 
+import difflib
 import os
 import re
 import shlex
-from functools import cache
+from collections.abc import Mapping
+from functools import cache, partial
 from pathlib import Path
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.utils import missing
 
 from mlbuild.errors import InputError
 
@@ -266,18 +278,40 @@ def _label(templates, name: str) -> str:
     return f"templates/{name}"
 
 
-@cache
-def environment(templates: "Path | tuple[Path, ...]", language: "str | bool") -> jinja2.Environment:
-    """The jinja environment for one language; True/False mean shell/text (older callers)."""
-    language = {True: "shell", False: "text"}.get(language, language)
-    loader_class = _CheckedLoader if language == "shell" else jinja2.FileSystemLoader
-    env = jinja2.Environment(
-        loader=loader_class([str(folder) for folder in _folders(templates)]),
-        undefined=jinja2.StrictUndefined,
+# --- the sandbox and undefined names ------------------------------------------------------
+
+class MissingName(jinja2.UndefinedError):
+    """A name or attribute a template reads that is not there; name and container make the did-you-mean."""
+
+    def __init__(self, message: str, name, container):
+        super().__init__(message)
+        self.name, self.container = name, container
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """jinja's StrictUndefined (any use fails), whose failure says what was looked up where.
+
+    The sandbox's refusals (an unsafe attribute) keep their own exception, SecurityError."""
+
+    __slots__ = ()
+
+    def __init__(self, hint=None, obj=missing, name=None, exc=jinja2.UndefinedError):
+        if exc is jinja2.UndefinedError and hint is None:
+            exc = partial(MissingName, name=name, container=obj)
+        super().__init__(hint, obj, name, exc)
+
+
+def sandboxed_environment(loader: jinja2.BaseLoader, finalize=None) -> jinja2.Environment:
+    """The one kind of jinja environment mlbuild renders with: sandboxed, immutable values, strict undefined names."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # here: a no-op renders nothing (the render cache)
+
+    env = ImmutableSandboxedEnvironment(
+        loader=loader,
+        undefined=_Undefined,
         keep_trailing_newline=True,
         autoescape=False,
         auto_reload=False,  # templates do not change during a run: no stat() per render
-        finalize=FINALIZERS[language],
+        finalize=finalize,
     )
     env.filters["unquoted"] = Unquoted
     env.filters["major"] = major
@@ -289,14 +323,59 @@ def major(version: str) -> str:
     return str(version).split(".")[0]
 
 
-def render(templates: Path, name: str, context: dict, for_shell: bool = False) -> str:
-    """Render templates/<name>; any error names the template and the line."""
+def refusal(error: Exception, context: dict, about: str | None = None) -> str | None:
+    """The words for a sandbox refusal or a missing name (None for other errors), after 'template:line: '."""
+    prefix = f"{about}: " if about else ""
+    if isinstance(error, SecurityError):
+        return f"{prefix}refused: the template reaches for an unsafe attribute ({str(error).rstrip('.')}); templates run in jinja's sandbox"
+    if isinstance(error, MissingName):
+        return prefix + _missing(error, context)
+    return None
+
+
+def _missing(error: MissingName, context: dict) -> str:
+    """'vars.mesage is undefined (did you mean vars.message?)', or else what the value looked into has."""
+    name, container = error.name, error.container
+    if container is missing:  # a name of the template's own
+        close = difflib.get_close_matches(str(name), [key for key in context if isinstance(key, str)], n=1, cutoff=0.6)
+        return f"{name!r} is undefined" + (f" (did you mean {close[0]}?)" if close else "")
+    owner = next((key for key, value in context.items() if value is container), None)
+    shown = owner or f"the {type(container).__name__}"
+    if not isinstance(name, str):  # an index: files[3]
+        size = f" ({shown} has {len(container)} items)" if hasattr(container, "__len__") else ""
+        return f"{shown}[{name!r}] is undefined{size}"
+    if isinstance(container, Mapping):
+        known = [key for key in container if isinstance(key, str)]
+    elif hasattr(type(container), "model_fields"):  # a pydantic model: the recipe
+        known = list(type(container).model_fields)
+    else:
+        known = [key for key in dir(container) if not key.startswith("_")]
+    path = f"{owner}.{name}" if owner else f"{name!r} of {shown}"
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    if close:
+        return f"{path} is undefined (did you mean {f'{owner}.' if owner else ''}{close[0]}?)"
+    listed = ", ".join(sorted(known)[:12]) + (", …" if len(known) > 12 else "")
+    return f"{path} is undefined ({shown} has: {listed})" if known else f"{path} is undefined ({shown} is empty)"
+
+
+@cache
+def environment(templates: "Path | tuple[Path, ...]", language: "str | bool") -> jinja2.Environment:
+    """The jinja environment for one language; True/False mean shell/text (older callers)."""
+    language = {True: "shell", False: "text"}.get(language, language)
+    loader_class = _CheckedLoader if language == "shell" else jinja2.FileSystemLoader
+    return sandboxed_environment(loader_class([str(folder) for folder in _folders(templates)]), FINALIZERS[language])
+
+
+def render(templates: Path, name: str, context: dict, for_shell: bool = False, about: str | None = None) -> str:
+    """Render templates/<name>; any error names the template and the line (and about: the task and recipe file)."""
     language = "shell" if for_shell else language_of(name)
     try:
         template = environment(templates, language).get_template(name)
         return template.render(context)
     except jinja2.TemplateSyntaxError as error:
         raise InputError(f"{_label(templates, error.name or name)}:{error.lineno}: {error.message}") from None
+    except (SecurityError, MissingName) as error:
+        raise InputError(f"{_template_line(error, templates, name)}: {refusal(error, context, about)}") from None
     except jinja2.UndefinedError as error:
         raise InputError(f"{_template_line(error, templates, name)}: {error.message}") from None
     except jinja2.TemplateNotFound as error:

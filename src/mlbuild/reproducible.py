@@ -6,7 +6,10 @@ says what was checked and how.
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from mlbuild.errors import InputError
 
 # Fixed for reproducible output and for ccache hits (kernel and busybox embed them).
 SOURCE_DATE_EPOCH = "1672531200"  # 2023-01-01 00:00:00 UTC
@@ -23,14 +26,20 @@ BUILD_ENVIRONMENT = {
 }
 
 
-def passed_through(names: list[str], environ=os.environ) -> dict:
+def passed_through(names: list[str], owned: Mapping, environ=os.environ) -> dict:
     """The caller's variables named by the configuration's pass_environment, for build scripts.
 
     Build scripts get a fixed environment, nothing of the caller's. Some variables must reach
     them without changing what they make: a proxy, or libfaketime's LD_PRELOAD and FAKETIME
     when scripts/reproducibility.py shifts the second build's clock (BitBake's
     BB_ENV_PASSTHROUGH_ADDITIONS). They are not inputs of any signature, and they cannot
-    replace a variable mlbuild sets (BUILD_ENVIRONMENT, PATH, SRC, …)."""
+    replace a variable mlbuild sets: owned, the very variables the script gets from mlbuild
+    (BUILD_ENVIRONMENT, PATH, SRC, ccache's…); naming one is refused rather than dropped in silence."""
+    taken = [name for name in names if name in owned]
+    if taken:
+        raise InputError(f"configuration: pass_environment: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} "
+                         f"set by mlbuild for every build script and cannot be passed through; "
+                         f"mlbuild's own variables: {', '.join(sorted(owned))}")
     return {name: environ[name] for name in names if name in environ}
 
 

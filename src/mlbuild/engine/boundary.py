@@ -2,7 +2,8 @@
 
 Every entry point (doit actions and up-to-date checks, loading the tasks for
 `doit list`, the `mlbuild` command) passes exceptions through `one_line`.
-What it does not know (a bug) is left to propagate with its traceback.
+What it does not know (a bug) is left to propagate with its traceback. A URL's
+credentials never reach the line (credentials.redact).
 """
 
 import errno
@@ -14,6 +15,7 @@ from pathlib import Path
 import jinja2
 from pydantic import ValidationError
 
+from mlbuild.credentials import redact
 from mlbuild.errors import MlbuildError
 
 # Failures of the world, not of mlbuild: disks, permissions, damaged files, bad input.
@@ -45,7 +47,7 @@ def one_line(error: BaseException, task: str | None = None) -> str | None:
     text = " ".join(text.split("\n")[:1]) if not isinstance(error, MlbuildError) else text
     if task and not text.startswith(task + ":"):
         text = f"{task}: {text}"
-    return text
+    return redact(text)
 
 
 def describe_os_error(error: OSError) -> str:

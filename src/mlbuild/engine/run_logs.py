@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from mlbuild.credentials import redact
+
 
 def new_run_id() -> str:
     """Sortable by time; the pid tells two runs of the same second apart."""
@@ -69,14 +71,14 @@ def _point(link: Path, target: Path) -> None:
 
 
 class Log:
-    """A task's log file: call it with a line; subprocesses write to .file."""
+    """A task's log file: call it with a line (a URL's credentials redacted); subprocesses write to .file."""
 
     def __init__(self, path):
         self.path = path
         self.file = open(path, "w")
 
     def __call__(self, line: str) -> None:
-        self.file.write(line.rstrip("\n") + "\n")
+        self.file.write(redact(line.rstrip("\n")) + "\n")
         self.file.flush()
 
     def __enter__(self):

@@ -11,6 +11,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from mlbuild.credentials import redact
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.model.graph import target_task
 
@@ -27,8 +28,9 @@ def components(project, arch: str) -> list:
 
 
 def download_location(source) -> str:
+    """Where a source is downloaded from, as the SBOM and legal-info show it: a password in the URL redacted."""
     if source.url:
-        return source.url
+        return redact(source.url)
     package, _, version = source.debian.partition("=")
     return f"https://snapshot.debian.org/package/{package}/{urllib.parse.quote(version, safe='')}/"
 

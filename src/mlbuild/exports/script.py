@@ -13,6 +13,7 @@ import shlex
 import networkx as nx
 
 from mlbuild.system import hooks
+from mlbuild.credentials import redact
 from mlbuild.errors import InputError
 
 HEADER = """\
@@ -99,6 +100,16 @@ class ShellScript:
         else:
             out = f"printf '%s' {shlex.quote(text)} > {target}\n"
         return out + (f"chmod {mode} {target}\n" if mode else "")
+
+    @staticmethod
+    def secret_url(url: str, variable: str, comments: list) -> str:
+        """url as a shell word; one holding credentials becomes "$variable", which whoever runs the script sets
+        (a comment says to what, redacted): the secret itself is never written."""
+        shown = redact(url)
+        if shown == url:
+            return shlex.quote(url)
+        comments.append(f"# set {variable} to {shown} with its credentials (they are not written here)\n")
+        return f'"${{{variable}:?set {variable}: see the comment above}}"'
 
     # --- shapes several kinds of step share ------------------------------------------------
 

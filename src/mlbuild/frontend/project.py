@@ -55,7 +55,8 @@ class Project:
     def render_all(self) -> None:
         """Render every template now (cached), so a template error stops the run before any task.
 
-        Each target's declared permissions too: two recipes declaring one path is an input error."""
+        Each target's declared permissions too: two recipes declaring one path is an input error;
+        and pass_environment, against the variables each build script gets from mlbuild."""
         for step in self.steps.values():
             step.check()
 

@@ -1,10 +1,12 @@
-"""Turn pydantic validation errors into one-line messages naming file and field."""
+"""Turn pydantic validation errors into one-line messages naming file and field (a URL's credentials redacted)."""
 
 import difflib
 import re
 import typing
 
 from pydantic import BaseModel, ValidationError
+
+from mlbuild.credentials import redact
 
 
 def field_path(loc: tuple) -> str:
@@ -33,7 +35,11 @@ def user_loc(loc: tuple) -> tuple:
 
 
 def describe(error: ValidationError, origin: str, model: type[BaseModel], hints: dict | None = None) -> str:
-    """The first problem of a ValidationError as 'origin: field: what was expected'."""
+    """The first problem of a ValidationError as 'origin: field: what was expected' (the value it got redacted)."""
+    return redact(_describe(error, origin, model, hints))
+
+
+def _describe(error: ValidationError, origin: str, model: type[BaseModel], hints: dict | None) -> str:
     errors = error.errors()
     first = errors[0]
     loc = user_loc(first["loc"])

@@ -7,6 +7,8 @@ first, are retried with backoff when the connection drops or times out (resuming
 HTTP Range request where the server allows), and enter the cache only once their sha256
 is right. A failure leaves no partial file; partial files of runs that died are removed
 once nobody has written to them for an hour (the cache may be shared by several trees).
+A URL's user:password@ (a private mirror) is sent to its own origin only, and every URL
+is shown redacted (credentials.py).
 """
 
 import fcntl
@@ -20,9 +22,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
+from mlbuild import credentials
 from mlbuild.errors import MlbuildError
 from mlbuild.model.models import Recipe, Source
 
@@ -141,12 +143,13 @@ def source_names(source: Source) -> list[str]:
 def _alternatives(source: Source, mirrors: list[str], cache: Path):
     names = source_names(source)
     mirrored = [(f"{mirror.rstrip('/')}/{name}", name) for name in names for mirror in mirrors]
+    # Each alternative is named by its URL redacted: messages and logs never hold a password.
     if source.url:
         filename = names[0] if names else None
-        yield source.url, lambda sha, say: download(source.url, filename or FALLBACK_NAME, sha, cache, say=say)
+        yield credentials.redact(source.url), lambda sha, say: download(source.url, filename or FALLBACK_NAME, sha, cache, say=say)
     # A mirror is asked for the same file name; for a Debian source before apt, which is slow and needs the archive.
     for url, name in mirrored:
-        yield url, lambda sha, say, url=url, name=name: download(url, name, sha, cache, say=say)
+        yield credentials.redact(url), lambda sha, say, url=url, name=name: download(url, name, sha, cache, say=say)
     if source.debian:
         yield f"Debian source {source.debian}", lambda sha, say: debian_orig(source.debian, sha, cache)
 
@@ -174,7 +177,7 @@ def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = 
     partial = Path(name)
     try:
         with os.fdopen(handle, "wb") as out:
-            _transfer(url, out, partial, attempts, backoff, _Progress(filename, say))
+            _transfer(url, out, partial, attempts, backoff, _Progress(filename, say), say)
         return _admit(partial, filename, sha256, cache)
     finally:
         partial.unlink(missing_ok=True)  # gone already when it was admitted
@@ -206,8 +209,12 @@ class _Progress:
         self.say(f"{self.filename}: {_size(received)}{of}, {_rate(received, now - self.started)}")
 
 
-def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, progress=lambda received, total: None) -> None:
-    """Write url's content to out: retry a dropped or timed-out connection, resume with Range if the server can."""
+def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, progress=lambda received, total: None,
+              say=None) -> None:
+    """Write url's content to out: retry a dropped or timed-out connection, resume with Range if the server can.
+
+    say(line): a redirect to another origin, which is followed without the URL's credentials."""
+    opener = credentials.opener(say)
     received = 0
     last = "no attempt"
     for attempt in range(attempts):
@@ -217,7 +224,7 @@ def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, progr
         if received:
             headers["Range"] = f"bytes={received}-"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT) as response:
+            with opener.open(credentials.request(url, headers), timeout=TIMEOUT) as response:
                 resumed = getattr(response, "status", None) == 206 and \
                     response.headers.get("Content-Range", "").startswith(f"bytes {received}-")
                 if received and not resumed:  # the server sends the whole file again

@@ -13,7 +13,8 @@ and no dependency on tarfile's `filter=` (absent before Python 3.11.4).
 
 The rules, which a source tarball made by tar from a real tree always meets:
 - names are relative, without `..`, each component at most 255 bytes, the whole path
-  shorter than PATH_MAX; no member twice (a folder may be repeated);
+  shorter than PATH_MAX, valid UTF-8 (paths are text everywhere after this: hashes,
+  manifests, messages); no member twice (a folder may be repeated);
 - only files, folders, symbolic and hard links: no devices, fifos or sparse files;
 - no member is written through a symbolic link of the archive, and every symbolic link
   resolves (following the archive's other links, at most 40 of them) inside the tree;
@@ -92,7 +93,19 @@ class _Member(NamedTuple):
 
 
 def _show(name: bytes) -> str:
-    return repr(name.decode("utf-8", "surrogateescape"))
+    """A name as messages quote it: its text, or for bytes that are not UTF-8 the bytes escaped ('caf\\xe9.c')."""
+    try:
+        return repr(name.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(name)[1:]  # bytes' own repr, without the b: every byte outside printable ASCII as \xNN
+
+
+def _is_utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 # --- reading headers -------------------------------------------------------------------
@@ -244,6 +257,10 @@ class _Tree:
         parts = name.split(b"/")
         if raw_name.startswith(b"/") or b".." in raw_name.split(b"/"):
             refuse("its path leaves the destination")
+        if not _is_utf8(name):
+            refuse("its name is not valid UTF-8 (mlbuild names files as text; repack the archive with UTF-8 names)")
+        if member.kind in (SYMLINK, HARDLINK) and not _is_utf8(member.linkname):
+            refuse(f"the target of its link, {_show(member.linkname)}, is not valid UTF-8")
         for part in parts:
             if len(part) > NAME_MAX:
                 refuse(f"a name in its path is {len(part)} bytes long (at most {NAME_MAX})")

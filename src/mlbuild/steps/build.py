@@ -10,6 +10,7 @@ from pathlib import Path
 from mlbuild.model.arches import ARCHES, HOST, host_arch
 from mlbuild.steps.build_spec import BuildSpec, run, run_on_terminal
 from mlbuild.steps.ccache import ccache_environment
+from mlbuild.credentials import redact
 from mlbuild.errors import MlbuildError
 from mlbuild.model.graph import build_ancestors, build_task, fetch_task
 from mlbuild.model import external
@@ -143,15 +144,21 @@ class BuildStep(Step, kind="build"):
     def user_fragments(self) -> list[Path]:
         return [path for _, path in self.fragment_files]
 
+    @property
+    def about(self) -> str:
+        """How a template's error names what it was rendered for: the task and the recipe's file."""
+        return f"{self.name} ({self.project.recipe_label(self.recipe.name)})"
+
     @cached_property
     def script(self) -> str:
-        return render(self.project.template_dirs, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True)
+        return render(self.project.template_dirs, f"build/{self.recipe.build}.sh.j2", self.context, for_shell=True,
+                      about=self.about)
 
     @cached_property
     def files(self) -> dict[str, str]:
         """Config files for $FILES: rendered recipe files, then the user's own fragments as they are."""
         rendered = {
-            _file_name(name): render(self.project.template_dirs, name, self.context)
+            _file_name(name): render(self.project.template_dirs, name, self.context, about=self.about)
             for name in self.merged.files
         }
         for name, path in self.fragment_files:
@@ -191,6 +198,7 @@ class BuildStep(Step, kind="build"):
         }
 
     def check(self, fresh: bool = False) -> int:
+        self.check_pass_environment()
         if not fresh:
             return len(self.rendered_hashes)  # from the render cache while nothing they depend on changed
         self.script, self.files
@@ -259,13 +267,22 @@ class BuildStep(Step, kind="build"):
         )
 
     def _environment(self, staging: Path) -> dict:
+        owned = self._owned_environment(staging, llvm_bin(self.project.config, self.toolchain))
+        return {**passed_through(self.project.config.pass_environment, owned), **owned}
+
+    def check_pass_environment(self) -> None:
+        """pass_environment names none of the variables this script gets from mlbuild: an input error when
+        the project loads, before any task runs (the values do not matter, so no LLVM is looked up)."""
+        if self.project.config.pass_environment:
+            passed_through(self.project.config.pass_environment, self._owned_environment(self.output, Path("/")), {})
+
+    def _owned_environment(self, staging: Path, tools: Path) -> dict:
+        """Every variable mlbuild sets for this task's script."""
         config = self.project.config
-        tools = llvm_bin(config, self.toolchain)
         package_root = Path(__file__).resolve().parents[2]
         source = self.source.output
         work = self.work
         return {
-            **passed_through(config.pass_environment),  # first: what mlbuild sets below wins
             **BUILD_ENVIRONMENT,
             "PATH": f"{tools}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(work),
@@ -316,7 +333,9 @@ class BuildStep(Step, kind="build"):
         # The check that config fragments took effect (kconfig_check.py) needs mlbuild: skipped here.
         environment["MLBUILD_PYTHON"] = "true"
         out.append("# run it in a clean environment (MLBUILD_PYTHON=true skips mlbuild's check of config fragments)\n")
-        lines = [f"  {key}={script.word(str(value))}" for key, value in environment.items()]
+        # A value holding credentials (ccache's remote storage) is the caller's variable of that name.
+        lines = [f"  {key}={script.secret_url(str(value), key, out) if redact(str(value)) != str(value) else script.word(str(value))}"
+                 for key, value in environment.items()]
         out.append(f"(cd {script.path(work)} && env -i \\\n" + " \\\n".join(lines) + " \\\n  bash -eu -o pipefail build.sh)\n")
         out.append(f"rm -rf {script.path(output)}\nmv {script.path(staging)} {script.path(output)}\n")
         return "".join(out)

@@ -13,12 +13,14 @@ the folder is the source as the user wants it built.
 """
 
 import hashlib
+import re
 import shlex
 import subprocess
 import threading
 from functools import cached_property
 from pathlib import Path
 
+from mlbuild.credentials import redact
 from mlbuild.errors import MlbuildError
 from mlbuild.sources.override import SKIP
 from mlbuild.trees import copy_tree, remove_tree, replace_tree
@@ -193,14 +195,16 @@ class FetchStep(Step, kind="fetch"):
         cache = Path(self.project.config.download_dir)
         source = self.source_in_use
         out = []
-        others = [s.url or f"Debian source {s.debian}" for s in recipe.sources if s is not source]
+        others = [redact(s.url) if s.url else f"Debian source {s.debian}" for s in recipe.sources if s is not source]
         if others:
             out.append(f"# other places with the same release (each with its own sha256 in recipes/{recipe.name}.toml): {', '.join(others)}\n")
         if source.url:
             filename = source.url.rstrip("/").rsplit("/", 1)[-1]
-            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {shlex.quote(source.url)}'
-            for mirror in self.project.config.mirrors:
-                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {shlex.quote(mirror.rstrip("/") + "/" + filename)}'
+            name = re.sub(r"[^A-Z0-9]", "_", recipe.name.upper())
+            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {script.secret_url(source.url, f"MLBUILD_SOURCE_{name}", out)}'
+            for index, mirror in enumerate(self.project.config.mirrors, 1):
+                base = script.secret_url(mirror.rstrip("/"), f"MLBUILD_MIRROR_{index}", out)
+                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {base}/{shlex.quote(filename)}'
         else:
             filename = f"{recipe.name}.orig.tar"
             package = shlex.quote(source.debian)

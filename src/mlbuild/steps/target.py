@@ -73,7 +73,7 @@ class TargetStep(Step, kind="target"):
     @cached_property
     def rendered(self) -> dict[tuple[str, str], str]:
         """{(origin, path): text} of every .j2 file of the overlays (rendered once, at load, so errors come first)."""
-        return {(origin, entry.path): overlay.render_template(entry, folder, origin, self.context)
+        return {(origin, entry.path): overlay.render_template(entry, folder, origin, self.context, self.name)
                 for origin, folder, entries in self.overlays for entry in entries if entry.kind == "template"}
 
     @cached_property

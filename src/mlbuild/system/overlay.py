@@ -3,6 +3,7 @@
 Files, folders and symbolic links are copied byte for byte with their modes; a link is
 copied as a link, never followed. Only a file whose name ends in `.j2` is rendered with
 jinja (and lands without the suffix): a binary file or a script full of `${#1}` is safe.
+Rendered in render.py's sandbox, like every template.
 """
 
 import hashlib
@@ -14,6 +15,7 @@ from typing import NamedTuple
 import jinja2
 
 from mlbuild.errors import InputError
+from mlbuild.render import refusal, sandboxed_environment
 from mlbuild.trees import hash_file
 
 
@@ -53,16 +55,17 @@ def scan(folder: Path, origin: str) -> list[Entry]:
     return sorted(entries, key=lambda entry: entry.path)
 
 
-def render_template(entry: Entry, overlay: Path, origin: str, context: dict) -> str:
-    """A .j2 entry rendered as plain text; an error names the file and line in its overlay."""
+def render_template(entry: Entry, overlay: Path, origin: str, context: dict, about: str | None = None) -> str:
+    """A .j2 entry rendered as plain text; an error names the file and line in its overlay (and about: the task)."""
     name = entry.source.relative_to(overlay).as_posix()
     try:
         template = _environment(overlay).get_template(name)
         return template.render(context)
     except jinja2.TemplateSyntaxError as error:
         raise InputError(f"{origin}/{name}:{error.lineno}: {error.message}") from None
-    except jinja2.UndefinedError as error:
-        raise InputError(f"{origin}/{name}:{_line_of(error, entry.source)}: {error.message}") from None
+    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as error:
+        words = refusal(error, context, about) or error.message
+        raise InputError(f"{origin}/{name}:{_line_of(error, entry.source)}: {words}") from None
     except UnicodeDecodeError:
         raise InputError(f"{origin}/{name}: a .j2 file must be UTF-8 text (drop the .j2 to copy it as it is)") from None
     except Exception as error:  # the template's own code failed
@@ -83,9 +86,7 @@ _environments: dict[Path, jinja2.Environment] = {}
 
 def _environment(overlay: Path) -> jinja2.Environment:
     if overlay not in _environments:
-        _environments[overlay] = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(overlay)), undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True, autoescape=False, auto_reload=False)
+        _environments[overlay] = sandboxed_environment(jinja2.FileSystemLoader(str(overlay)))
     return _environments[overlay]
 
 

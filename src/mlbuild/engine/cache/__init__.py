@@ -67,7 +67,7 @@ class ArtifactCache:
         self._lock = threading.Lock()
         for spec in specs:
             try:
-                self.backends.append(open_backend(spec))
+                self.backends.append(open_backend(spec, self.say))
             except BackendError as error:
                 raise MlbuildError(f"configuration: cache: {error}") from None
         self.stats = Stats(stats_path)

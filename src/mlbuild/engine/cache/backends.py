@@ -3,19 +3,20 @@
 Keys are relative paths ("<signature>/manifest.json"). Every backend reads whole
 objects into files or bytes and writes them atomically as seen by readers (a
 renamed temporary file; nginx's WebDAV and S3 commit a PUT only when complete).
-Errors become BackendError with a one-line reason; credentials never appear in it.
+Errors become BackendError with a one-line reason; credentials never appear in it
+(credentials.redact), and an HTTP cache's user:password@ is sent to its own origin alone.
 """
 
-import base64
 import http.client
 import os
 import shutil
 import threading
 import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import NamedTuple
+
+from mlbuild import credentials
 
 READ_ONLY_PREFIX = "ro:"
 TIMEOUT = 30  # seconds without a byte from a server before it counts as down
@@ -40,30 +41,26 @@ class Listed(NamedTuple):
 
 
 def display_url(url: str) -> str:
-    """The URL without user name or password, as it may be shown and logged."""
+    """The name a cache is shown and counted by: its URL redacted, an S3 URL without its query (the endpoint)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        parts = parts._replace(netloc=netloc)
-    return urllib.parse.urlunsplit(parts._replace(query="")) if parts.scheme == "s3" else urllib.parse.urlunsplit(parts)
+    return credentials.redact(urllib.parse.urlunsplit(parts._replace(query="")) if parts.scheme == "s3" else url)
 
 
-def open_backend(spec: str):
-    """A backend from a configured item: URL, or ro:URL for a read-only one."""
+def open_backend(spec: str, say=None):
+    """A backend from a configured item: URL, or ro:URL for a read-only one; say(line) tells of a redirect that dropped credentials."""
     writable = not spec.startswith(READ_ONLY_PREFIX)
     url = spec.removeprefix(READ_ONLY_PREFIX)
     scheme = urllib.parse.urlsplit(url).scheme
     kinds = {"file": FileBackend, "http": HttpBackend, "https": HttpBackend, "s3": S3Backend}
     if scheme not in kinds:
         raise BackendError(f"{display_url(url)}: unsupported cache URL (expected file://, http(s):// or s3://)")
-    return kinds[scheme](url, writable)
+    return kinds[scheme](url, writable, say)
 
 
 class Backend:
     listable = True
 
-    def __init__(self, url: str, writable: bool):
+    def __init__(self, url: str, writable: bool, say=None):
         self.url = url
         self.name = display_url(url)
         self.writable = writable
@@ -73,7 +70,7 @@ class Backend:
 
 
 class FileBackend(Backend):
-    def __init__(self, url: str, writable: bool):
+    def __init__(self, url: str, writable: bool, say=None):
         super().__init__(url, writable)
         self.root = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
 
@@ -142,22 +139,19 @@ class HttpBackend(Backend):
 
     listable = False
 
-    def __init__(self, url: str, writable: bool):
+    def __init__(self, url: str, writable: bool, say=None):
         super().__init__(url, writable)
-        parts = urllib.parse.urlsplit(url)
-        self.base = display_url(url).rstrip("/") + "/"
+        self.base = url.rstrip("/") + "/"  # with its user:password@, which credentials.request takes out
         self.headers = {"User-Agent": "mlbuild"}
-        if parts.username:
-            token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            self.headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        self.opener = credentials.opener((lambda line: say(f"artifact cache {line}")) if say else None)
 
     def _open(self, key: str, method: str = "GET", data=None, length: int | None = None):
         headers = dict(self.headers)
         if length is not None:
             headers["Content-Length"] = str(length)
-        request = urllib.request.Request(self.base + key, data=data, method=method, headers=headers)
+        request = credentials.request(self.base + key, headers, data, method)
         try:
-            return urllib.request.urlopen(request, timeout=TIMEOUT)
+            return self.opener.open(request, timeout=TIMEOUT)
         except urllib.error.HTTPError as error:
             error.close()
             if error.code == 404 and method in ("GET", "HEAD"):
@@ -206,7 +200,7 @@ class HttpBackend(Backend):
 class S3Backend(Backend):
     """s3://bucket/prefix[?endpoint_url=http://host:port]; credentials from boto3's usual places (env, ~/.aws)."""
 
-    def __init__(self, url: str, writable: bool):
+    def __init__(self, url: str, writable: bool, say=None):
         super().__init__(url, writable)
         parts = urllib.parse.urlsplit(url)
         self.bucket = parts.netloc
