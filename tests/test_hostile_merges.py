@@ -8,6 +8,7 @@ a non-zero exit, and nothing in the folder the link points to.
 """
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -196,4 +197,20 @@ def test_the_toolchain_never_gathers_a_sysroot_through_a_host_recipes_link(built
     line = one_line(result, "refusing to write through")
     assert line.endswith(f"build:toolchain: build:app-x86_64: installs x86_64-unknown-linux-musl, but x86_64-unknown-linux-musl "
                          f"is a symbolic link (-> {outside}) that build:aaa-llvm-host installs; refusing to write through another input's link")
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("etc", "build:target-x86_64: mlbuild: installs etc/"),  # the accounts' etc/passwd, group, shadow
+    ("home", "build:target-x86_64: [[tool.mlbuild.users]]: installs home/alice"),  # alice's home folder
+])
+def test_the_accounts_files_and_home_folders_never_write_through_a_components_link(built, outside, path, expected):
+    add_components(built, str(outside), path=path)
+    built.write_recipe("bwrite", {**built.recipes["bwrite"], "target": False})
+    shutil.rmtree(built.path("templates/target"))  # else templates/target's folder etc is refused first
+    built.write("pyproject.toml", built.read("pyproject.toml") + '[[tool.mlbuild.users]]\nname = "alice"\nuid = 1000\n')
+    result = built.doit()
+    assert result.returncode != 0
+    line = one_line(result, "refusing to write through")
+    assert expected in line and f"but {path} is a symbolic link (-> {outside}) that build:alink-x86_64 installs" in line, line
     assert list(outside.iterdir()) == []
