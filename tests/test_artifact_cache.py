@@ -320,6 +320,8 @@ def member(name: str, kind=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarIn
     ([(member("bin/evil", tarfile.SYMTYPE, "/etc/passwd"), b"")], "absolute path"),
     ([(member("bin/evil", tarfile.SYMTYPE, "../../../../outside"), b"")], "outside the destination"),
     ([(member("bin/hard", tarfile.LNKTYPE, "../../etc/passwd"), b"")], "outside the destination"),
+    # A link inside the output, then a file under it: a restore never writes through a link (issue 26, item 5).
+    ([(member("usr/share", tarfile.SYMTYPE, "../bin"), b""), (member("usr/share/escaped"), b"x")], "goes through the symbolic link"),
 ])
 def test_an_entry_with_paths_or_links_out_of_the_output_is_refused_and_built_locally(fresh, cache, members, why):
     forge(cache, "build:hello-x86_64", members)

@@ -1,12 +1,18 @@
-"""The engine's own caches (build/cache/*.json, data only) only ever save time: they never change what runs."""
+"""The engine's own caches (build/cache/*.json, data only, sealed) only ever save time: they never change what runs."""
 
+import hashlib
+import hmac
+import json
 import os
 import pickle
 import shutil
+import stat
 
 import pytest
 
-from conftest import x86
+from conftest import ARCH, x86
+from test_conventions import use_mlbuild_commands
+from mlbuild import sealed
 
 
 def test_deleting_the_engine_caches_changes_nothing(built):
@@ -95,3 +101,126 @@ def test_ccache_hits_in_another_checkout_when_compiles_name_a_resource_dir_insid
         logs.append(project.log("build:hello-x86_64"))
     assert "# ccache: 0 hits, 1 misses" in logs[0], logs[0][-500:]
     assert "# ccache: 1 hits, 0 misses" in logs[1], logs[1][-500:]
+
+
+# --- planted caches (issue 26, item 6) ---------------------------------------------------------------------
+# Someone who can write build/ but not ~/.cache (a shared or copied tree) plants a cache file with the right
+# key and the wrong content. The file is not sealed with this user's secret (sealed.py): it is ignored, the
+# value recomputed and the file written anew. Three ways to plant: no seal (the old format), the seal line
+# of the file it replaces (stale), or a seal made with another secret (another user's mlbuild).
+
+PLANTS = ["unsealed", "stale-seal", "another-secret"]
+
+
+def payload_of(path) -> dict:
+    data = path.read_bytes()
+    assert data.startswith(sealed.HEADER), data[:80]
+    return json.loads(data.partition(b"\n")[2])
+
+
+def plant(path, purpose: str, data: dict, how: str) -> None:
+    text = json.dumps(data).encode()
+    if how == "unsealed":
+        path.write_bytes(text)
+    elif how == "stale-seal":
+        path.write_bytes(path.read_bytes().partition(b"\n")[0] + b"\n" + text)
+    else:
+        mac = hmac.new(os.urandom(32), purpose.encode() + b"\0" + text, hashlib.sha256).hexdigest()
+        path.write_bytes(sealed.HEADER + mac.encode() + b"\n" + text)
+
+
+@pytest.mark.parametrize("how", PLANTS)
+def test_a_planted_recipes_cache_with_the_right_key_decides_nothing_not_even_a_forced_rebuild(built, how):
+    use_mlbuild_commands(built)
+    cache = built.path("build/cache/recipes.json")
+    planted = payload_of(cache)
+    planted["recipes"]["hello"]["vars"]["greeting"] = "planted greeting"  # the key (recipe files, code) stays right
+    plant(cache, "recipes", planted, how)
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.executed == set()  # the planted recipe would change hello's signature: it was not read
+    assert payload_of(cache)["recipes"]["hello"]["vars"]["greeting"] == "Hello, world!"  # and the file was written anew
+
+    plant(cache, "recipes", planted, how)
+    assert built.doit("forget", f"build:hello-{ARCH}").returncode == 0
+    forced = built.doit(f"build:hello-{ARCH}")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert forced.executed == x86("hello")
+    assert built.run_binary("hello") == "Hello, world!\n"  # not "planted greeting"
+    assert payload_of(cache)["recipes"]["hello"]["vars"]["greeting"] == "Hello, world!"
+
+
+@pytest.mark.parametrize("how", PLANTS)
+def test_a_planted_render_cache_neither_keeps_a_stale_output_nor_restores_one_from_the_artifact_cache(project, tmp_path, how):
+    """Planted hashes of the old script under the new template's keys: the old signature, whose entry the artifact
+    cache holds. Read, they would keep the old binary up to date, and restore it after `doit forget`."""
+    use_mlbuild_commands(project)
+    artifacts = f"cache={(tmp_path / 'artifacts').as_uri()}"
+    assert project.doit(artifacts).returncode == 0  # every task built and pushed
+    cache = project.path("build/cache/render.json")
+    task = f"build:hello-{ARCH}"
+    old_hashes = payload_of(cache)["entries"][task][1]
+    project.edit("templates/build/hello.sh.j2", '"%s"', '"%s (v2)"')
+    assert project.doit("list").returncode == 0  # renders: the file now has the new keys
+    planted = payload_of(cache)
+    assert planted["entries"][task][1] != old_hashes
+    planted["entries"][task][1] = old_hashes
+
+    plant(cache, "render", planted, how)
+    result = project.doit(artifacts)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert task in result.executed
+    assert project.run_binary("hello") == "Hello, world! (v2)\n"
+
+    # Forced, with the artifact cache: the real signature's entry (just pushed), not the old one.
+    plant(cache, "render", planted, how)
+    assert project.doit("forget", task).returncode == 0
+    forced = project.doit(artifacts)
+    assert forced.returncode == 0 and task in forced.executed, forced.stdout + forced.stderr
+    assert project.run_binary("hello") == "Hello, world! (v2)\n"
+
+    # Forced, without it (`cache=`): built here, and the stamp's signature is the script's that ran.
+    plant(cache, "render", planted, how)
+    assert project.doit("forget", task).returncode == 0
+    local = project.doit(task, "cache=")
+    assert local.returncode == 0 and local.executed == {task}, local.stdout + local.stderr
+    script = project.path(f"build/work/hello-{ARCH}/build.sh").read_bytes()
+    assert json.loads(project.stamp(task).read_text())["inputs"]["script"] == hashlib.sha256(script).hexdigest()
+    assert project.run_binary("hello") == "Hello, world! (v2)\n"
+
+
+def test_the_secret_is_made_on_first_use_private_to_the_user_and_seals_both_caches(built, tmp_path):
+    home = tmp_path / "xdg"  # another user's cache folder, as far as the seals go
+    listed = built.doit("list", env={"XDG_CACHE_HOME": str(home)})
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    secret = home / "mlbuild" / "build-cache-secret"
+    info = secret.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_size == 32 and info.st_uid == os.geteuid()
+    for name, purpose in (("recipes.json", "recipes"), ("render.json", "render")):
+        line, _, text = built.path(f"build/cache/{name}").read_bytes().partition(b"\n")
+        # Written anew with this secret: the files sealed with the default one did not verify.
+        assert line == sealed.HEADER + hmac.new(secret.read_bytes(), purpose.encode() + b"\0" + text, hashlib.sha256).hexdigest().encode()
+    assert built.doit(env={"XDG_CACHE_HOME": str(home)}).executed == set()
+
+
+@pytest.mark.parametrize("damage", ["readable-by-others", "symlink", "short"])
+def test_a_secret_others_could_know_is_not_used_with_one_warning_and_the_build_still_works(built, tmp_path, damage):
+    home = tmp_path / "xdg"
+    secret = home / "mlbuild" / "build-cache-secret"
+    secret.parent.mkdir(parents=True)
+    if damage == "symlink":
+        (tmp_path / "elsewhere").write_bytes(os.urandom(32))
+        os.chmod(tmp_path / "elsewhere", 0o600)
+        secret.symlink_to(tmp_path / "elsewhere")
+    else:
+        secret.write_bytes(os.urandom(32 if damage == "readable-by-others" else 5))
+        os.chmod(secret, 0o644 if damage == "readable-by-others" else 0o600)
+    for name in ("recipes.json", "render.json"):
+        built.path(f"build/cache/{name}").unlink()
+    result = built.doit(env={"XDG_CACHE_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.executed == set()
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"mlbuild: warning: {secret}: ")
+    assert warnings[0].endswith("the caches in build/cache are not used until it is fixed")
+    assert not built.path("build/cache/recipes.json").exists() and not built.path("build/cache/render.json").exists()

@@ -10,6 +10,7 @@ from conftest import REPO, HELLO_SH, make_project
 from mlbuild.system import image_profile
 from mlbuild.errors import InputError
 from mlbuild.frontend.project import Project as Loaded
+from mlbuild.sealed import unseal
 
 LOUD = {"help": "greet loudly", "default": False}
 STYLE = {"help": "how long the greeting is", "choices": ["short", "long"], "default": "short"}
@@ -261,7 +262,7 @@ def test_the_recipes_cache_holds_the_inherited_version_and_is_read_back(project)
     project.write_recipe("extra", {key: value for key, value in project.recipes["extra"].items() if key != "version"})
     load(project)
     cache = project.path("build/cache/recipes.json")
-    assert json.loads(cache.read_text())["recipes"]["extra"]["version"] == "1.0"
+    assert json.loads(unseal("recipes", cache.read_bytes()))["recipes"]["extra"]["version"] == "1.0"
     written = cache.stat().st_mtime_ns
     assert load(project).recipes["extra"].version == "1.0"
     assert cache.stat().st_mtime_ns == written  # the second load read the cache, and found the version in it

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import APP_SH, x86
 
-from mlbuild.steps import sandbox
+from mlbuild import sandbox
 
 pytestmark = pytest.mark.skipif(bool(sandbox.why_not_available()), reason=f"no sandbox here: {sandbox.why_not_available()}")
 
@@ -126,7 +126,7 @@ def test_sandbox_on_where_bubblewrap_cannot_run_is_one_line_and_auto_falls_back_
     assert auto.returncode == 0, auto.stdout + auto.stderr
     warnings = [line for line in auto.stderr.splitlines() if "sandbox = auto" in line]
     assert len(warnings) == 1, auto.stdout + auto.stderr
-    assert "build scripts run without a sandbox" in warnings[0]
+    assert "build scripts and hooks run without a sandbox" in warnings[0]
 
 
 def test_a_folder_reached_through_a_symlink_is_bound_where_it_really_is():
@@ -149,3 +149,58 @@ def _check_symlinked_binds(tmp_path):
     shown = subprocess.run([*prefix, "cat", str(tmp_path / "linked-venv" / "python")], capture_output=True, text=True)
     assert (shown.returncode, shown.stdout) == (0, "the interpreter\n"), shown.stderr
     assert subprocess.run([*prefix, "cat", str(hidden / "secret")], capture_output=True).returncode != 0
+
+
+# --- hooks (system/hooks.py) run in the same sandbox -------------------------------------------------
+
+WELL_BEHAVED_HOOKS = {
+    "post-build": '#!/bin/sh\nset -eu\ntest -d "$BUILD_DIR/state"\necho built > "$TARGET_DIR/etc/built-by-the-hook"\n',
+    "post-image": '#!/bin/sh\nset -eu\ntest -f "$TARGET_DIR/etc/built-by-the-hook"\nls "$IMAGES_DIR" > "$IMAGES_DIR/contents.txt"\n',
+}
+
+
+def _add_hooks(project, hooks: dict[str, str]) -> None:
+    for kind, text in hooks.items():
+        project.write(f"hooks/{kind}.sh", text)
+        os.chmod(project.path(f"hooks/{kind}.sh"), 0o755)
+    keys = "".join(f'{kind.replace("-", "_")} = ["hooks/{kind}.sh"]\n' for kind in hooks)
+    project.write("pyproject.toml", project.read("pyproject.toml") + keys)
+
+
+def test_hooks_run_in_the_sandbox_writing_their_own_folder_and_reading_the_project(built):
+    _add_hooks(built, WELL_BEHAVED_HOOKS)
+    result = built.doit("sandbox=on")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.executed == x86("target", "images")
+    assert built.read("target/x86_64/etc/built-by-the-hook") == "built\n"
+    assert "initramfs.cpio" in built.read("build/images/x86_64/contents.txt")
+    log = built.log("build:target-x86_64")
+    assert "post-build hook hooks/post-build.sh in the sandbox (no network; writable only target/.x86_64.staging)" in log
+
+
+@pytest.mark.parametrize("kind, victim", [
+    ("post-build", "{tmp}/outside/victim"),  # outside the project (the sandbox's /tmp is its own)
+    ("post-build", "{var_tmp}/victim"),  # outside the project, on a read-only /
+    ("post-build", "$PROJECT_DIR/hooks/victim"),  # the project
+    ("post-build", "$BUILD_DIR/out/hello-x86_64/victim"),  # another task's output
+    ("post-image", "$TARGET_DIR/etc/victim"),  # the target, which the post-image hook only reads
+])
+def test_a_hook_that_writes_outside_its_folder_fails_in_the_sandbox_and_writes_without_it(built, tmp_path, kind, victim):
+    (tmp_path / "outside").mkdir()
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as var_tmp:
+        path = victim.format(tmp=tmp_path, var_tmp=var_tmp)
+        _add_hooks(built, {kind: f'#!/bin/sh\nset -eu\necho planted > "{path}"\n'})
+        on_host = Path(path.replace("$PROJECT_DIR", str(built.root)).replace("$BUILD_DIR", str(built.root / "build"))
+                       .replace("$TARGET_DIR", str(built.root / "target/x86_64")))
+        sandboxed = built.doit("sandbox=on")
+        assert sandboxed.returncode != 0
+        task = "build:target-x86_64" if kind == "post-build" else "build:images-x86_64"
+        lines = [line for line in (sandboxed.stdout + sandboxed.stderr).splitlines() if f"{kind} hook" in line and "failed" in line]
+        assert lines and lines[0].startswith(f"{task}: {kind} hook hooks/{kind}.sh failed (exit status "), sandboxed.stdout + sandboxed.stderr
+        assert "in the sandbox (no network; writable only" in lines[0]
+        assert "Traceback" not in sandboxed.stdout + sandboxed.stderr
+        assert not on_host.exists()
+
+        unsandboxed = built.doit("sandbox=off")
+        assert unsandboxed.returncode == 0, unsandboxed.stdout + unsandboxed.stderr
+        assert on_host.read_text() == "planted\n"

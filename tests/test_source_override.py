@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import EXTRA_C, HELLO_C, x86
+from mlbuild.sealed import seal, unseal
 
 LOCAL_HELLO_C = HELLO_C.replace("puts(GREETING)", 'printf("%s (local)\\n", GREETING)')
 LOCAL_EXTRA_C = EXTRA_C.replace('puts("extra")', 'puts("extra (local)")')
@@ -131,10 +132,13 @@ def test_the_stat_cache_answers_for_unchanged_files_and_a_changed_ctime_reads_th
     override = SourceOverride("hello", "src", folder, tmp_path / "cache.json")
     assert override.tree_hash() == hash_tree(folder)
 
-    # A recorded hash is trusted while the file's stat is unchanged: plant a wrong one, it is used.
-    record = json.loads(override.cache_file.read_text())
+    # A recorded hash is trusted while the file's stat is unchanged: written (sealed) by this user's mlbuild, a
+    # wrong one is used; planted without the seal (someone who can write build/ only), it is not read.
+    record = json.loads(unseal("override", override.cache_file.read_bytes()))
     record["files"]["a.c"][-1] = "0" * 64
     override.cache_file.write_text(json.dumps(record))
+    assert override.tree_hash() == hash_tree(folder)
+    override.cache_file.write_bytes(seal("override", json.dumps(record).encode()))
     assert override.tree_hash() != hash_tree(folder)
 
     # Same size, mtime set back (as `touch -d` or a careless tool would): ctime still tells, the file is read.
@@ -155,7 +159,7 @@ def test_a_file_changed_just_now_is_not_recorded_in_the_stat_cache(tmp_path):
     (folder / "new.c").write_text("new\n")  # on a coarse-clock file system an edit in the same tick keeps its stat
     override = SourceOverride("hello", "src", folder, tmp_path / "cache.json")
     override.tree_hash()
-    assert set(json.loads(override.cache_file.read_text())["files"]) == {"old.c"}
+    assert set(json.loads(unseal("override", override.cache_file.read_bytes()))["files"]) == {"old.c"}
 
 
 @pytest.mark.parametrize("setting, expected", [

@@ -6,6 +6,6 @@ model (recipes, configuration, graph) → sources (download, unpack) → engine
 target and its images) → steps (the kinds of task and what builds them), boot
 (QEMU) and reporting → exports (SBOM, legal-info, shell script) → frontend
 (the doit and mlbuild commands). The modules here are the ground floor that
-every layer shares: errors, file trees, child processes, templates and the
-pinned build environment.
+every layer shares: errors, file trees, child processes, the sandbox, sealed
+cache files, templates and the pinned build environment.
 """

@@ -113,24 +113,78 @@ def remove_tree(path: Path) -> None:
 
 
 def merge_tree(source: Path, destination: Path, owner: str, owners: dict[str, str]) -> None:
-    """Copy a folder into another, refusing a path that an earlier source (in owners) already brought."""
+    """Copy a folder into another, refusing a path that an earlier source (in owners) already brought.
+
+    Never through a symbolic link an earlier source brought: one component's `usr/share -> /elsewhere`
+    (or `-> ../../elsewhere`) would otherwise take the next one's usr/share/… out of the tree. Each
+    folder is checked as the walk enters it, so no folder below a link is ever reached."""
     if not source.is_dir():
         raise MlbuildError(f"{owner}: its output {source} is missing; run again")
+    if destination.is_symlink():
+        raise MlbuildError(f"{owner}: its output would be merged into {destination}, which is a symbolic link "
+                           f"(-> {os.readlink(destination)}); refusing to write through it")
     for folder, dirs, names in os.walk(source):
         relative = Path(folder).relative_to(source)
         target_folder = destination / relative
-        target_folder.mkdir(exist_ok=True)
+        if relative.parts:
+            _enter_folder(target_folder, relative.as_posix(), sorted(names + dirs), owner, owners)
+        else:
+            target_folder.mkdir(exist_ok=True)
         shutil.copymode(folder, target_folder)
         for name in names + [d for d in dirs if Path(folder, d).is_symlink()]:
             key = (relative / name).as_posix()
             if key in owners:
                 raise MlbuildError(f"{owner}: installs {key}, which {owners[key]} installs too")
-            owners[key] = owner
+            target = target_folder / name
             src = Path(folder, name)
+            if os.path.lexists(target):  # not in owners: a folder of an earlier source
+                kind = "a symbolic link" if src.is_symlink() else "a file"
+                raise MlbuildError(f"{owner}: installs {key} as {kind}, where {folder_owner(key, owners)} installs a folder")
+            owners[key] = owner
             if src.is_symlink():
-                (target_folder / name).symlink_to(os.readlink(src))
+                target.symlink_to(os.readlink(src))
             else:
-                shutil.copy2(src, target_folder / name)
+                shutil.copy2(src, target)
+
+
+def _enter_folder(folder: Path, key: str, inside: list[str], owner: str, owners: dict[str, str]) -> None:
+    """Make or reuse destination folder key, refusing one that an earlier source brought as a link or a file."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        folder.mkdir()
+        return
+    if stat.S_ISDIR(info.st_mode):
+        return
+    what = f"{key}/{inside[0]}" if inside else f"the folder {key}"
+    if stat.S_ISLNK(info.st_mode):
+        raise MlbuildError(through_link(owner, what, key, os.readlink(folder), owners.get(key, "an earlier input")))
+    raise MlbuildError(f"{owner}: installs {what}, but {owners.get(key, 'an earlier input')} installs {key} as a file")
+
+
+def through_link(writer: str, path: str, link: str, target: str, maker: str) -> str:
+    """The one line for a write refused because a folder on its way is a symbolic link another input made."""
+    return (f"{writer}: installs {path}, but {link} is a symbolic link (-> {target}) that {maker} installs; "
+            "refusing to write through another input's link")
+
+
+def folder_owner(key: str, owners: dict[str, str]) -> str:
+    """Who brought something below folder key (an error's wording: folders themselves have no owner)."""
+    prefix = key + "/"
+    return next((owner for path, owner in owners.items() if path.startswith(prefix)), "an earlier input")
+
+
+def check_no_link_on_the_way(root: Path, relative: str, writer: str, owners: dict[str, str], itself: bool = False) -> None:
+    """Refuse to write root/relative when a folder on its way (and, itself=True, the path itself) is a symbolic link.
+
+    For what is written into a merged tree after the merge (mlbuild's own files, overlays): a link an
+    input brought is never followed by another input's write. owners names who brought each path."""
+    parts = relative.split("/")
+    for end in range(1, len(parts) + (1 if itself else 0)):
+        link = "/".join(parts[:end])
+        if os.path.islink(os.path.join(root, link)):
+            raise MlbuildError(through_link(writer, relative, link, os.readlink(os.path.join(root, link)),
+                                            owners.get(link, "an earlier input")))
 
 
 def keep_unchanged_mtimes(staging: Path, old: Path) -> int:

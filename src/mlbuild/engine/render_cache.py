@@ -2,14 +2,18 @@
 
 Valid while the templates folder and the rendering code are unchanged (the
 global key); per task, while everything its templates see is unchanged
-(signature.render_key).
+(signature.render_key). The hashes go into signatures, so the file is sealed
+(sealed.py): one this user's mlbuild did not write is ignored and written anew.
 """
 
 import atexit
 import json
 from pathlib import Path
 
+from mlbuild.sealed import seal, unseal
 from mlbuild.trees import write_atomic
+
+PURPOSE = "render"
 
 
 class RenderCache:
@@ -32,19 +36,24 @@ class RenderCache:
     def save(self) -> None:
         if self.dirty:
             data = {"key": self.global_key, "entries": {task: list(entry) for task, entry in self.entries.items()}}
+            sealed = seal(PURPOSE, json.dumps(data, separators=(",", ":")).encode())
             try:
-                write_atomic(self.file, json.dumps(data, separators=(",", ":")).encode())
+                if sealed is not None:  # else no secret to seal with: nobody could trust the file
+                    write_atomic(self.file, sealed)
             except OSError:
                 pass  # only a cache: the next run renders again
             self.dirty = False
 
 
 def _load(file: Path, global_key: str) -> dict:
-    """The entries, if the file is this cache's JSON for this key; anything else (damaged, old, planted) is dropped.
+    """The entries, if the file is this cache's sealed JSON for this key; anything else (damaged, old, planted) is dropped.
 
     Data only: unlike a pickle, nothing in the file can run code when read."""
     try:
-        stored = json.loads(file.read_bytes())
+        payload = unseal(PURPOSE, file.read_bytes())
+        if payload is None:
+            return {}
+        stored = json.loads(payload)
         if not isinstance(stored, dict) or stored.get("key") != global_key:
             return {}
         entries = {}

@@ -451,7 +451,7 @@ class Config(Strict):
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (boot/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
-    # Build scripts under bubblewrap, without network or undeclared folders (steps/sandbox.py); auto: where it runs.
+    # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
     sandbox: Literal["auto", "on", "off"] = "auto"
     # The caller's variables build scripts get too (reproducible.passed_through): not signature inputs.
     pass_environment: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []

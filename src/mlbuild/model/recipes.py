@@ -14,6 +14,7 @@ from mlbuild.model.config import ENGINE_VARIABLES, ENV_PREFIX
 from mlbuild.code import code_hash
 from mlbuild.errors import InputError
 from mlbuild.model.models import PATTERN_HINTS, Option, Recipe
+from mlbuild.sealed import seal, unseal
 from mlbuild.trees import write_atomic
 from mlbuild.model.validation import describe
 
@@ -149,13 +150,17 @@ def _read_recipe_file(path: Path, label: str) -> bytes:
         raise InputError(f"{label}: cannot read: {reason}") from None
 
 
-# The cache is data only (JSON, validated again when read): a file planted in build/cache
-# can at worst make a recipe invalid, never run code. Anything unexpected in it: rebuilt.
+# The cache is data only (JSON, validated again when read), and sealed (sealed.py): a file planted
+# in build/cache, even with the right key, is not this user's mlbuild's and is not read. Anything
+# unexpected in it: parsed again and rewritten.
 def _read_cache(cache_file: Path | None, key: str) -> dict | None:
     if cache_file is None:
         return None
     try:
-        stored = json.loads(cache_file.read_bytes())
+        payload = unseal("recipes", cache_file.read_bytes())
+        if payload is None:
+            return None
+        stored = json.loads(payload)
         if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("recipes"), dict):
             return None
         return {name: Recipe.model_validate(data) for name, data in stored["recipes"].items()}
@@ -167,8 +172,11 @@ def _write_cache(cache_file: Path | None, key: str, recipes: dict) -> None:
     if cache_file is None:
         return
     data = {"key": key, "recipes": {name: recipe.model_dump(mode="json") for name, recipe in recipes.items()}}
+    sealed = seal("recipes", json.dumps(data, separators=(",", ":")).encode())
+    if sealed is None:
+        return  # no secret to seal with: a file nobody could trust is not written
     try:
-        write_atomic(cache_file, json.dumps(data, separators=(",", ":")).encode())
+        write_atomic(cache_file, sealed)
     except OSError:
         pass  # only a cache: the next run parses the recipes again
 

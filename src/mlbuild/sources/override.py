@@ -9,7 +9,9 @@ reused while its (size, mtime_ns, ctime_ns, inode, mode) are those recorded with
 build/cache/override-<recipe>.json; any difference reads the file again. A no-op then
 costs one lstat per entry. ctime cannot be set back by a program (mtime can, `touch -d`),
 and a file changed less than RACY_SECONDS before it was hashed is not recorded: on a file
-system with coarse timestamps a later edit in the same tick would keep its stat.
+system with coarse timestamps a later edit in the same tick would keep its stat. The hashes
+decide the fetch's output hash, so the file is sealed (sealed.py): one this user's mlbuild
+did not write (planted in build/, with the right stats and other hashes) is not read.
 """
 
 import difflib
@@ -21,10 +23,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlbuild.errors import InputError, MlbuildError
+from mlbuild.sealed import seal, unseal
 from mlbuild.trees import hash_file, hash_tree, special_kind, write_if_changed
 
 SKIP = frozenset({".git"})  # a checkout's history is not its source (and may be large)
 RACY_SECONDS = 2
+PURPOSE = "override"
 
 
 class SourceOverride(NamedTuple):
@@ -77,9 +81,10 @@ class _CachedHashes:
 
     def _read(self) -> dict:
         try:
-            record = json.loads(self.override.cache_file.read_bytes())
+            payload = unseal(PURPOSE, self.override.cache_file.read_bytes())
+            record = json.loads(payload) if payload is not None else None
         except (OSError, ValueError):
-            return {}  # only a cache: a missing or damaged one means hashing everything once
+            return {}  # only a cache: a missing, damaged or unsealed one means hashing everything once
         if not isinstance(record, dict) or record.get("root") != str(self.override.path) or not isinstance(record.get("files"), dict):
             return {}
         return record["files"]
@@ -92,7 +97,9 @@ class _CachedHashes:
                                f"{error.filename} vanished while it was read; run again") from None
         if self.new != self.old:  # a no-op rewrites nothing
             record = {"root": str(self.override.path), "files": self.new}
-            write_if_changed(self.override.cache_file, json.dumps(record, sort_keys=True, separators=(",", ":")))
+            sealed = seal(PURPOSE, json.dumps(record, sort_keys=True, separators=(",", ":")).encode())
+            if sealed is not None:  # else no secret to seal with: nobody could trust the file
+                write_if_changed(self.override.cache_file, sealed.decode())
         return digest
 
     def _file_hash(self, path: str, info: os.stat_result, relative: str) -> str:

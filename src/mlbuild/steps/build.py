@@ -15,7 +15,8 @@ from mlbuild.errors import MlbuildError
 from mlbuild.model.graph import build_ancestors, build_task, fetch_task
 from mlbuild.model import external
 from mlbuild.model.external import FRAGMENTS
-from mlbuild.steps import distcc, sandbox
+from mlbuild import sandbox
+from mlbuild.steps import distcc
 from mlbuild.render import render
 from mlbuild.engine.run_logs import Log
 from mlbuild.reproducible import BUILD_ENVIRONMENT, passed_through, prefix_map_flags

@@ -12,7 +12,7 @@ from pathlib import Path
 from mlbuild.system import hooks, image_profile, overlay, users
 from mlbuild.model.arches import ARCHES
 from mlbuild.errors import InputError, MlbuildError
-from mlbuild.trees import merge_tree
+from mlbuild.trees import check_no_link_on_the_way, merge_tree
 from mlbuild.steps.base import Step
 
 # Folders every system has even when no component installs into them.
@@ -181,6 +181,7 @@ class TargetStep(Step, kind="target"):
         for name in SKELETON:
             (staging / name).mkdir(exist_ok=True)
         for name, mode in SKELETON_MODES.items():
+            check_no_link_on_the_way(staging, name, "mlbuild (its skeleton)", owners, itself=True)
             os.chmod(staging / name, mode)
         for origin, folder, entries in self.own_overlay:
             for entry in entries:
@@ -188,15 +189,17 @@ class TargetStep(Step, kind="target"):
                     raise MlbuildError(f"{self.name}: templates/target/{entry.path} would overwrite a file of {owners[entry.path]}")
                 if entry.kind == "template":
                     continue  # written with etc_files below
-                overlay.install(entry, staging)
+                overlay.install(entry, staging, origin=origin, owners=owners)
         for name, text in self.etc_files.items():
             path = staging / name
             if name in owners:
                 raise MlbuildError(f"{self.name}: /{name} is written by mlbuild but {owners[name]} installs it too")
+            check_no_link_on_the_way(staging, name, "mlbuild", owners)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             os.chmod(path, self.file_mode(name))
         for home in users.homes(self.project.config):
+            check_no_link_on_the_way(staging, home, "[[tool.mlbuild.users]]", owners)
             (staging / home).mkdir(parents=True, exist_ok=True)
         self._user_overlays(staging, owners, log)
         # Last, over the overlays (as Buildroot's permission tables): a declared mode is the mode the system has.
@@ -213,7 +216,7 @@ class TargetStep(Step, kind="target"):
         for origin, folder, entries in self.user_overlays:
             replaced = 0
             for entry in entries:
-                if overlay.install(entry, staging, self.rendered.get((origin, entry.path))):
+                if overlay.install(entry, staging, self.rendered.get((origin, entry.path)), origin=origin, owners=owners):
                     replaced += 1
                     log(f"{origin}: /{entry.path} replaces the file of {owners.get(entry.path, 'an earlier overlay or mlbuild')}")
                 owners[entry.path] = origin

@@ -4,7 +4,7 @@ with a sysroot per target arch (<triple>/: the host recipes' sysroots, built by 
 from pathlib import Path
 
 from mlbuild.model.arches import ARCHES, HOST
-from mlbuild.trees import merge_tree
+from mlbuild.trees import check_no_link_on_the_way, merge_tree
 from mlbuild.steps.base import Step
 
 
@@ -40,5 +40,7 @@ class ToolchainStep(Step, kind="toolchain"):
             # A host recipe's output is the toolchain itself; a stage-1 build goes into its arch's sysroot.
             destination = staging if arch == HOST else staging / ARCHES[arch].triple
             log(f"adding {dep}" + ("" if arch == HOST else f" to {destination.name}/"))
+            if arch != HOST:  # a host recipe's link there must not take the sysroot elsewhere
+                check_no_link_on_the_way(staging, destination.name, dep, owners.setdefault(staging, {}), itself=True)
             destination.mkdir(exist_ok=True)
             merge_tree(self.project.steps[dep].output, destination, dep, owners.setdefault(destination, {}))

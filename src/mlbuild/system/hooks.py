@@ -14,11 +14,17 @@ it works on as $1 and this environment (docs/usage.md, "Customise your system"):
 
 Its content and mode are part of the task's signature: editing a hook reruns that task and
 what follows. Its output goes to the task's log; a failure is one line naming the hook and the log.
+
+Under `sandbox = on` (or auto where bubblewrap runs) a hook runs in the build scripts' sandbox
+(mlbuild/sandbox.py): no network, / and the project, build and target folders read-only, and
+writable only the folder it works on ($1) and a private /tmp. A hook is the project's code, but
+what it does stays inside the tree it was given, as a build script's does.
 """
 
 import os
 from pathlib import Path
 
+from mlbuild import sandbox
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.processes import run_in_group
 from mlbuild.trees import hash_file
@@ -62,13 +68,26 @@ def run(project, kind: str, folder: Path, values: dict, task: str, log) -> None:
     """Run every hook of a kind on folder, in order; the first failure stops the task."""
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
             **environment(project, kind, values)}
-    for path in scripts(project, kind):
+    found = scripts(project, kind)
+    prefix = _sandbox_prefix(project, folder, values) if found else []
+    where = f" in the sandbox (no network; writable only {project.relative(folder)})" if prefix else ""
+    for path in found:
         relative = project.relative(path)
-        log(f"{kind} hook {relative}")
+        log(f"{kind} hook {relative}{where}")
         log.file.flush()
-        status = run_in_group([str(path), str(folder)], task, project.root, base, log.file)
+        status = run_in_group([*prefix, str(path), str(folder)], task, project.root, base, log.file)
         if status != 0:
-            raise MlbuildError(f"{task}: {kind} hook {relative} failed (exit status {status}); log: {log.path}")
+            raise MlbuildError(f"{task}: {kind} hook {relative} failed (exit status {status}){where}; log: {log.path}")
+
+
+def _sandbox_prefix(project, folder: Path, values: dict) -> list[str]:
+    """bwrap's command line for a hook working on folder, or nothing when hooks run unsandboxed (sandbox = off)."""
+    if not sandbox.enabled(project.config):
+        return []
+    # / is read-only in the sandbox already; these are bound again because the sandbox's private /tmp
+    # would hide them when they live there. Only the folder the hook works on is writable.
+    readable = [path for path in (project.root, project.build_dir, Path(values["TARGET_DIR"])) if path.is_dir()]
+    return sandbox.command_prefix(hidden=[], readable=readable, writable=[folder], network=False)
 
 
 def post_build_values(step, target_dir: Path) -> dict:

@@ -16,7 +16,7 @@ import jinja2
 
 from mlbuild.errors import InputError
 from mlbuild.render import refusal, sandboxed_environment
-from mlbuild.trees import hash_file
+from mlbuild.trees import check_no_link_on_the_way, hash_file
 
 
 class Entry(NamedTuple):
@@ -100,8 +100,14 @@ def fingerprint(entry: Entry, rendered: str | None = None) -> str:
     return f"file {entry.mode:o} {content}"
 
 
-def install(entry: Entry, root: Path, rendered: str | None = None) -> str | None:
-    """Put an entry into root; returns what it replaced ("file", "link"), or None when nothing was there."""
+def install(entry: Entry, root: Path, rendered: str | None = None, origin: str = "an overlay",
+            owners: dict[str, str] | None = None) -> str | None:
+    """Put an entry into root; returns what it replaced ("file", "link"), or None when nothing was there.
+
+    Never through a symbolic link of root (a component's `usr/share -> /elsewhere`): a folder on
+    the entry's way, or the folder the entry would merge into, is refused when it is a link;
+    owners ({path: who brought it}) names who made it. A file or link may replace a link."""
+    check_no_link_on_the_way(root, entry.path, origin, owners or {}, itself=entry.kind == "dir")
     target = root / entry.path
     replaced = None
     if target.is_symlink() or target.exists():

@@ -1,4 +1,4 @@
-"""Build scripts in a sandbox (bubblewrap): no network, and of the project only what the task declares.
+"""Build scripts and hooks in a sandbox (bubblewrap): no network, and of the project only what the task declares.
 
 A sandboxed script sees the host's / read-only (its programs and libraries are the host tools
 it needs), with the project's folders and mlbuild's cache folder hidden behind empty ones, then
@@ -8,8 +8,12 @@ its dependencies' outputs), its output (staging) folder and the ccache folder. I
 namespace of its own: no route anywhere, not even to the host's 127.0.0.1 — unless distcc or a
 ccache remote storage is configured, which need the network.
 
+The user's post-build and post-image hooks (system/hooks.py) run in the same sandbox: / and
+the project read-only, writable only the folder the hook works on.
+
 `sandbox` in the configuration: "on" (bubblewrap must run), "off", or "auto" (on where
-bubblewrap runs; elsewhere one warning line and no sandbox).
+bubblewrap runs; elsewhere one warning line and no sandbox). On the ground floor because
+both steps/ (build scripts) and system/ (hooks) build its command line.
 """
 
 import shutil
@@ -59,7 +63,7 @@ def enabled(config) -> bool:
         raise MlbuildError(f"configuration: sandbox = on, but {reason}; set sandbox = auto or off")
     if not _warned.is_set():
         _warned.set()
-        print(f"mlbuild: warning: sandbox = auto: {reason}; build scripts run without a sandbox", file=sys.stderr, flush=True)
+        print(f"mlbuild: warning: sandbox = auto: {reason}; build scripts and hooks run without a sandbox", file=sys.stderr, flush=True)
     return False
 
 
