@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from mlbuild.exports import sbom
 from mlbuild.sources.download import fetch
+from mlbuild.sources.transfer import Limits
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, replace_tree
 
@@ -110,7 +111,8 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
 def _copy_source(project, source_recipe, destination: Path, log):
     """The verified tarball (from the download cache, downloading it if needed) and the patches, into destination."""
     config = project.config
-    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline)
+    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline,
+                    limits=Limits.of(config))
     source = next(s for s in source_recipe.sources if s.sha256 == archive.parent.name)
     destination.mkdir(parents=True)
     copy = destination / archive.name

@@ -105,10 +105,11 @@ class FetchStep(Step):
         """The verified tarball in the download cache, and the recipe's source entry it is."""
         config = self.project.config
         from mlbuild.sources.download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
+        from mlbuild.sources.transfer import Limits
 
         # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
         archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,
-                        say=lambda line: print(f"mlbuild: {line}", flush=True))
+                        say=lambda line: print(f"mlbuild: {line}", flush=True), limits=Limits.of(config))
         return archive, next(s for s in self.recipe.sources if s.sha256 == archive.parent.name)
 
     def ensure_source(self, log) -> Path:
