@@ -23,7 +23,7 @@ from pathlib import Path
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, write_atomic
 from mlbuild.engine.signature import signature_of
-from mlbuild.engine.cache.archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, parse_manifest, restore, tree_entries
+from mlbuild.engine.cache.archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, restore, tree_entries
 
 MANIFEST = "manifest.json"
 
@@ -104,6 +104,7 @@ class ArtifactCache:
 
         Returns (backend name, output hash) or None (then staging does not exist)."""
         from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
+        from mlbuild.engine.cache.manifest import parse_manifest
         signature = signature_of(inputs)
         manifest_key, _ = entry_keys(signature)
         progress = lambda line: self.say(f"{step.name}: artifact cache {line}")  # noqa: E731

@@ -5,13 +5,11 @@ one fixed mtime, every regular file stored whole (no hard links). The manifest
 names the task's signature and lists every entry with its mode and sha256, so a
 restore can check the download, refuse an entry made for another signature, and
 put back exactly the tree the engine hashed (tarfile's safe 'data' filter drops
-modes of folders and some file bits; they are set again from the manifest).
-
-A manifest comes from a cache anyone with write access may have damaged: it is read
-as a whole into the Manifest model (hex digests, relative names that stay inside the
-output, integer modes, sizes >= 0, every folder listed) before anything is opened,
-and anything else is an EntryError, never a ValueError or AttributeError.
+modes of folders and some file bits; they are set again from the manifest, read and
+checked as a whole by manifest.py).
 """
+
+from __future__ import annotations
 
 import hashlib
 import json
@@ -20,14 +18,16 @@ import stat
 import tarfile
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING
 
 import zstandard
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import hash_file, remove_tree, walk_relative
 from mlbuild.sources.unpack import unpack
+
+if TYPE_CHECKING:  # the model is built where a manifest is read, not on every run that imports this module
+    from mlbuild.engine.cache.manifest import Entry, Manifest
 
 FORMAT = 1
 ARCHIVE_MTIME = 1672531200  # the build's SOURCE_DATE_EPOCH; restored files get the time of the restore
@@ -36,108 +36,6 @@ ZSTD_LEVEL = 3  # about as fast as the disk; higher levels cost more than they s
 
 class EntryError(Exception):
     """A cache entry that cannot be used (corrupt, made for another task, unsafe): a one-line reason."""
-
-
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Mode = Annotated[int, Field(ge=0, le=0o7777)]
-NAME_MAX, PATH_MAX = 255, 4096
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class FileEntry(_Strict):
-    kind: Literal["file"]
-    mode: Mode
-    size: int = Field(ge=0)
-    sha256: Hex64
-
-
-class DirEntry(_Strict):
-    kind: Literal["dir"]
-    mode: Mode
-
-
-class LinkEntry(_Strict):
-    kind: Literal["link"]
-    target: str = Field(min_length=1, max_length=PATH_MAX - 1)  # where it may point: unpack's checks
-
-
-Entry = Annotated[FileEntry | DirEntry | LinkEntry, Field(discriminator="kind")]
-
-
-class Manifest(_Strict):
-    """A cache entry's manifest, as make_manifest writes it."""
-
-    format: Literal[1]
-    signature: Hex64
-    task: str = Field(max_length=512)
-    recipe: str | None
-    version: str | None
-    output_hash: Hex64
-    archive: str
-    archive_sha256: Hex64
-    archive_size: int = Field(ge=0)
-    size: int = Field(ge=0)
-    build_seconds: float = Field(ge=0)
-    created: int
-    entries: dict[str, Entry]
-
-    @field_validator("entries")
-    @classmethod
-    def _names_inside(cls, entries):
-        for name, entry in entries.items():
-            problem = _unsafe_name(name)
-            if problem:
-                raise ValueError(f"{name!r}: {problem}")
-            parent = name.rpartition("/")[0]
-            if parent and not isinstance(entries.get(parent), DirEntry):
-                raise ValueError(f"{name!r}: its folder {parent!r} is not listed as a folder")
-        return entries
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.archive != f"{self.archive_sha256}.tar.zst":
-            raise ValueError(f"archive: expected <archive_sha256>.tar.zst, got {self.archive[:80]!r}")
-        files = sum(entry.size for entry in self.entries.values() if entry.kind == "file")
-        if files != self.size:
-            raise ValueError(f"size: expected the sum of its files' sizes ({files}), got {self.size}")
-        return self
-
-
-def _unsafe_name(name: str) -> str | None:
-    """Why an entry's name could leave the output or is no file name; None if it is a plain relative path."""
-    try:
-        encoded = name.encode("utf-8", "surrogateescape")  # a name that was not UTF-8 on disk comes back escaped
-    except UnicodeEncodeError:
-        return "not a file name"
-    if not name or name.startswith("/"):
-        return "expected a relative path"
-    if "\0" in name:
-        return "holds a NUL byte"
-    parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return "expected a path without empty, '.' or '..' parts"
-    if len(encoded) >= PATH_MAX or any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in parts):
-        return f"longer than a path ({PATH_MAX} bytes) or a name ({NAME_MAX} bytes) may be"
-    return None
-
-
-def _problem(error: ValidationError) -> str:
-    """A manifest's first problem in one line: entries['bin/x'].mode: Input should be a valid integer, got '755'."""
-    first = error.errors()[0]
-    loc, where = list(first["loc"]), ""
-    if loc[:1] == ["entries"] and len(loc) > 1:
-        where, loc = f"entries[{loc[1]!r}]", [part for part in loc[2:] if part not in ("file", "dir", "link")]
-    where += "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-    message = first["msg"].removeprefix("Value error, ")
-    value = first.get("input")
-    if first["type"].endswith("_type") or first["type"].startswith(("string_", "literal_", "greater", "less")):
-        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-        message += f", got {shown[:80]}"
-    more = len(error.errors()) - 1
-    return f"{where.lstrip('.') or 'the manifest'}: {message}" + (f" (and {more} more problems)" if more else "")
 
 
 def tree_entries(root: Path, hash_files: bool = True) -> dict[str, dict]:
@@ -229,25 +127,6 @@ def make_manifest(step, signature: str, output_hash: str, entries: dict, archive
     }
 
 
-def parse_manifest(data: bytes, signature: str | None) -> Manifest:
-    """The manifest, checked as a whole: readable, of our format, well-formed, and (when given) made for this signature."""
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as error:  # RecursionError: a manifest of 100,000 nested lists
-        raise EntryError(f"its manifest is not readable ({str(error)[:200]})") from None
-    if not isinstance(document, dict):
-        raise EntryError(f"its manifest is not readable (a JSON {type(document).__name__}, expected an object)")
-    if document.get("format") != FORMAT:
-        raise EntryError(f"its manifest has format {repr(document.get('format'))[:20]}, expected {FORMAT}")
-    try:
-        manifest = Manifest.model_validate(document)
-    except ValidationError as error:
-        raise EntryError(f"its manifest is malformed: {_problem(error)}") from None
-    if signature is not None and manifest.signature != signature:
-        raise EntryError(f"its manifest names signature {manifest.signature[:12]}…, not this task's {signature[:12]}…")
-    return manifest
-
-
 def check_archive(archive: Path, manifest: Manifest) -> None:
     size = archive.stat().st_size
     if size != manifest.archive_size:
@@ -281,7 +160,7 @@ def restore(archive: Path, staging: Path, manifest: Manifest, output_hash_of, la
             except MlbuildError as error:
                 raise EntryError(str(error)) from None
         # Every file's sha256 was just checked against the manifest: the tree hash reuses them.
-        verified = {name: entry.sha256 for name, entry in manifest.entries.items() if entry.kind == "file"}
+        verified = {name: entry["sha256"] for name, entry in manifest.entries.items() if entry["kind"] == "file"}
         if output_hash_of(staging, file_hash=lambda path, info, relative: verified[relative]) != manifest.output_hash:
             raise EntryError("the unpacked tree's hash differs from the manifest's output hash")
     except BaseException:
@@ -291,7 +170,7 @@ def restore(archive: Path, staging: Path, manifest: Manifest, output_hash_of, la
         tar_file.unlink(missing_ok=True)
 
 
-def _verify_and_fix(root: Path, expected: dict[str, FileEntry | DirEntry | LinkEntry]) -> None:
+def _verify_and_fix(root: Path, expected: dict[str, Entry]) -> None:
     """Every entry as the manifest says, nothing more: modes reset, files hashed, mtimes now."""
     found = _kinds(root)
     if set(found) != set(expected):
@@ -301,17 +180,17 @@ def _verify_and_fix(root: Path, expected: dict[str, FileEntry | DirEntry | LinkE
     base = str(root)
     for name, entry in expected.items():
         path = os.path.join(base, name)  # strings: pathlib's parsing was a fifth of a restore of small files
-        kind = entry.kind
+        kind = entry["kind"]
         if found[name] != kind:
             raise EntryError(f"{name}: the archive has a {found[name]}, the manifest a {kind}")
         if kind == "link":
-            if os.readlink(path) != entry.target:
+            if os.readlink(path) != entry["target"]:
                 raise EntryError(f"{name}: the link's target differs from the manifest's")
             continue
-        if kind == "file" and hash_file(path) != entry.sha256:
+        if kind == "file" and hash_file(path) != entry["sha256"]:
             raise EntryError(f"{name}: its sha256 differs from the manifest's")
         # Never setuid or setgid from a cache; the sticky bit of a folder (tmp/) is harmless.
-        os.chmod(path, entry.mode & (0o1777 if kind == "dir" else 0o777))
+        os.chmod(path, entry["mode"] & (0o1777 if kind == "dir" else 0o777))
         os.utime(path, (now, now))
 
 
@@ -341,7 +220,7 @@ def scan_archive(archive: Path, manifest: Manifest) -> None:
                         handle = tar.extractfile(member)
                         for block in iter(lambda: handle.read(1 << 20), b""):
                             digest.update(block)
-                        if entry.kind != "file" or digest.hexdigest() != entry.sha256:
+                        if entry["kind"] != "file" or digest.hexdigest() != entry["sha256"]:
                             raise EntryError(f"{member.name}: its sha256 differs from the manifest's")
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as error:
         raise EntryError(f"its archive is not a readable tar.zst ({error})") from None

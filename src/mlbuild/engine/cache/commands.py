@@ -9,7 +9,7 @@ from mlbuild.errors import InputError
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.engine.cache import MANIFEST, MANIFEST_MAX, artifact_cache
-from mlbuild.engine.cache.archive import EntryError, parse_manifest, scan_archive
+from mlbuild.engine.cache.archive import EntryError, scan_archive
 from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
 from mlbuild.model.models import SIZE_FORMS
 from mlbuild.model.models import parse_size as _parse_size
@@ -119,6 +119,8 @@ def _verify(project, cache, args) -> int:
 
 
 def _check_entry(backend, signature: str, folder: Path) -> str | None:
+    from mlbuild.engine.cache.manifest import parse_manifest
+
     try:
         manifest = parse_manifest(backend.read(f"{signature}/{MANIFEST}", MANIFEST_MAX), signature)
         archive = folder / manifest.archive
