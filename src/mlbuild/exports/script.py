@@ -134,9 +134,15 @@ class _Writer:
             out.append(f"# other places with the same release (each with its own sha256 in recipes/{recipe.name}.toml): {', '.join(others)}\n")
         if source.url:
             filename = source.url.rstrip("/").rsplit("/", 1)[-1]
-            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {shlex.quote(source.url)}'
+            # The download limits mlbuild keeps to (docs/usage.md, download_*), in curl's words.
+            config = self.project.config
+            curl = (f"curl -fL --retry 2 --max-time {config.download_timeout} "
+                    f"--max-filesize {min(source.size or config.download_max_size, config.download_max_size)}")
+            if config.download_min_rate:
+                curl += f" --speed-limit {config.download_min_rate} --speed-time {config.download_rate_window}"
+            fetch_command = f'{curl} -o "$archive.part" {shlex.quote(source.url)}'
             for mirror in self.project.config.mirrors:
-                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {shlex.quote(mirror.rstrip("/") + "/" + filename)}'
+                fetch_command += f' \\\n    || {curl} -o "$archive.part" {shlex.quote(mirror.rstrip("/") + "/" + filename)}'
         else:
             filename = f"{recipe.name}.orig.tar"
             package = shlex.quote(source.debian)

@@ -107,7 +107,6 @@ class ArtifactCache:
         from mlbuild.engine.cache.manifest import parse_manifest
         signature = signature_of(inputs)
         manifest_key, _ = entry_keys(signature)
-        progress = lambda line: self.say(f"{step.name}: artifact cache {line}")  # noqa: E731
         for backend in self.backends:
             if not self._usable(backend):
                 continue
@@ -126,7 +125,8 @@ class ArtifactCache:
             download = staging.with_name(f".{staging.name}.{manifest.archive_sha256[:12]}.tar.zst.tmp")
             started = time.monotonic()
             try:
-                size = backend.download(archive_key, download, manifest.archive_size, progress)
+                size = backend.download(archive_key, download, manifest.archive_size,
+                                        lambda line: self.say(f"{step.name}: artifact cache {backend.name}: {line}"))
                 check_archive(download, manifest)
                 restore(download, staging, manifest, step.output_hash, f"{step.name}: cache entry {signature[:12]}",
                         step.restore_modes)
