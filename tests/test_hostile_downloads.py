@@ -307,7 +307,7 @@ def test_a_full_download_folder_is_one_line_and_leaves_no_partial_file(tmp_path)
 # A hostile server in a thread (servers.HostileHttp); small limits keep each test to a few seconds.
 
 from servers import HostileHttp  # noqa: E402
-from mlbuild.sources.transfer import GaveUp, Limits, human, shown  # noqa: E402
+from mlbuild.sources.transfer import GaveUp, Limits, shown  # noqa: E402
 
 FAST = Limits(deadline=20, min_rate=1024, window=1, max_size=1 << 30, progress_every=0.3)
 
@@ -376,7 +376,7 @@ def test_a_body_announced_larger_than_the_size_is_refused_before_reading_it(host
 def test_a_download_fast_enough_but_without_end_is_given_up_on_at_its_deadline(hostile, tmp_path):
     reason, seconds = _give_up(hostile, "steady", tmp_path, limits=FAST._replace(deadline=1.5))
     assert reason.startswith("expected it within 1.5 s (download_timeout), got ") and reason.endswith(" of 1.0 GiB by then"), reason
-    assert 1.4 < seconds < 3
+    assert 1.4 < seconds < 5  # the deadline, not the 1 GiB at 160 KiB/s
 
 
 def test_a_cached_file_of_the_wrong_size_is_removed_before_hashing(tmp_path):
