@@ -210,3 +210,110 @@ def http_get(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+# --- a hostile HTTP server (a thread of the test's own process) ----------------------------
+
+class HostileHttp:
+    """http.server on 127.0.0.1 (a free port) that serves root's files in the manner the path's first part names:
+
+    /files/<path>           as they are
+    /stall/<path>           the headers (with Content-Length), then nothing
+    /trickle/<path>         the headers, then one byte every 0.1 s
+    /endless/<path>         no Content-Length, zeros until the client hangs up (the body ends when the connection does)
+    /announce/<path>        a Content-Length of 10 GiB, then zeros
+    /steady/<path>          a Content-Length of 1 GiB, then 8 KiB every 0.05 s, for ever (160 KiB/s)
+    /slow-headers/<path>    a status line, then a header one byte every 0.1 s, never ending
+    /archives-<how>/<path>  <how> for *.tar.zst, the rest as they are (an artifact cache whose archives misbehave)
+
+    HEAD answers 200 or 404 at once; other methods 403. `requests` lists "GET /path range=…" lines.
+    """
+
+    def __init__(self, root: Path):
+        import http.server
+        import threading
+
+        self.root, self.requests, self.release = root, [], threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _target(self):
+                how, _, rest = self.path.lstrip("/").partition("/")
+                path = server.root / rest
+                if how.startswith("archives-"):
+                    how = how.removeprefix("archives-") if rest.endswith(".tar.zst") else "files"
+                return how, path
+
+            def do_HEAD(self):
+                how, path = self._target()
+                self.send_response(200 if path.is_file() else 404)
+                self.send_header("Content-Length", str(path.stat().st_size) if path.is_file() else "0")
+                self.end_headers()
+
+            def do_PUT(self):
+                self.send_error(403)
+
+            def do_GET(self):
+                server.requests.append(f"GET {self.path} range={self.headers.get('Range')}")
+                how, path = self._target()
+                if how == "slow-headers":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    return self._drip(b"a")
+                if not path.is_file():
+                    return self.send_error(404)
+                data = path.read_bytes()
+                self.send_response(200)
+                if how == "endless":
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    return self._pour(b"\0" * 65536)
+                length = {"announce": 10 << 30, "steady": 1 << 30}.get(how, len(data))
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                if how == "files":
+                    self.wfile.write(data)
+                elif how == "stall":
+                    server.release.wait()
+                elif how == "trickle":
+                    self._drip(data[:1])
+                elif how == "announce":
+                    self._pour(b"\0" * 65536)
+                elif how == "steady":
+                    self._pour(b"\0" * 8192, pause=0.05)
+
+            def _drip(self, byte: bytes):
+                """A byte every 0.1 s until the client hangs up or the test ends."""
+                self.close_connection = True
+                try:
+                    while not server.release.wait(0.1):
+                        self.wfile.write(byte)
+                        self.wfile.flush()
+                except OSError:
+                    pass
+
+            def _pour(self, block: bytes, pause: float = 0.0):
+                self.close_connection = True
+                try:
+                    while not server.release.is_set():
+                        self.wfile.write(block)
+                        if pause:
+                            server.release.wait(pause)
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.release.set()  # every handler waiting or pouring ends
+        self.server.shutdown()
+        self.server.server_close()

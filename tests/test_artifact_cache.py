@@ -460,4 +460,4 @@ def test_cache_push_uploads_what_is_built_and_stats_counts_bytes(tmp_path):
     stats = project.cli("cache", "stats", env=env)
     assert "5 pushes" in stats.stdout and "5 entries" in stats.stdout
     size = project.cli("cache", "prune", "--max-size", "lots", env=env)
-    assert size.returncode == 2 and "expected a size such as 500M" in size.stderr
+    assert size.returncode == 2 and "--max-size 'lots': expected a number of bytes with an optional K, M, G or T" in size.stderr

@@ -301,3 +301,131 @@ def test_a_full_download_folder_is_one_line_and_leaves_no_partial_file(tmp_path)
     assert seen["outcome"] == (f"download cache {cache}/.partial: cannot write a download (No space left on device); "
                                "expected a writable folder with free space (download_dir)")
     assert seen["partial"] == []
+
+
+# --- downloads that would never end -------------------------------------------------------------
+# A hostile server in a thread (servers.HostileHttp); small limits keep each test to a few seconds.
+
+from servers import HostileHttp  # noqa: E402
+from mlbuild.sources.transfer import GaveUp, Limits  # noqa: E402
+
+FAST = Limits(deadline=20, min_rate=1024, window=1, max_size=1 << 30, progress_every=0.3)
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    (tmp_path / "served").mkdir()
+    server = HostileHttp(tmp_path / "served")
+    yield server
+    server.stop()
+
+
+def _give_up(server, how: str, tmp_path, limits=FAST, size=None, lines=None) -> tuple[str, float]:
+    """Why the download of a ~170 KiB tarball served that way was given up on, and after how many seconds."""
+    tarball, sha = _tarball(server.root)
+    cache = tmp_path / "cache"
+    started = time.monotonic()
+    with pytest.raises(GaveUp) as raised:
+        download(f"{server.url}/{how}/{tarball.name}", tarball.name, sha, cache, backoff=0.05, limits=limits, size=size,
+                 say=None if lines is None else lines.append)
+    assert _leftovers(cache) == [] and not (cache / sha).exists()  # the partial file is removed
+    return str(raised.value), time.monotonic() - started
+
+
+def test_a_server_that_stalls_after_the_headers_is_given_up_on_after_one_rate_window(hostile, tmp_path):
+    reason, seconds = _give_up(hostile, "stall", tmp_path)
+    assert reason.startswith("expected at least 1.0 KiB/s averaged over 1 s (download_min_rate, download_rate_window), "
+                             "got 0 bytes in the last 1 s (0 bytes of "), reason
+    assert seconds < 4, f"{seconds:.1f} s: the stall was waited out, not cut"
+    assert len(hostile.requests) == 1  # given up on, not retried
+
+
+def test_a_trickling_server_says_how_far_it_is_and_is_given_up_on_below_the_minimum_rate(hostile, tmp_path):
+    lines = []
+    reason, seconds = _give_up(hostile, "trickle", tmp_path, lines=lines)
+    assert reason.startswith("expected at least 1.0 KiB/s averaged over 1 s") and " bytes in the last 1 s" in reason, reason
+    assert seconds < 4
+    assert lines and all(line.startswith("pkg-1.0.tar.gz: ") and " KiB, " in line and line.endswith("/s") for line in lines), lines
+    assert any(not line.startswith("pkg-1.0.tar.gz: 0 bytes") for line in lines), lines  # bytes counted as they trickle
+
+
+def test_a_server_that_trickles_its_headers_is_cut_too(hostile, tmp_path):
+    reason, seconds = _give_up(hostile, "slow-headers", tmp_path)
+    assert reason.startswith("expected at least 1.0 KiB/s"), reason
+    assert seconds < 4
+
+
+def test_an_endless_body_without_content_length_stops_just_past_the_sources_size(hostile, tmp_path):
+    reason, seconds = _give_up(hostile, "endless", tmp_path, size=136)
+    assert reason == "expected at most 136 bytes (the recipe's size), the server sent more"
+    assert seconds < 2
+
+
+def test_an_endless_body_stops_at_download_max_size_without_a_size(hostile, tmp_path):
+    reason, _ = _give_up(hostile, "endless", tmp_path, limits=FAST._replace(max_size=1 << 20))
+    assert reason == "expected at most 1.0 MiB (download_max_size), the server sent more"
+
+
+def test_a_body_announced_larger_than_the_size_is_refused_before_reading_it(hostile, tmp_path):
+    reason, seconds = _give_up(hostile, "announce", tmp_path, size=200 << 10)
+    assert reason == "expected at most 200.0 KiB (the recipe's size), the server announced 10.0 GiB"
+    reason, _ = _give_up(hostile, "announce", tmp_path)
+    assert reason == "expected at most 1.0 GiB (download_max_size), the server announced 10.0 GiB"
+
+
+def test_a_download_fast_enough_but_without_end_is_given_up_on_at_its_deadline(hostile, tmp_path):
+    reason, seconds = _give_up(hostile, "steady", tmp_path, limits=FAST._replace(deadline=1.5))
+    assert reason.startswith("expected it within 1.5 s (download_timeout), got ") and reason.endswith(" of 1.0 GiB by then"), reason
+    assert 1.4 < seconds < 5  # the deadline, not the 1 GiB at 160 KiB/s
+
+
+def test_a_cached_file_of_the_wrong_size_is_removed_before_hashing(tmp_path):
+    tarball, sha = _tarball(tmp_path)
+    cache = tmp_path / "cache"
+    download(tarball.as_uri(), tarball.name, sha, cache)
+    lines = []
+    assert cached_file(cache, sha, lines.append, size=tarball.stat().st_size) == cache / sha / tarball.name
+    assert cached_file(cache, sha, lines.append, size=136) is None
+    assert lines == [f"warning: download cache entry {cache / sha / tarball.name} is {tarball.stat().st_size} bytes, "
+                     "not the recipe's size 136: removed, downloading again"]
+
+
+def test_a_body_shorter_than_the_sources_size_is_refused(tmp_path):
+    tarball, sha = _tarball(tmp_path)
+    with pytest.raises(MlbuildError, match=r"^pkg-1.0.tar.gz: expected 300000 bytes \(the recipe's size\), got "):
+        download(tarball.as_uri(), tarball.name, sha, tmp_path / "cache", size=300_000)
+    assert _leftovers(tmp_path / "cache") == []
+
+
+
+
+def test_a_stalling_source_is_one_line_and_the_next_alternative_is_used_through_doit(hostile, project):
+    """Configured with the keys a user sets (here on doit's command line); the next source's URL is a good server's."""
+    tarball = hostile.root / "hello-2.tar.gz"
+    shutil.copy(Path(project.recipes["hello"]["sources"][0]["url"].removeprefix("file://")), tarball)
+    sha = sha256_of(tarball)
+    project.update_recipe("hello", sources=[
+        {"url": f"{hostile.url}/stall/{tarball.name}", "sha256": sha, "size": tarball.stat().st_size},
+        {"url": f"{hostile.url}/endless/{tarball.name}", "sha256": sha, "size": tarball.stat().st_size},
+        {"url": f"{hostile.url}/files/{tarball.name}", "sha256": sha}])
+
+    started = time.monotonic()
+    result = project.doit("fetch:hello", "download_rate_window=1", "download_min_rate=1K")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    gave_up = [line for line in result.stdout.splitlines() if "gave up on" in line]
+    assert gave_up == [
+        f"mlbuild: fetch:hello: gave up on {hostile.url}/stall/{tarball.name}: expected at least 1.0 KiB/s averaged over 1 s "
+        f"(download_min_rate, download_rate_window), got 0 bytes in the last 1 s (0 bytes of {tarball.stat().st_size} bytes so far)",
+        f"mlbuild: fetch:hello: gave up on {hostile.url}/endless/{tarball.name}: expected at most {tarball.stat().st_size} bytes "
+        "(the recipe's size), the server sent more"], result.stdout
+    assert f"got {tarball.name} from {hostile.url}/files/{tarball.name}" in result.stdout
+    assert time.monotonic() - started < 30
+    assert _leftovers(project.path(".cache/downloads")) == []
+
+
+def test_a_bad_download_limit_is_one_line(project):
+    result = project.doit("fetch:hello", "download_max_size=5ib")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "command line: download_max_size: expected a number of bytes with an optional K, M, G or T" in result.stderr
+    assert "got '5ib'" in result.stderr

@@ -25,6 +25,12 @@ RECIPE_ERRORS = {
     "sha256-not-hex": (
         lambda p: p.update_recipe("app", sources=[{"url": "file:///x.tar.gz", "sha256": "z" * 64}]),
         f"recipes/app.toml: sources[0].sha256: expected 64 hex digits (a sha256), got {'z' * 64!r}"),
+    "size-zero": (
+        lambda p: p.update_recipe("app", sources=[{**p.recipes["app"]["sources"][0], "size": 0}]),
+        "recipes/app.toml: sources[0].size: Input should be greater than or equal to 1"),
+    "size-as-text": (
+        lambda p: p.update_recipe("app", sources=[{**p.recipes["app"]["sources"][0], "size": "136"}]),
+        "recipes/app.toml: sources[0].size: Input should be a valid integer, got '136'"),
     "unsupported-arch-in-arches": (
         lambda p: p.update_recipe("app", arches=["x86_64", "riscv"]),
         "recipes/app.toml: arches: unsupported arch 'riscv', expected one of: x86_64, arm64"),

@@ -42,6 +42,8 @@ def test_the_exported_script_builds_the_same_components_target_and_images_withou
     assert order == ["fetch:app", "fetch:hello", *sorted(x86("extra", "hello")), "build:app-x86_64",
                      "build:target-x86_64", "build:images-x86_64"]
     assert script.count("sha256sum -c") == 2 * 2  # per download: the cached file, the fresh one
+    # mlbuild's download limits (download_timeout, download_max_size, download_min_rate over download_rate_window)
+    assert script.count("curl -fL --retry 2 --max-time 3600 --max-filesize 4294967296 --speed-limit 1024 --speed-time 30 ") == 2
 
     (tmp_path / "build.sh").write_text(script)
     downloads = tmp_path / "downloads"  # empty: the script downloads (file:// here) and checks each sha256

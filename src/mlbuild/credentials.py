@@ -60,7 +60,12 @@ def opener(say=None):
     """urllib's opener whose redirects never take credentials to another origin; say(line) tells when one was not taken."""
     import urllib.request  # here: the redaction above is imported on every run, urllib.request only by one that downloads
 
-    return urllib.request.build_opener(_stay_home_handler()(say))
+    return urllib.request.build_opener(redirect_handler(say))
+
+
+def redirect_handler(say=None):
+    """urllib's redirect handler that takes credentials to the first request's origin alone (for any opener)."""
+    return _stay_home_handler()(say)
 
 
 @cache

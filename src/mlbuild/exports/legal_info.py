@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from mlbuild.exports import sbom
 from mlbuild.sources.download import fetch
+from mlbuild.sources.transfer import Limits
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, replace_tree
 
@@ -111,7 +112,8 @@ def _copy_source(project, component, destination: Path, log):
     """The verified tarball (from the download cache, downloading it if needed) and the patches, into destination."""
     config = project.config
     source_recipe = component.source_recipe
-    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline)
+    archive = fetch(source_recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline,
+                    limits=Limits.of(config))
     source = next(s for s in source_recipe.sources if s.sha256 == archive.parent.name)
     destination.mkdir(parents=True)
     copy = destination / archive.name

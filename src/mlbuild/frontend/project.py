@@ -86,7 +86,10 @@ class Project:
                 specs = self.config.cache
                 if self.config.offline:  # offline opens no network connection: local caches only
                     specs = [spec for spec in specs if spec.removeprefix("ro:").startswith("file://")]
-                self._artifact_cache = ArtifactCache(specs, self.build_dir / "cache" / "artifact-stats.json")
+                from mlbuild.sources.transfer import Limits
+
+                self._artifact_cache = ArtifactCache(specs, self.build_dir / "cache" / "artifact-stats.json",
+                                                     limits=Limits.of(self.config))
             return self._artifact_cache
 
     def in_default_build(self, name: str) -> bool:

@@ -1,10 +1,11 @@
 """Validated data: the user's configuration and the recipes (pydantic v2)."""
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from mlbuild.model import host
 from mlbuild.model.arches import ARCHES
@@ -26,6 +27,29 @@ Spdx = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.+-]+( (AND|OR|WITH
 PATTERN_HINTS[r"^[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*$"] = "expected an SPDX license expression"
 TemplatePath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]
 VarValue = str | int | bool | list[str]
+
+
+# A size in bytes as people write it: 1048576, 500M, 20GiB, 1.5T, 4kb. K, M, G and T are powers of 1024 with or
+# without the i; B is optional; case does not matter. Anything else is refused: "5ib" is not 5 bytes.
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])(i)?)?(b)?", re.IGNORECASE)
+SIZE_FORMS = "a number of bytes with an optional K, M, G or T (powers of 1024), then an optional i and B, such as 1048576, 500M, 20GiB or 1.5T"
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size written as SIZE_FORMS says; ValueError for anything else."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"expected {SIZE_FORMS}, got {text!r}")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def _size_value(value):
+    # An integer is bytes; a text is parsed strictly. Anything else is left to the int check, which says what it is.
+    return parse_size(value) if isinstance(value, str) else value
+
+
+Size = Annotated[int, BeforeValidator(_size_value), Field(ge=0)]
 
 
 class Strict(BaseModel):
@@ -53,6 +77,8 @@ class Source(Strict):
     debian: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9+.-]*=[A-Za-z0-9:+.~-]+$")
     sha256: Sha256
     strip_components: int = Field(default=1, ge=0, le=8)
+    # Bytes of the file, when known: a download stops as soon as the server sends (or announces) more.
+    size: int | None = Field(default=None, ge=1)
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -430,6 +456,13 @@ class Config(Strict):
     download_dir: Folder = Field(default_factory=lambda: _default_cache() / "downloads")
     ccache_dir: Folder = Field(default_factory=lambda: _default_cache() / "ccache")
     mirrors: list[str] = []  # base URLs tried, with the file name appended, after each upstream URL
+    # Every download (sources and artifact cache reads) ends (sources/transfer.py): within download_timeout seconds,
+    # faster than download_min_rate bytes/s averaged over download_rate_window seconds, and never larger than
+    # download_max_size (or a source's own size); otherwise it is given up on and the next place is tried.
+    download_timeout: int = Field(default=3600, ge=1)
+    download_min_rate: Size = 1024
+    download_rate_window: int = Field(default=30, ge=1, le=3600)
+    download_max_size: Size = 4 << 30
     # No network: every source must be in the download cache (offline.py says what is missing, before any task runs).
     offline: bool = False
     # External trees (external.py): folders with their own recipes/, templates/ and fragments/, relative to the

@@ -3,10 +3,13 @@
 The cache holds <download_dir>/<sha256>/<file name>. The file name is only a label for
 people and messages: it is taken from a URL only when it is a plain, safe name (never
 ".", ".." or empty), otherwise it is "source". Downloads go to <download_dir>/.partial
-first, are retried with backoff when the connection drops or times out (resuming with an
-HTTP Range request where the server allows), and enter the cache only once their sha256
-is right. A failure leaves no partial file; partial files of runs that died are removed
-once nobody has written to them for an hour (the cache may be shared by several trees).
+first, are retried with backoff when the connection drops (resuming with an HTTP Range
+request where the server allows), and enter the cache only once their sha256 is right.
+Every download ends (transfer.py): past its deadline, below the minimum rate, or beyond
+the source's size (or download_max_size) it is given up on in one line and the next
+alternative is tried. A failure leaves no partial file; partial files of runs that died
+are removed once nobody has written to them for an hour (the cache may be shared by
+several trees).
 A URL's user:password@ (a private mirror) is sent to its own origin only, and every URL
 is shown redacted (credentials.py).
 """
@@ -27,13 +30,11 @@ from pathlib import Path
 from mlbuild import credentials
 from mlbuild.errors import MlbuildError
 from mlbuild.model.models import Recipe, Source
+from mlbuild.sources.transfer import CHUNK, GaveUp, Limits, Meter, human, rate
 
-CHUNK = 1 << 20
-ATTEMPTS = 4  # per URL; waits of BACKOFF, 2 × BACKOFF, 4 × BACKOFF seconds between them
+ATTEMPTS = 4  # per URL, within its deadline; waits of BACKOFF, 2 × BACKOFF, 4 × BACKOFF seconds between them
 BACKOFF = 1.0
-TIMEOUT = 60  # seconds without a byte before a connection counts as dropped
 STALE_PARTIAL = 3600  # seconds since a partial file was last written: its download died
-PROGRESS_EVERY = 10  # seconds between progress lines of one long download
 FALLBACK_NAME = "source"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
 
@@ -53,8 +54,9 @@ def local_name(url: str) -> str | None:
     return segment if _SAFE_NAME.fullmatch(segment) else None
 
 
-def cached_file(cache: Path, sha256: str, log=None) -> Path | None:
-    """The cached file with this checksum, re-verified; a corrupt entry (or one of the wrong file type) is removed."""
+def cached_file(cache: Path, sha256: str, log=None, size: int | None = None) -> Path | None:
+    """The cached file with this checksum (and size, if given), re-verified; a corrupt entry (or one of the wrong
+    file type) is removed."""
     folder = cache / sha256
     try:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
@@ -63,6 +65,8 @@ def cached_file(cache: Path, sha256: str, log=None) -> Path | None:
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             if path.is_symlink() or not path.is_file():
                 _discard(path, log, "is not a regular file")
+            elif size is not None and path.stat().st_size != size:
+                _discard(path, log, f"is {path.stat().st_size} bytes, not the recipe's size {size}")
             elif _sha256_of(path) == sha256:
                 return path
             else:
@@ -81,13 +85,16 @@ def _discard(path: Path, log, why: str) -> None:
         path.unlink()
 
 
-def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log, offline: bool = False, say=None) -> Path:
+def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log, offline: bool = False, say=None,
+          limits: Limits | None = None) -> Path:
     """A verified copy of the recipe's source in the cache, trying each alternative in order.
 
     offline: only the cache, never the network. say: where the line per downloaded file
-    (size, time, rate) and the progress of long downloads go, besides the log."""
+    (size, time, rate), the progress of long downloads and the ones given up on go, besides
+    the log. limits: the deadline, rate and size every download keeps to (Limits.of(config))."""
+    limits = limits or Limits()
     for source in recipe.sources:
-        hit = cached_file(cache, source.sha256, log)
+        hit = cached_file(cache, source.sha256, log, source.size)
         if hit:
             log(f"cached: {hit}")
             return hit
@@ -102,16 +109,19 @@ def fetch(recipe: Recipe, cache: Path, mirrors: list[str], log, offline: bool = 
             say(f"{label}: {line}")
     failures = []
     for source in recipe.sources:
-        for where, get in _alternatives(source, mirrors, cache):
+        for where, get in _alternatives(source, mirrors, cache, limits):
             log(f"trying {where}")
             try:
                 started = time.monotonic()
                 path = get(source.sha256, report)
-                report(f"got {path.name} from {where}: {_size(path.stat().st_size)} in "
-                       f"{time.monotonic() - started:.2f} s ({_rate(path.stat().st_size, time.monotonic() - started)})")
+                report(f"got {path.name} from {where}: {human(path.stat().st_size)} in "
+                       f"{time.monotonic() - started:.2f} s ({rate(path.stat().st_size, time.monotonic() - started)})")
                 return path
             except CacheError as error:
                 raise MlbuildError(f"fetch:{recipe.name}: {error}") from None
+            except GaveUp as error:  # one line on the console too: the next alternative is tried now
+                report(f"gave up on {where}: {error}")
+                failures.append(f"{where}: gave up: {error}")
             except MlbuildError as error:
                 log(f"  failed: {error}")
                 failures.append(f"{where}: {error}")
@@ -140,31 +150,27 @@ def source_names(source: Source) -> list[str]:
     return [f"{package}_{upstream}.orig.tar.{ext}" for ext in ("xz", "gz", "bz2")]
 
 
-def _alternatives(source: Source, mirrors: list[str], cache: Path):
+def _alternatives(source: Source, mirrors: list[str], cache: Path, limits: Limits):
     names = source_names(source)
     mirrored = [(f"{mirror.rstrip('/')}/{name}", name) for name in names for mirror in mirrors]
     # Each alternative is named by its URL redacted: messages and logs never hold a password.
     if source.url:
         filename = names[0] if names else None
-        yield credentials.redact(source.url), lambda sha, say: download(source.url, filename or FALLBACK_NAME, sha, cache, say=say)
+        yield credentials.redact(source.url), lambda sha, say: download(source.url, filename or FALLBACK_NAME, sha, cache, say=say,
+                                                                        limits=limits, size=source.size)
     # A mirror is asked for the same file name; for a Debian source before apt, which is slow and needs the archive.
     for url, name in mirrored:
-        yield credentials.redact(url), lambda sha, say, url=url, name=name: download(url, name, sha, cache, say=say)
+        yield credentials.redact(url), lambda sha, say, url=url, name=name: download(url, name, sha, cache, say=say,
+                                                                                     limits=limits, size=source.size)
     if source.debian:
         yield f"Debian source {source.debian}", lambda sha, say: debian_orig(source.debian, sha, cache)
 
 
-def _size(count: int) -> str:
-    return f"{count} bytes" if count < 1 << 20 else f"{count / (1 << 20):.1f} MiB"
-
-
-def _rate(count: int, seconds: float) -> str:
-    return f"{_size(int(count / max(seconds, 1e-3)))}/s"
-
-
 def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
-             say=None) -> Path:
-    """Download url into the cache under sha256/filename, retrying and resuming; nothing is left on failure."""
+             say=None, limits: Limits | None = None, size: int | None = None) -> Path:
+    """Download url into the cache under sha256/filename, retrying and resuming; nothing is left on failure.
+
+    Within limits (a deadline, a minimum rate, at most size bytes, else limits.max_size): GaveUp otherwise."""
     if not _SAFE_NAME.fullmatch(filename):
         raise MlbuildError(f"refusing the cache file name {filename!r}: expected a plain file name")
     partial_dir = cache / ".partial"
@@ -176,8 +182,11 @@ def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = 
         raise _cache_failure(partial_dir, error, "create a file") from None
     partial = Path(name)
     try:
-        with os.fdopen(handle, "wb") as out:
-            _transfer(url, out, partial, attempts, backoff, _Progress(filename, say), say)
+        with os.fdopen(handle, "wb") as out, \
+                Meter(limits or Limits(), size, "the recipe's size", say, filename) as meter:
+            _transfer(url, out, partial, attempts, backoff, meter, say)
+        if size is not None and meter.received != size:
+            raise MlbuildError(f"{filename}: expected {size} bytes (the recipe's size), got {meter.received}")
         return _admit(partial, filename, sha256, cache)
     finally:
         partial.unlink(missing_ok=True)  # gone already when it was admitted
@@ -193,73 +202,62 @@ def _remove_stale_partials(folder: Path) -> None:
             pass
 
 
-class _Progress:
-    """A line every PROGRESS_EVERY seconds while a long download runs: bytes so far, of how many, rate."""
-
-    def __init__(self, filename: str, say):
-        self.filename, self.say = filename, say
-        self.started = self.last = time.monotonic()
-
-    def __call__(self, received: int, total: int | None) -> None:
-        now = time.monotonic()
-        if self.say is None or now - self.last < PROGRESS_EVERY:
-            return
-        self.last = now
-        of = f" of {_size(total)}" if total else ""
-        self.say(f"{self.filename}: {_size(received)}{of}, {_rate(received, now - self.started)}")
-
-
-def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, progress=lambda received, total: None,
-              say=None) -> None:
-    """Write url's content to out: retry a dropped or timed-out connection, resume with Range if the server can.
+def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, meter: Meter, say=None) -> None:
+    """Write url's content to out: retry a dropped connection, resume with Range if the server can; all under meter.
 
     say(line): a redirect to another origin, which is followed without the URL's credentials."""
-    opener = credentials.opener(say)
-    received = 0
     last = "no attempt"
     for attempt in range(attempts):
         if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
+            meter.pause(backoff * 2 ** (attempt - 1))
         headers = {"User-Agent": "mlbuild"}
-        if received:
-            headers["Range"] = f"bytes={received}-"
+        if meter.received:
+            headers["Range"] = f"bytes={meter.received}-"
+        meter.new_attempt()
         try:
-            with opener.open(credentials.request(url, headers), timeout=TIMEOUT) as response:
+            with meter.open(credentials.request(url, headers), say) as response:
                 resumed = getattr(response, "status", None) == 206 and \
-                    response.headers.get("Content-Range", "").startswith(f"bytes {received}-")
-                if received and not resumed:  # the server sends the whole file again
+                    response.headers.get("Content-Range", "").startswith(f"bytes {meter.received}-")
+                if meter.received and not resumed:  # the server sends the whole file again
                     _write(out, partial, None)
-                    received = 0
+                    meter.restart()
                 length = response.headers.get("Content-Length")
-                total = received + int(length) if length is not None and length.isdigit() else None
+                length = int(length) if length is not None and length.isdigit() else None
+                meter.expect(length)
                 body = 0
-                while chunk := response.read(CHUNK):
+                while chunk := meter.read(response):
                     _write(out, partial, chunk)
-                    received += len(chunk)
                     body += len(chunk)
-                    progress(received, total)
-                # read(n) gives b"" when the connection drops: only the announced length tells.
-                if length is not None and length.isdigit() and body < int(length):
-                    raise http.client.IncompleteRead(b"", int(length) - body)
+                # read gives b"" when the connection drops: only the announced length tells.
+                if length is not None and body < length:
+                    raise http.client.IncompleteRead(b"", length - body)
             return
-        except urllib.error.HTTPError as error:
-            last = f"HTTP {error.code} {error.reason}"
-            if error.code == 416 and received:  # the range was refused: start over
-                _write(out, partial, None)
-                received = 0
-            elif error.code < 500 and error.code not in (408, 429):
-                raise MlbuildError(f"download failed ({last})") from None
-        except urllib.error.URLError as error:
-            if not isinstance(error.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
-                raise MlbuildError(f"download failed ({error.reason})") from None
-            last = str(error.reason)
-        except (http.client.HTTPException, ConnectionError, TimeoutError) as error:
-            last = f"connection dropped after {received} bytes ({type(error).__name__})"
-        except ValueError as error:  # not a URL urllib can open
-            raise MlbuildError(f"download failed ({error})") from None
-        except OSError as error:  # a file:// URL that cannot be read, and the like
-            raise MlbuildError(f"download failed ({error.strerror or error})") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+            meter.check()  # the meter cut the connection: its reason, not the socket's
+            last = _retryable(error, meter, out, partial)
     raise MlbuildError(f"download failed after {attempts} attempts ({last})")
+
+
+def _retryable(error: Exception, meter: Meter, out, partial: Path) -> str:
+    """What went wrong with an attempt, if another attempt may help; MlbuildError if not."""
+    if isinstance(error, urllib.error.HTTPError):
+        last = f"HTTP {error.code} {error.reason}"
+        error.close()
+        if error.code == 416 and meter.received:  # the range was refused: start over
+            _write(out, partial, None)
+            meter.restart()
+        elif error.code < 500 and error.code not in (408, 429):
+            raise MlbuildError(f"download failed ({last})") from None
+        return last
+    if isinstance(error, urllib.error.URLError):
+        if not isinstance(error.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
+            raise MlbuildError(f"download failed ({error.reason})") from None
+        return str(error.reason)
+    if isinstance(error, (http.client.HTTPException, ConnectionError, TimeoutError)):
+        return f"connection dropped after {meter.received} bytes ({type(error).__name__})"
+    if isinstance(error, ValueError):  # not a URL urllib can open
+        raise MlbuildError(f"download failed ({error})") from None
+    raise MlbuildError(f"download failed ({error.strerror or error})") from None  # a file:// URL that cannot be read
 
 
 def _write(out, partial: Path, chunk: bytes | None) -> None:

@@ -21,6 +21,7 @@ SUMS = "SHA256SUMS"
 def cmd_mirror(project, args) -> int:
     """Write the sources this configuration needs, and SHA256SUMS, into a folder that serves as a mirror."""
     from mlbuild.sources.download import fetch, source_names  # urllib and ssl: only when a command fetches
+    from mlbuild.sources.transfer import Limits
 
     folder = Path(args.folder).resolve()
     if folder.exists() and not folder.is_dir():
@@ -34,7 +35,7 @@ def cmd_mirror(project, args) -> int:
             continue
         recipe = step.recipe
         archive = fetch(recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline,
-                        say=lambda line: print(f"mlbuild: {line}", file=sys.stderr, flush=True))
+                        say=lambda line: print(f"mlbuild: {line}", file=sys.stderr, flush=True), limits=Limits.of(config))
         sha256 = archive.parent.name
         source = next(source for source in recipe.sources if source.sha256 == sha256)
         # A URL source is asked for by its URL's file name; a Debian one by its orig tarball's, which apt kept.

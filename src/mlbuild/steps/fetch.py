@@ -121,10 +121,11 @@ class FetchStep(Step, kind="fetch"):
         """The verified tarball in the download cache, and the recipe's source entry it is."""
         config = self.project.config
         from mlbuild.sources.download import fetch  # urllib and ssl: loaded when a source is fetched, not on a no-op
+        from mlbuild.sources.transfer import Limits
 
         # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
         archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,
-                        say=lambda line: print(f"mlbuild: {line}", flush=True))
+                        say=lambda line: print(f"mlbuild: {line}", flush=True), limits=Limits.of(config))
         return archive, next(s for s in self.recipe.sources if s.sha256 == archive.parent.name)
 
     def ensure_source(self, log) -> Path:
@@ -201,10 +202,16 @@ class FetchStep(Step, kind="fetch"):
         if source.url:
             filename = source.url.rstrip("/").rsplit("/", 1)[-1]
             name = re.sub(r"[^A-Z0-9]", "_", recipe.name.upper())
-            fetch_command = f'curl -fL --retry 2 -o "$archive.part" {script.secret_url(source.url, f"MLBUILD_SOURCE_{name}", out)}'
-            for index, mirror in enumerate(self.project.config.mirrors, 1):
+            # The download limits mlbuild keeps to (docs/usage.md, download_*), in curl's words.
+            config = self.project.config
+            curl = (f"curl -fL --retry 2 --max-time {config.download_timeout} "
+                    f"--max-filesize {min(source.size or config.download_max_size, config.download_max_size)}")
+            if config.download_min_rate:
+                curl += f" --speed-limit {config.download_min_rate} --speed-time {config.download_rate_window}"
+            fetch_command = f'{curl} -o "$archive.part" {script.secret_url(source.url, f"MLBUILD_SOURCE_{name}", out)}'
+            for index, mirror in enumerate(config.mirrors, 1):
                 base = script.secret_url(mirror.rstrip("/"), f"MLBUILD_MIRROR_{index}", out)
-                fetch_command += f' \\\n    || curl -fL --retry 2 -o "$archive.part" {base}/{shlex.quote(filename)}'
+                fetch_command += f' \\\n    || {curl} -o "$archive.part" {base}/{shlex.quote(filename)}'
         else:
             filename = f"{recipe.name}.orig.tar"
             package = shlex.quote(source.debian)

@@ -6,7 +6,11 @@ is named by its own hash, so two builds pushing the same signature at once (even
 with different bytes, for a build that is not reproducible) never pair a manifest
 with another push's archive. The backends (a local folder, WebDAV/HTTP, S3) are
 tried in the configured order; a backend that fails is reported once, in one
-line, and skipped for the rest of the run: the build goes on locally.
+line, and skipped for the rest of the run: the build goes on locally. An entry that
+is unusable (a malformed manifest, a corrupt archive) is one line too; the task is
+built, and its push replaces the entry in a writable cache, so the cache heals.
+Reads keep to the download limits (sources/transfer.py): a deadline, a minimum rate,
+and no more bytes than the manifest says.
 """
 
 import json
@@ -19,13 +23,17 @@ from pathlib import Path
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, write_atomic
 from mlbuild.engine.signature import signature_of
-from mlbuild.engine.cache.archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, parse_manifest, restore, tree_entries
+from mlbuild.engine.cache.archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, restore, tree_entries
 
 MANIFEST = "manifest.json"
 
 
-def entry_keys(signature: str, manifest: dict | None = None) -> tuple[str, str | None]:
-    return f"{signature}/{MANIFEST}", (f"{signature}/{manifest['archive']}" if manifest else None)
+MANIFEST_MAX = 64 << 20  # bytes: a manifest lists every file with its sha256; a few MB for the largest output
+
+
+def entry_keys(signature: str, archive: str | None = None) -> tuple[str, str | None]:
+    """The keys of an entry's manifest and (given its file name) archive."""
+    return f"{signature}/{MANIFEST}", (f"{signature}/{archive}" if archive else None)
 
 
 class Stats:
@@ -57,17 +65,18 @@ class Stats:
 
 
 class ArtifactCache:
-    def __init__(self, specs: list[str], stats_path: Path, say=None):
+    def __init__(self, specs: list[str], stats_path: Path, say=None, limits=None):
         # The backends (urllib, http.client and ssl) load only when a task really runs: not on a no-op.
         from mlbuild.engine.cache.backends import BackendError, open_backend
 
         self.backends = []
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self._disabled: set[str] = set()
+        self._unusable: dict[tuple[str, str], str | None] = {}  # (backend, signature): the bad entry's archive key
         self._lock = threading.Lock()
         for spec in specs:
             try:
-                self.backends.append(open_backend(spec, self.say))
+                self.backends.append(open_backend(spec, limits, self.say))
             except BackendError as error:
                 raise MlbuildError(f"configuration: cache: {error}") from None
         self.stats = Stats(stats_path)
@@ -94,28 +103,30 @@ class ArtifactCache:
         """Look the task up in each backend in order; on a verified hit, its output is in staging.
 
         Returns (backend name, output hash) or None (then staging does not exist)."""
-        from mlbuild.engine.cache.backends import BackendError, Missing
+        from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
+        from mlbuild.engine.cache.manifest import parse_manifest
         signature = signature_of(inputs)
         manifest_key, _ = entry_keys(signature)
         for backend in self.backends:
             if not self._usable(backend):
                 continue
             try:
-                manifest = parse_manifest(backend.read(manifest_key), signature)
+                manifest = parse_manifest(backend.read(manifest_key, MANIFEST_MAX), signature)
             except Missing:
                 self.stats.add(backend.name, misses=1)
                 continue
             except BackendError as error:
                 self._fault(backend, error, step.name)
                 continue
-            except EntryError as error:
+            except (EntryError, Unusable) as error:
                 self._bad_entry(backend, step, signature, error, log)
                 continue
-            archive_key = entry_keys(signature, manifest)[1]
-            download = staging.with_name(f".{staging.name}.{manifest['archive_sha256'][:12]}.tar.zst.tmp")
+            archive_key = entry_keys(signature, manifest.archive)[1]
+            download = staging.with_name(f".{staging.name}.{manifest.archive_sha256[:12]}.tar.zst.tmp")
             started = time.monotonic()
             try:
-                size = backend.download(archive_key, download)
+                size = backend.download(archive_key, download, manifest.archive_size,
+                                        lambda line: self.say(f"{step.name}: artifact cache {backend.name}: {line}"))
                 check_archive(download, manifest)
                 restore(download, staging, manifest, step.output_hash, f"{step.name}: cache entry {signature[:12]}",
                         step.restore_modes)
@@ -125,8 +136,8 @@ class ArtifactCache:
             except BackendError as error:
                 self._fault(backend, error, step.name)
                 continue
-            except EntryError as error:
-                self._bad_entry(backend, step, signature, error, log)
+            except (EntryError, Unusable) as error:
+                self._bad_entry(backend, step, signature, error, log, archive_key)
                 continue
             except OSError as error:  # our disk: full, read-only, …
                 self.stats.add(backend.name, faults=1)
@@ -138,7 +149,7 @@ class ArtifactCache:
             backend.touch(manifest_key)
             self.stats.add(backend.name, hits=1, bytes_down=size)
             log(f"# restored from {backend.name} (entry {signature[:12]}, {size} bytes, {time.monotonic() - started:.1f} s)")
-            return backend.name, manifest["output_hash"]
+            return backend.name, manifest.output_hash
         return None
 
     def holder(self, inputs: dict) -> str | None:
@@ -155,9 +166,13 @@ class ArtifactCache:
                 continue
         return None
 
-    def _bad_entry(self, backend, step, signature: str, error: EntryError, log) -> None:
+    def _bad_entry(self, backend, step, signature: str, error: Exception, log, archive_key: str | None = None) -> None:
+        """One line; a writable cache gets this task's build in place of the entry (push), so it heals."""
         self.stats.add(backend.name, faults=1)
-        line = f"{step.name}: artifact cache {backend.name}: entry {signature[:12]} is unusable: {error}; building locally"
+        with self._lock:
+            self._unusable[backend.name, signature] = archive_key
+        heal = "; building locally, and the build replaces it" if backend.writable else "; building locally"
+        line = f"{step.name}: artifact cache entry {signature[:12]} in {backend.name} unusable: {error}{heal}"
         log(f"# {line}")
         self.say(line)
 
@@ -172,7 +187,9 @@ class ArtifactCache:
         targets = []
         for backend in writable:
             try:
-                if not backend.exists(manifest_key):
+                with self._lock:
+                    unusable = (backend.name, signature) in self._unusable
+                if unusable or not backend.exists(manifest_key):
                     targets.append(backend)
             except BackendError as error:
                 self._fault(backend, error, task or step.name)
@@ -183,7 +200,7 @@ class ArtifactCache:
             entries = tree_entries(output, hash_files=False)  # pack() hashes each file as it reads it
             archive_sha256 = pack(output, archive, entries)
             manifest = make_manifest(step, signature, output_hash, entries, archive_sha256, archive.stat().st_size, seconds)
-            archive_key = entry_keys(signature, manifest)[1]
+            archive_key = entry_keys(signature, manifest["archive"])[1]
             written = []
             for backend in targets:
                 try:
@@ -192,6 +209,7 @@ class ArtifactCache:
                 except BackendError as error:
                     self._fault(backend, error, task or step.name)
                     continue
+                self._healed(backend, signature, archive_key)
                 self.stats.add(backend.name, pushes=1, bytes_up=manifest["archive_size"])
                 written.append(backend.name)
             return written
@@ -200,6 +218,18 @@ class ArtifactCache:
             return []
         finally:
             archive.unlink(missing_ok=True)
+
+
+    def _healed(self, backend, signature: str, archive_key: str) -> None:
+        """A good entry replaced an unusable one: its old archive goes (where the backend can delete)."""
+        from mlbuild.engine.cache.backends import BackendError
+        with self._lock:
+            old = self._unusable.pop((backend.name, signature), None)
+        if old and old != archive_key and hasattr(backend, "delete"):
+            try:
+                backend.delete(old)
+            except (BackendError, OSError):
+                pass  # prune removes what is left
 
 
 def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | None:

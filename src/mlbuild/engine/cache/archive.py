@@ -5,8 +5,11 @@ one fixed mtime, every regular file stored whole (no hard links). The manifest
 names the task's signature and lists every entry with its mode and sha256, so a
 restore can check the download, refuse an entry made for another signature, and
 put back exactly the tree the engine hashed (tarfile's safe 'data' filter drops
-modes of folders and some file bits; they are set again from the manifest).
+modes of folders and some file bits; they are set again from the manifest, read and
+checked as a whole by manifest.py).
 """
+
+from __future__ import annotations
 
 import hashlib
 import json
@@ -15,12 +18,16 @@ import stat
 import tarfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zstandard
 
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import hash_file, remove_tree, walk_relative
 from mlbuild.sources.unpack import unpack
+
+if TYPE_CHECKING:  # the model is built where a manifest is read, not on every run that imports this module
+    from mlbuild.engine.cache.manifest import Entry, Manifest
 
 FORMAT = 1
 ARCHIVE_MTIME = 1672531200  # the build's SOURCE_DATE_EPOCH; restored files get the time of the restore
@@ -120,35 +127,15 @@ def make_manifest(step, signature: str, output_hash: str, entries: dict, archive
     }
 
 
-def parse_manifest(data: bytes, signature: str | None) -> dict:
-    """The manifest, checked: readable, of our format, and (when given) made for this signature."""
-    try:
-        manifest = json.loads(data)
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
-        for key in ("signature", "archive", "archive_sha256", "archive_size", "output_hash", "entries"):
-            if key not in manifest:
-                raise ValueError(f"no {key!r}")
-    except ValueError as error:
-        raise EntryError(f"its manifest is not readable ({error})") from None
-    if manifest.get("format") != FORMAT:
-        raise EntryError(f"its manifest has format {manifest.get('format')!r}, expected {FORMAT}")
-    if signature is not None and manifest["signature"] != signature:
-        raise EntryError(f"its manifest names signature {str(manifest['signature'])[:12]}…, not this task's {signature[:12]}…")
-    if manifest["archive"] != f"{manifest['archive_sha256']}.tar.zst":
-        raise EntryError("its manifest names an archive that is not its sha256")
-    return manifest
-
-
-def check_archive(archive: Path, manifest: dict) -> None:
+def check_archive(archive: Path, manifest: Manifest) -> None:
     size = archive.stat().st_size
-    if size != manifest["archive_size"]:
-        raise EntryError(f"its archive is {size} bytes, the manifest says {manifest['archive_size']} (truncated or corrupt)")
-    if hash_file(archive) != manifest["archive_sha256"]:
+    if size != manifest.archive_size:
+        raise EntryError(f"its archive is {size} bytes, the manifest says {manifest.archive_size} (truncated or corrupt)")
+    if hash_file(archive) != manifest.archive_sha256:
         raise EntryError("its archive's sha256 differs from the manifest's (corrupt)")
 
 
-def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label: str, restore_modes=None) -> None:
+def restore(archive: Path, staging: Path, manifest: Manifest, output_hash_of, label: str, restore_modes=None) -> None:
     """Unpack a checked archive into staging (which must not exist) and verify every entry.
 
     restore_modes(staging), when given, sets the modes the task's own inputs declare (a target's
@@ -166,15 +153,15 @@ def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label:
         except MlbuildError as error:
             raise EntryError(str(error).removeprefix(f"{label}: ")) from None
         tar_file.unlink()
-        _verify_and_fix(staging, manifest["entries"])
+        _verify_and_fix(staging, manifest.entries)
         if restore_modes is not None:
             try:
                 restore_modes(staging)
             except MlbuildError as error:
                 raise EntryError(str(error)) from None
         # Every file's sha256 was just checked against the manifest: the tree hash reuses them.
-        verified = {name: entry["sha256"] for name, entry in manifest["entries"].items() if entry["kind"] == "file"}
-        if output_hash_of(staging, file_hash=lambda path, info, relative: verified[relative]) != manifest["output_hash"]:
+        verified = {name: entry["sha256"] for name, entry in manifest.entries.items() if entry["kind"] == "file"}
+        if output_hash_of(staging, file_hash=lambda path, info, relative: verified[relative]) != manifest.output_hash:
             raise EntryError("the unpacked tree's hash differs from the manifest's output hash")
     except BaseException:
         remove_tree(staging)
@@ -183,7 +170,7 @@ def restore(archive: Path, staging: Path, manifest: dict, output_hash_of, label:
         tar_file.unlink(missing_ok=True)
 
 
-def _verify_and_fix(root: Path, expected: dict) -> None:
+def _verify_and_fix(root: Path, expected: dict[str, Entry]) -> None:
     """Every entry as the manifest says, nothing more: modes reset, files hashed, mtimes now."""
     found = _kinds(root)
     if set(found) != set(expected):
@@ -193,16 +180,17 @@ def _verify_and_fix(root: Path, expected: dict) -> None:
     base = str(root)
     for name, entry in expected.items():
         path = os.path.join(base, name)  # strings: pathlib's parsing was a fifth of a restore of small files
-        if found[name] != entry.get("kind"):
-            raise EntryError(f"{name}: the archive has a {found[name]}, the manifest a {entry.get('kind')}")
-        if entry["kind"] == "link":
-            if os.readlink(path) != entry.get("target"):
+        kind = entry["kind"]
+        if found[name] != kind:
+            raise EntryError(f"{name}: the archive has a {found[name]}, the manifest a {kind}")
+        if kind == "link":
+            if os.readlink(path) != entry["target"]:
                 raise EntryError(f"{name}: the link's target differs from the manifest's")
             continue
-        if entry["kind"] == "file" and hash_file(path) != entry.get("sha256"):
+        if kind == "file" and hash_file(path) != entry["sha256"]:
             raise EntryError(f"{name}: its sha256 differs from the manifest's")
         # Never setuid or setgid from a cache; the sticky bit of a folder (tmp/) is harmless.
-        os.chmod(path, int(entry["mode"]) & (0o1777 if entry["kind"] == "dir" else 0o777))
+        os.chmod(path, entry["mode"] & (0o1777 if kind == "dir" else 0o777))
         os.utime(path, (now, now))
 
 
@@ -215,7 +203,7 @@ def _kinds(root: Path) -> dict[str, str]:
     return kinds
 
 
-def scan_archive(archive: Path, manifest: dict) -> None:
+def scan_archive(archive: Path, manifest: Manifest) -> None:
     """Check an entry without unpacking it: the archive's hash, and each member's content against the manifest."""
     check_archive(archive, manifest)
     seen = set()
@@ -223,7 +211,7 @@ def scan_archive(archive: Path, manifest: dict) -> None:
         with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as plain:
             with tarfile.open(fileobj=plain, mode="r|") as tar:
                 for member in tar:
-                    entry = manifest["entries"].get(member.name)
+                    entry = manifest.entries.get(member.name)
                     if entry is None:
                         raise EntryError(f"{member.name}: in the archive but not in the manifest")
                     seen.add(member.name)
@@ -232,11 +220,11 @@ def scan_archive(archive: Path, manifest: dict) -> None:
                         handle = tar.extractfile(member)
                         for block in iter(lambda: handle.read(1 << 20), b""):
                             digest.update(block)
-                        if digest.hexdigest() != entry.get("sha256"):
+                        if entry["kind"] != "file" or digest.hexdigest() != entry["sha256"]:
                             raise EntryError(f"{member.name}: its sha256 differs from the manifest's")
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as error:
         raise EntryError(f"its archive is not a readable tar.zst ({error})") from None
-    if seen != set(manifest["entries"]):
+    if seen != set(manifest.entries):
         raise EntryError("its archive lacks entries the manifest lists")
 
 

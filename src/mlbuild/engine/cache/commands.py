@@ -1,6 +1,5 @@
 """`mlbuild cache stats|push|verify|prune`: look after the artifact caches."""
 
-import re
 import tempfile
 import time
 from collections import defaultdict
@@ -9,11 +8,12 @@ from pathlib import Path
 from mlbuild.errors import InputError
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
-from mlbuild.engine.cache import MANIFEST
-from mlbuild.engine.cache.archive import EntryError, parse_manifest, scan_archive
-from mlbuild.engine.cache.backends import BackendError, Missing
+from mlbuild.engine.cache import MANIFEST, MANIFEST_MAX
+from mlbuild.engine.cache.archive import EntryError, scan_archive
+from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
+from mlbuild.model.models import SIZE_FORMS
+from mlbuild.model.models import parse_size as _parse_size
 
-SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
 ORPHAN_AGE = 3600  # an archive without a manifest younger than this may be a push under way
 
 
@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     verify = verbs.add_parser("verify", help="download and check every entry of every listable cache")
     verify.add_argument("--delete", action="store_true", help="delete the entries that fail (writable caches only)")
     prune = verbs.add_parser("prune", help="evict least recently used entries until each writable cache fits")
-    prune.add_argument("--max-size", required=True, help="e.g. 500M, 20G (bytes without a unit)")
+    prune.add_argument("--max-size", required=True, help="e.g. 500M, 20GiB, 1.5T (K, M, G, T: powers of 1024; bytes without a unit)")
 
 
 def run(project, args) -> int:
@@ -109,7 +109,7 @@ def _verify(project, cache, args) -> int:
                 problem = _check_entry(backend, signature, Path(folder))
                 if problem:
                     bad += 1
-                    print(f"{backend.name}: {signature[:12]}: {problem}")
+                    print(f"artifact cache entry {signature[:12]} in {backend.name} unusable: {problem}")
                     if args.delete and backend.writable:
                         for key in sorted(entry["keys"], key=lambda k: not k.endswith(MANIFEST)):
                             backend.delete(key)
@@ -119,17 +119,19 @@ def _verify(project, cache, args) -> int:
 
 
 def _check_entry(backend, signature: str, folder: Path) -> str | None:
+    from mlbuild.engine.cache.manifest import parse_manifest
+
     try:
-        manifest = parse_manifest(backend.read(f"{signature}/{MANIFEST}"), signature)
-        archive = folder / manifest["archive"]
+        manifest = parse_manifest(backend.read(f"{signature}/{MANIFEST}", MANIFEST_MAX), signature)
+        archive = folder / manifest.archive
         try:
-            backend.download(f"{signature}/{manifest['archive']}", archive)
+            backend.download(f"{signature}/{manifest.archive}", archive, manifest.archive_size)
             scan_archive(archive, manifest)
         finally:
             archive.unlink(missing_ok=True)
     except Missing as missing:
         return f"{missing} is missing"
-    except (EntryError, BackendError) as error:
+    except (EntryError, BackendError, Unusable) as error:
         return str(error)
     return None
 
@@ -166,11 +168,11 @@ def _prune(project, cache, args) -> int:
 
 
 def parse_size(text: str) -> int:
-    match = SIZE.match(text.strip())
-    if not match:
-        raise InputError(f"cache prune: --max-size {text!r}: expected a size such as 500M or 20G")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * 1024 ** " kmgt".index(unit or " "))
+    """--max-size's bytes; anything but SIZE_FORMS is one line (5ib is not 5 bytes)."""
+    try:
+        return _parse_size(text)
+    except ValueError:
+        raise InputError(f"cache prune: --max-size {text!r}: expected {SIZE_FORMS}") from None
 
 
 def _human(size: int) -> str:
