@@ -16,7 +16,7 @@ from servers import HostileHttp
 from test_artifact_cache import CACHED, _entry, cache, faults, fresh, manifests, restored, warm_cache  # noqa: F401 (fixtures)
 
 from mlbuild.engine.cache import MANIFEST_MAX
-from mlbuild.engine.cache.archive import EntryError
+from mlbuild.engine.cache.entry import EntryError
 from mlbuild.engine.cache.manifest import parse_manifest
 from mlbuild.engine.cache.backends import BackendError, FileBackend, HttpBackend, S3Backend, Unusable
 from mlbuild.engine.cache.commands import parse_size

@@ -23,7 +23,8 @@ from pathlib import Path
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, write_atomic
 from mlbuild.engine.signature import signature_of
-from mlbuild.engine.cache.archive import EntryError, check_archive, make_manifest, manifest_bytes, pack, restore, tree_entries
+from mlbuild.engine.cache.entry import EntryError
+from mlbuild.engine.cache.archive import check_archive, make_manifest, manifest_bytes, pack, restore, tree_entries
 
 MANIFEST = "manifest.json"
 

@@ -25,17 +25,13 @@ import zstandard
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import hash_file, remove_tree, walk_relative
 from mlbuild.sources.unpack import unpack
+from mlbuild.engine.cache.entry import FORMAT, EntryError
 
 if TYPE_CHECKING:  # the model is built where a manifest is read, not on every run that imports this module
     from mlbuild.engine.cache.manifest import Entry, Manifest
 
-FORMAT = 1
 ARCHIVE_MTIME = 1672531200  # the build's SOURCE_DATE_EPOCH; restored files get the time of the restore
 ZSTD_LEVEL = 3  # about as fast as the disk; higher levels cost more than they save on a loopback or LAN cache
-
-
-class EntryError(Exception):
-    """A cache entry that cannot be used (corrupt, made for another task, unsafe): a one-line reason."""
 
 
 def tree_entries(root: Path, hash_files: bool = True) -> dict[str, dict]:

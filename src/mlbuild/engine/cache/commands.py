@@ -9,7 +9,8 @@ from mlbuild.errors import InputError
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.engine.cache import MANIFEST, MANIFEST_MAX
-from mlbuild.engine.cache.archive import EntryError, scan_archive
+from mlbuild.engine.cache.archive import scan_archive
+from mlbuild.engine.cache.entry import EntryError
 from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
 from mlbuild.model.models import SIZE_FORMS
 from mlbuild.model.models import parse_size as _parse_size

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from typing_extensions import TypedDict
 
-from mlbuild.engine.cache.archive import FORMAT, EntryError
+from mlbuild.engine.cache.entry import FORMAT, EntryError
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Mode = Annotated[int, Field(ge=0, le=0o7777)]
