@@ -149,6 +149,13 @@ class S3(NamedTuple):
                                      region_name="us-east-1").client("s3", endpoint_url=self.endpoint)
 
 
+def _weed_side_servers_off(weed: Path) -> list[str]:
+    """Newer weed also opens an Iceberg and a Lance server on fixed ports (8181, 9101): a second weed on the
+    machine (tests run side by side) then dies at start. Off, where this weed has them (older ones do not)."""
+    usage = subprocess.run([str(weed), "server", "-h"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    return [f"-s3.port.{name}=0" for name in ("iceberg", "lance") if f"-s3.port.{name}" in usage]
+
+
 def start_seaweedfs(folder: Path) -> S3:
     weed = Path(sys.executable).with_name("weed")
     if not weed.exists():
@@ -164,7 +171,7 @@ def start_seaweedfs(folder: Path) -> S3:
     process = start([str(weed), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                      f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                      "-s3", f"-s3.port={s3}", f"-s3.config={folder / 's3.json'}", "-master.volumeSizeLimitMB=64",
-                     "-volume.max=8"], folder)
+                     "-volume.max=8", *_weed_side_servers_off(weed)], folder)
     endpoint = f"http://127.0.0.1:{s3}"
     server = S3(endpoint, access_key, secret_key, process)
     wait_listening(s3, process, folder / "server.log", 60)
