@@ -100,11 +100,16 @@ def test_a_project_at_its_defaults_prints_no_settings_line(tmp_path):
     assert result.stdout.startswith("build:hello-x86_64 would run:")
 
 
-def test_a_credential_in_a_setting_is_not_shown_in_the_first_line(project):
+def test_a_credential_in_a_setting_is_not_shown_in_the_first_line_or_by_set_and_settings(project):
     result = project.cli("explain", "build:hello-x86_64", env={"MLBUILD_MIRRORS": "https://me:s3cret@mirror.example/dist"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("settings: mirrors=https://me:***@mirror.example/dist (environment), ")
     assert "s3cret" not in result.stdout + result.stderr
+    kept = project.cli("set", "mirrors=https://me:s3cret@mirror.example/dist")
+    assert kept.stdout == f'{LOCAL}: mirrors = ["https://me:***@mirror.example/dist"]\n'
+    assert "https://me:s3cret@mirror.example/dist" in project.read(LOCAL)  # the file is the user's: it keeps the secret
+    shown = project.cli("settings")
+    assert "mirrors=https://me:***@mirror.example/dist" in shown.stdout and "s3cret" not in shown.stdout
 
 
 def test_an_unknown_key_or_a_bad_value_is_one_line_and_the_file_is_untouched(project):
@@ -151,8 +156,10 @@ def test_a_hand_edited_file_is_checked_like_pyproject_and_named_in_one_line(proj
 
 def test_set_and_unset_keep_the_files_comments_and_other_keys(project):
     project.write(LOCAL, "# my machine is small\njobs = 1  # keep it cool\n\n# the boots\nboot_timeout = 600\n")
+    project.path(LOCAL).chmod(0o600)
     (project.root.parent / "hello-src").mkdir()  # an override is checked when set: the folder must exist
     assert project.cli("set", "progress=plain", "override=hello=../hello-src", "boot_timeout=900").returncode == 0
+    assert project.path(LOCAL).stat().st_mode & 0o777 == 0o600  # a private file stays private
     text = project.read(LOCAL)
     assert "# my machine is small\njobs = 1  # keep it cool\n" in text and "# the boots\n" in text
     assert "boot_timeout = 900\n" in text and 'progress = "plain"\n' in text and 'override = {hello = "../hello-src"}' in text

@@ -3,11 +3,13 @@
 mlbuild.local.toml is read after pyproject.toml's [tool.mlbuild] and before MLBUILD_*
 variables and key=value (model/config.py), by every doit and mlbuild command. `set`
 checks what it would write as the run would, with the file's other keys, and writes
-the whole file at once (tomlkit keeps its comments); a refused value leaves it as it was.
+the whole file at once, with its mode (tomlkit keeps its comments); a refused value
+leaves it as it was.
 """
 
 import difflib
 import os
+import stat
 from pathlib import Path
 
 from mlbuild.errors import InputError
@@ -15,7 +17,7 @@ from mlbuild.frontend.project import Project
 from mlbuild.model.config import (ENV_PREFIX, LOCAL_FILE, ONE_RUN_KEYS, SHORT_ORIGINS, parse_text, read_local, shown,
                                   switch_word)
 from mlbuild.model.models import Config
-from mlbuild.trees import write_atomic
+from mlbuild.credentials import redact
 
 HEADER = (
     "This tree's own settings, written by `mlbuild set KEY=VALUE` (`mlbuild unset KEY` removes one,",
@@ -64,7 +66,7 @@ def cmd_set(root: Path, args, pairs: dict[str, str]) -> int:
         document[key] = _item(value)
     _write(path, document)
     for key, value in typed.items():
-        print(f"{LOCAL_FILE}: {key} = {_item(value).as_string()}")
+        print(f"{LOCAL_FILE}: {key} = {redact(_item(value).as_string())}")
         variable = f"{ENV_PREFIX}{key.upper()}"
         if variable in os.environ:
             print(f"note: {variable} is set in this shell and wins over {LOCAL_FILE} while it is")
@@ -192,12 +194,26 @@ def _item(value):
 
 
 def _write(path: Path, document) -> None:
+    """The whole file at once (a temporary file renamed over it), with the mode it had: chmod 600 stays."""
     import tomlkit
 
     text = tomlkit.dumps(document)
+    data = (text if text.endswith("\n") else text + "\n").encode()
     try:
-        write_atomic(path, (text if text.endswith("\n") else text + "\n").encode())
-    except OSError:
-        for leftover in path.parent.glob(f".{path.name}.{os.getpid()}.*.tmp"):
-            leftover.unlink(missing_ok=True)  # nothing half-written stays beside the file
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # nothing half-written stays beside the file
         raise

@@ -120,7 +120,6 @@ class Settings:
             return value
         raise InputError(f"{self.where(key)}: {key} (option of recipes/{declared.recipe}.toml): {option.expected(from_text)}, got {value!r}")
 
-
     def changed(self, config: Config, options: dict, declared: dict) -> list[tuple[str, str, str]]:
         """(key, value as set, origin) of every key whose value now differs from its default, strongest origin first."""
         found = []
