@@ -87,6 +87,10 @@ def test_mlbuild_settings_lists_what_differs_from_the_defaults_with_origins_and_
     rows = [line.split() for line in result.stdout.splitlines()]
     assert rows[:3] == [["log_runs=4", "(command", "line)"], ["jobs=1", f"({LOCAL})"], ["progress=plain", f"({LOCAL})"]]
     assert ["sandbox=off", "(pyproject.toml)"] in rows and ["accel=auto", "(default)"] not in rows
+    # What the file says is shown, also a value that is the default: it was set on purpose.
+    assert project.cli("set", "boot_timeout=300").returncode == 0
+    rows = [line.split(maxsplit=1) for line in project.cli("settings").stdout.splitlines()]
+    assert ["boot_timeout=300", f"({LOCAL}, the default too)"] in rows
     every = [line.split() for line in project.cli("settings", "--all").stdout.splitlines()]
     assert ["accel=auto", "(default)"] in every and ["jobs=1", f"({LOCAL})"] in every
     assert not any(row[0].startswith("rebuild=") for row in every)  # for one run only: not a setting

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlbuild.errors import InputError
 from mlbuild.frontend.project import Project
-from mlbuild.model.config import (ENV_PREFIX, LOCAL_FILE, ONE_RUN_KEYS, SHORT_ORIGINS, parse_text, read_local, shown,
+from mlbuild.model.config import (ENV_PREFIX, LOCAL, LOCAL_FILE, ONE_RUN_KEYS, SHORT_ORIGINS, parse_text, read_local, shown,
                                   switch_word)
 from mlbuild.model.models import Config
 from mlbuild.credentials import redact
@@ -138,8 +138,11 @@ def cmd_settings(project: Project, args) -> int:
     """The settings in effect that differ from their defaults and where each is set; --all: every key."""
     settings = project.settings
     if not args.all:
-        rows = [(f"{key}={value}", SHORT_ORIGINS[origin])
-                for key, value, origin in settings.changed(project.config, project.options, project.declared_options)]
+        changed = settings.changed(project.config, project.options, project.declared_options)
+        rows = [(f"{key}={value}", SHORT_ORIGINS[origin]) for key, value, origin in changed]
+        # What the file says is always shown, also a value that happens to be the default (jobs=2 on 2 CPUs).
+        rows += [(f"{key}={shown(value)}", f"{LOCAL_FILE}, the default too") for key, value in settings.values.items()
+                 if settings.origins[key] == LOCAL and key not in {key for key, _, _ in changed}]
         if not rows:
             print("every key has its default (`mlbuild settings --all` lists them)")
     else:
