@@ -328,3 +328,11 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def after_settings_line(stdout: str) -> str:
+    """A command's output after its first line, which names the synthetic project's settings that differ
+    from the defaults (pyproject.toml's arches, folders, cache, sandbox; jobs too on a machine without 2 CPUs)."""
+    first, _, rest = stdout.partition("\n")
+    assert first.startswith("settings: ") and " ccache_dir=.cache/ccache " in first and first.endswith(" (pyproject.toml)"), stdout
+    return rest

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import EXTRA_C, HELLO_C, x86
+from conftest import EXTRA_C, HELLO_C, after_settings_line, x86
 from mlbuild.sealed import seal, unseal
 
 LOCAL_HELLO_C = HELLO_C.replace("puts(GREETING)", 'printf("%s (local)\\n", GREETING)')
@@ -107,13 +107,13 @@ def test_explain_says_the_source_override_changed(overridden):
     assert "  - fetch:hello: its source override ../hello-src changed\n" in result.stdout, result.stdout
     assert overridden.doit("fetch:hello").executed == {"fetch:hello"}
     result = overridden.cli("explain", "build:hello-x86_64")
-    assert result.stdout == ("build:hello-x86_64 would run:\n"
-                             "  - its source override ../hello-src changed (fetch:hello has a new output)\n")
+    assert after_settings_line(result.stdout) == ("build:hello-x86_64 would run:\n"
+                                                  "  - its source override ../hello-src changed (fetch:hello has a new output)\n")
 
 
 def test_turning_an_override_off_goes_back_to_the_tarball(overridden):
     overridden.write("pyproject.toml", overridden.read("pyproject.toml").split("\n[tool.mlbuild.override]")[0] + "\n")
-    assert overridden.cli("explain", "fetch:hello").stdout.startswith(
+    assert after_settings_line(overridden.cli("explain", "fetch:hello").stdout).startswith(
         "fetch:hello would run:\n  - its source override is gone: the release tarball and patches again\n")
     result = overridden.doit()
     assert "fetch:hello" in result.executed
@@ -198,7 +198,7 @@ def test_an_override_of_an_unknown_recipe_suggests_one_and_of_a_borrowed_source_
 
 def test_an_override_from_the_command_line(built):
     make_override(built)
-    assert built.cli("explain", "fetch:hello", "override=hello=../hello-src").stdout == (
+    assert after_settings_line(built.cli("explain", "fetch:hello", "override=hello=../hello-src").stdout) == (
         "fetch:hello would run:\n  - its source is now the local override ../hello-src (no download, no patches)\n")
     result = built.doit("override=hello=../hello-src")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -32,7 +32,7 @@ def _execute(step) -> str | None:
         project.stamps.refresh()
         stop_leftovers(sorted({project.build_dir / 'work', project.target_build_dir / 'work'}), lock.previous_holder)
         check_host_tools(project)
-        if lock.waited and is_up_to_date(step):
+        if lock.waited and is_up_to_date(step) and step.name not in project.config.rebuild:
             print(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do", flush=True)
             return None
     for dep in step.deps:

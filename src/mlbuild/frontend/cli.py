@@ -14,10 +14,16 @@ from mlbuild.exports import legal_info, sbom, script
 from mlbuild.sources import mirror
 from mlbuild.engine.cache import commands as cache_commands
 from mlbuild.engine.signature import decide, is_up_to_date
+from mlbuild.frontend import rebuild, settings_commands
 from mlbuild.frontend.project import Project
 from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.render import environment, language_of, raw_expansion_message, raw_expansions
 from mlbuild.steps.build import option_text
+
+
+# Commands whose answer depends on what would be built: their first line names the settings that differ
+# from the defaults and where each comes from, as a doit run's does (model/config.py, Settings.line).
+SHOWS_SETTINGS = frozenset({"explain", "graph", "size", "sbom"})
 
 
 def find_root(start: Path) -> Path:
@@ -139,13 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     cache_commands.add_parser(commands)
     unpack = commands.add_parser("unpack", help=cmd_unpack.__doc__)
     unpack.add_argument("recipes", nargs="+", help="recipe names, e.g. linux (clang unpacks llvm-project, its source)")
-    # key=value settings, as on doit's command line (`mlbuild size arm64 target_llvm=0`).
+    rebuild.add_parser(commands)
+    settings_commands.add_parsers(commands)
+    # key=value settings, as on doit's command line (`mlbuild size arm64 target_llvm=0`); `mlbuild set`'s to keep.
     argv = sys.argv[1:] if argv is None else argv
     settings = dict(item.split("=", 1) for item in argv if re.match(r"^[a-z_][a-z0-9_]*=", item))
     args = parser.parse_args([item for item in argv if not re.match(r"^[a-z_][a-z0-9_]*=", item)])
     handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run, "unpack": cmd_unpack}
     try:
-        project = Project(find_root(Path(args.directory).resolve()), settings)
+        root = find_root(Path(args.directory).resolve())
+        if getattr(args, "before_project", False):  # set, unset: they check the project with the file they write
+            return args.handler(root, args, settings)
+        project = Project(root, settings)
+        if args.command in SHOWS_SETTINGS:
+            line = project.settings_line()
+            if line:
+                print(line, flush=True)
         return (getattr(args, "handler", None) or handlers[args.command])(project, args)
     except EXPECTED as error:
         print(f"mlbuild: {one_line(error, None if isinstance(error, MlbuildError) else args.command)}", file=sys.stderr)

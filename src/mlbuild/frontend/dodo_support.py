@@ -106,6 +106,11 @@ def _database_problem(database: Path) -> str | None:
     return None
 
 
+def default_tasks(project: Project) -> list[str]:
+    """What a plain `doit` builds: every configured arch's target and images."""
+    return [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")]
+
+
 def doit_config(project: Project) -> dict:
     return {
         # Correctness never depends on doit's DB (see signature.py); sqlite3
@@ -113,7 +118,7 @@ def doit_config(project: Project) -> dict:
         "backend": "sqlite3",
         "dep_file": str(project.build_dir / DOIT_DB),
         "par_type": "thread",
-        "default_tasks": [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")],
+        "default_tasks": default_tasks(project),
         "action_string_formatting": "new",
         # Live progress on a terminal, calm plain lines elsewhere, a summary and build/stats/ (progress.py).
         "reporter": reporter_for(project),

@@ -1,11 +1,13 @@
 """A loaded project: configuration, recipes, task graph and one step per task."""
 
+import difflib
 import threading
 from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
 
+from mlbuild.errors import InputError
 from mlbuild.model.arches import HOST
 from mlbuild.model.config import Settings
 from mlbuild.model import external
@@ -22,10 +24,10 @@ from mlbuild.steps.kinds import make_step
 
 
 class Project:
-    def __init__(self, root: Path, command_line: dict[str, str] | None = None, environ=None):
+    def __init__(self, root: Path, command_line: dict[str, str] | None = None, environ=None, local: dict | None = None):
         self.root = root.resolve()
         self.templates = self.root / "templates"
-        settings = Settings(self.root, command_line, environ)
+        self.settings = settings = Settings(self.root, command_line, environ, local)
         self.config = settings.config()
         self.build_dir = self.config.build_dir
         # What the target toolchain builds goes to a tree of its own per toolchain:
@@ -51,6 +53,15 @@ class Project:
         self._artifact_cache = None  # made when a task first asks (artifact_cache)
         self._artifact_cache_lock = threading.Lock()
         self.steps: dict[str, Step] = {name: make_step(self, name, node) for name, node in self.graph.nodes(data=True)}
+        for name in self.config.rebuild:
+            if name not in self.steps:
+                close = difflib.get_close_matches(name, list(self.steps), n=1)
+                raise InputError(f"{settings.where('rebuild')}: rebuild: no task {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+                                 + "; `doit list --all` shows them")
+
+    def settings_line(self) -> str | None:
+        """The first line of a run: the settings that differ from their defaults and where each comes from."""
+        return self.settings.line(self.config, self.options, self.declared_options)
 
     def render_all(self) -> None:
         """Render every template now (cached), so a template error stops the run before any task.

@@ -20,6 +20,8 @@ from mlbuild.reporting.stats import measured
 
 def _uptodate(step):
     def check() -> bool:
+        if step.name in step.project.config.rebuild:
+            return False  # `mlbuild rebuild`: it runs though its stamp is current
         try:
             return is_up_to_date(step)
         except EXPECTED:

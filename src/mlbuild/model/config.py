@@ -1,4 +1,4 @@
-"""Read the user's configuration: [tool.mlbuild] in pyproject.toml, MLBUILD_* variables, doit's key=value.
+"""Read the user's configuration: [tool.mlbuild] in pyproject.toml, mlbuild.local.toml, MLBUILD_* variables, doit's key=value.
 
 Two stages, as the recipes' options are known only once the recipes are loaded (and where
 they are loaded from, build_dir, is configuration): Settings.config() checks mlbuild's own
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from mlbuild.credentials import redact
 from mlbuild.errors import InputError
 from mlbuild.model.models import FALSE_WORDS, PATTERN_HINTS, TRUE_WORDS, Config
 from mlbuild.model.validation import describe
@@ -21,10 +22,15 @@ ENV_PREFIX = "MLBUILD_"
 ENGINE_VARIABLES = frozenset({"MLBUILD_LOCK_WAIT", "MLBUILD_ACTION", "MLBUILD_PYTHON", "MLBUILD_TASK"})
 # key=value arguments of doit's command line meant for other tools, let through on purpose (none yet).
 OTHER_TOOLS_KEYS: frozenset[str] = frozenset()
-PYPROJECT, ENVIRONMENT, COMMAND_LINE = "pyproject.toml [tool.mlbuild]", "environment", "command line"
+# The tree's own settings (`mlbuild set`, git-ignored): read after pyproject.toml, before the environment.
+LOCAL_FILE = "mlbuild.local.toml"
+PYPROJECT, LOCAL, ENVIRONMENT, COMMAND_LINE = "pyproject.toml [tool.mlbuild]", LOCAL_FILE, "environment", "command line"
+TYPED = (PYPROJECT, LOCAL)  # origins that hold TOML values; the other two hold text
+# Keys for one run only: a file or an exported variable would make every later run do it again.
+ONE_RUN_KEYS = frozenset({"rebuild"})
 
 
-def _parse_override(key: str, text: str):
+def parse_text(key: str, text: str):
     """Command-line and environment values are text: split lists, leave the rest to pydantic."""
     field = Config.model_fields[key]
     if getattr(field.annotation, "__origin__", None) is list:
@@ -33,34 +39,42 @@ def _parse_override(key: str, text: str):
         # name=value[,name=value]: `doit override=busybox=~/src/busybox`; an empty text is an empty table.
         return dict(item.strip().split("=", 1) for item in text.split(",") if item.strip())
     if field.annotation is bool:
-        return _switch_word(text, text)
+        return switch_word(text, text)
     if field.annotation is int and text.strip().lstrip("-").isdigit():
         return int(text)
     return text
 
 
-def _switch_word(text: str, otherwise):
+def switch_word(text: str, otherwise):
     """True or False for the words of a switch (1, yes, on… 0, no, off…), otherwise for anything else."""
     lowered = text.strip().lower()
     return True if lowered in TRUE_WORDS else False if lowered in FALSE_WORDS else otherwise
 
 
 class Settings:
-    """What the user set, from the three origins (a later one wins), not checked yet."""
+    """What the user set, from the four origins (a later one wins), not checked yet.
 
-    def __init__(self, project: Path, command_line: dict[str, str] | None = None, environ=None):
+    local: mlbuild.local.toml's content to use instead of reading the file (`mlbuild set` checks
+    what it would write this way)."""
+
+    def __init__(self, project: Path, command_line: dict[str, str] | None = None, environ=None, local: dict | None = None):
         environ = os.environ if environ is None else environ
         self.project = project
         self.values: dict = {}
-        self.origins: dict[str, str] = {}  # key -> PYPROJECT, ENVIRONMENT or COMMAND_LINE
+        self.origins: dict[str, str] = {}  # key -> PYPROJECT, LOCAL, ENVIRONMENT or COMMAND_LINE
         pyproject = project / "pyproject.toml"
         if pyproject.exists() or pyproject.is_symlink():
             self._set(_read_pyproject(pyproject), PYPROJECT)
+        self._set(read_local(project / LOCAL_FILE) if local is None else local, LOCAL)
         self._set(_from_environment(environ), ENVIRONMENT)
         self._set({key: text for key, text in (command_line or {}).items() if key not in OTHER_TOOLS_KEYS}, COMMAND_LINE)
 
     def _set(self, values: dict, origin: str) -> None:
         for key, value in values.items():
+            if key in ONE_RUN_KEYS and origin != COMMAND_LINE:
+                shown = f"{ENVIRONMENT} {ENV_PREFIX}{key.upper()}" if origin == ENVIRONMENT else origin
+                raise InputError(f"{shown}: {key}: a key for one run only: give it on the command line "
+                                 f"(`doit {key}=build:busybox-x86_64`), or run `mlbuild {key} TASK`")
             self.values[key] = value
             self.origins[key] = origin
 
@@ -71,7 +85,7 @@ class Settings:
 
     def config(self) -> Config:
         """mlbuild's own configuration; relative folders are made absolute against the project."""
-        data = {key: value if self.origins[key] == PYPROJECT else _parse_override(key, value)
+        data = {key: value if self.origins[key] in TYPED else parse_text(key, value)
                 for key, value in self.values.items() if key in Config.model_fields}
         try:
             config = Config.model_validate(data)
@@ -97,14 +111,58 @@ class Settings:
         return values
 
     def _option_value(self, key: str, value, declared):
-        option, from_text = declared.option, self.origins[key] != PYPROJECT
+        option, from_text = declared.option, self.origins[key] not in TYPED
         if option.is_switch:
-            parsed = _switch_word(value, None) if from_text else value
+            parsed = switch_word(value, None) if from_text else value
             if isinstance(parsed, bool):
                 return parsed
         elif isinstance(value, str) and value in option.choices:
             return value
         raise InputError(f"{self.where(key)}: {key} (option of recipes/{declared.recipe}.toml): {option.expected(from_text)}, got {value!r}")
+
+    def changed(self, config: Config, options: dict, declared: dict) -> list[tuple[str, str, str]]:
+        """(key, value as set, origin) of every key whose value now differs from its default, strongest origin first."""
+        found = []
+        for key, value in self.values.items():
+            if key in Config.model_fields:
+                now, default = getattr(config, key), Config.model_fields[key].get_default(call_default_factory=True)
+                if isinstance(default, Path) and not default.is_absolute():
+                    default = (self.project / default).resolve()
+            elif key in declared:
+                now, default = options.get(key), declared[key].option.default
+            else:
+                continue
+            if now != default:
+                found.append((key, shown(value), self.origins[key]))
+        strength = (COMMAND_LINE, ENVIRONMENT, LOCAL, PYPROJECT)
+        return sorted(found, key=lambda item: strength.index(item[2]))
+
+    def line(self, config: Config, options: dict, declared: dict) -> str | None:
+        """`settings: target_llvm=false (mlbuild.local.toml), arches=x86_64 jobs=2 (pyproject.toml)`, or None."""
+        groups: dict[str, list[str]] = {}
+        for key, value, origin in self.changed(config, options, declared):
+            groups.setdefault(SHORT_ORIGINS[origin], []).append(f"{key}={value}")
+        return "settings: " + ", ".join(f"{' '.join(keys)} ({origin})" for origin, keys in groups.items()) if groups else None
+
+
+SHORT_ORIGINS = {PYPROJECT: "pyproject.toml", LOCAL: LOCAL_FILE, ENVIRONMENT: "environment", COMMAND_LINE: "command line"}
+SHOWN_LENGTH = 80
+
+
+def shown(value) -> str:
+    """A value as the user would type it after key=, short and without credentials."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = ",".join(f"{name}={shown(item)}" for name, item in value.items()) or "{}"
+    elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        text = f"({len(value)} {'entry' if len(value) == 1 else 'entries'})"  # users, groups, checks: tables
+    elif isinstance(value, list):
+        text = ",".join(str(item) for item in value) or "[]"
+    else:
+        text = str(value)
+    text = redact(text)
+    return text if len(text) <= SHOWN_LENGTH else text[:SHOWN_LENGTH - 1] + "…"
 
 
 def load_config(project: Path, command_line: dict[str, str] | None = None, environ=None) -> Config:
@@ -129,6 +187,22 @@ def _read_pyproject(pyproject: Path) -> dict:
     return dict(section)
 
 
+def read_local(path: Path) -> dict:
+    """mlbuild.local.toml's keys (none when there is no such file); a file that cannot be read or parsed is one line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise InputError(f"{LOCAL_FILE}: cannot read: {error.strerror}") from None
+    try:
+        return tomllib.loads(data.decode())
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{LOCAL_FILE}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{LOCAL_FILE}: not UTF-8 text (byte {error.start})") from None
+
+
 def _unknown_key(key: str, origin: str, declared: dict) -> str:
     """An unknown key, with the closest of mlbuild's keys and the recipes' options."""
     import difflib
@@ -138,6 +212,8 @@ def _unknown_key(key: str, origin: str, declared: dict) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     if origin == PYPROJECT:  # worded as pydantic's errors of the other fields of the table
         return f"{PYPROJECT}: {key}: unknown field{hint or ' (expected one of: ' + ', '.join(known) + ')'}"
+    if origin == LOCAL:
+        return f"{LOCAL_FILE}: {key}: unknown configuration key{hint}; `mlbuild unset {key}` removes it"
     shown = f"{ENV_PREFIX}{key.upper()}" if origin == ENVIRONMENT else f"{key}="
     return f"{origin}: {shown}: unknown configuration key{hint}; known keys: {', '.join(known)}"
 

@@ -438,12 +438,16 @@ CCACHE_REMOTE = r"^((redis|redis\+unix|https?|file):\S+( |$))*$"
 PATTERN_HINTS[CCACHE_REMOTE] = "expected ccache remote_storage URLs (redis://host:port, http://host/path), space-separated"
 
 
+TASK_NAME = r"^[a-z]+:[A-Za-z0-9][A-Za-z0-9+_.@-]*$"
+PATTERN_HINTS[TASK_NAME] = "expected a task name such as build:busybox-x86_64"
+
+
 def _default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlbuild"
 
 
 class Config(Strict):
-    """The user's choices: [tool.mlbuild], then MLBUILD_* variables, then doit's key=value."""
+    """The user's choices: [tool.mlbuild], then mlbuild.local.toml, then MLBUILD_* variables, then doit's key=value."""
 
     arches: list[str] = list(ARCHES)
     toolchain: Literal["host", "llvm"] = "host"
@@ -499,6 +503,9 @@ class Config(Strict):
     image_profile: Literal["auto", "runtime", "full"] = "auto"
     # The initramfs QEMU boots (compression.py): zstd, gzip (the kernel reads both) or the cpio as it is.
     initramfs_compression: Literal["zstd", "gzip", "none"] = "zstd"
+    # Tasks this run builds again even when the artifact cache holds them (`mlbuild rebuild`, `doit rebuild=TASK`):
+    # they run though their stamp is current and are not restored. For one run only: the command line (config.py).
+    rebuild: list[Annotated[str, StringConstraints(pattern=TASK_NAME)]] = []
 
     _paths_inside = field_validator("overlays", "post_build", "post_image")(
         lambda values: [_inside_project(value) for value in values])
@@ -540,6 +547,14 @@ class Config(Strict):
                 if member not in users:
                     raise ValueError(f"groups: {group.name}: member {member!r} is not a user")
         return self
+
+    @field_validator("rebuild", mode="before")
+    @classmethod
+    def _build_is_the_default_kind(cls, value):
+        # busybox-x86_64 for build:busybox-x86_64, as `mlbuild explain` takes it; the project checks it exists.
+        if isinstance(value, list):
+            return [name if not isinstance(name, str) or ":" in name else f"build:{name}" for name in value]
+        return value
 
     @field_validator("arches")
     @classmethod

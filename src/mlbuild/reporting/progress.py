@@ -6,7 +6,8 @@ with their elapsed time and inner step counter (ninja's `[1536/2838]`, CMake's
 durations. Elsewhere (CI, pipes): doit's plain lines (`.  task` when a task
 starts, `-- task` when it is up to date), one line when a task ends, and a
 progress line at most every 30 s while tasks run; never a control character.
-Either way the run ends with a summary and its statistics in build/stats/.
+Either way the run starts with the settings that differ from their defaults
+(and where each was set) and ends with a summary and its statistics in build/stats/.
 
 The configuration keys `progress` (auto, live, plain) and `progress_interval`
 (seconds between plain progress lines) choose; like every key they can be set
@@ -166,6 +167,11 @@ class BuildReporter(ConsoleReporter):
         self.deps = {name: [dep for dep in tasks[name].task_dep if dep in self.selected] for name in self.selected}
         if any(name.startswith(INTERACTIVE) for name in self.selected):
             self.mode = "quiet"  # QEMU's console or menuconfig own the terminal
+        # The run's first line: what differs from the defaults, and where it was set (a choice made
+        # once with `mlbuild set` is said at every run, also before QEMU's console).
+        line = self.project.settings_line()
+        if line:
+            self.write(line + "\n")
 
     def execute_task(self, task):
         if not task.actions or task.name.startswith("_"):
@@ -282,7 +288,8 @@ class BuildReporter(ConsoleReporter):
             names = [name for name in self.selected if name in self.project.steps]
             self.pending_plan = {name: action for name, action in next_actions(self.project, names, consult_cache=False).items()
                                  if name in self.selected}
-            self.nothing_to_do = {name for name, action in self.pending_plan.items() if action == UP_TO_DATE}
+            self.nothing_to_do = {name for name, action in self.pending_plan.items() if action == UP_TO_DATE
+                                  and name not in self.project.config.rebuild}
         except Exception:  # the estimate is a nicety: never let it stop a build
             self.nothing_to_do = set()
 

@@ -236,8 +236,12 @@ class ArtifactCache:
 def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | None:
     """Fill staging from the artifact cache, or else by running the step.
 
-    Returns (the cache's name, the verified output hash) when restored, None when built."""
+    Returns (the cache's name, the verified output hash) when restored, None when built.
+    A task named by rebuild= (`mlbuild rebuild`) is built whatever the cache holds."""
     cache = step.project.artifact_cache if step.artifact else None
+    if cache and step.name in step.project.config.rebuild:
+        log("# rebuild: built again, not restored from the artifact cache")
+        cache = None
     if cache:
         remove_tree(staging)  # a restore unpacks into a folder that does not exist yet
         restored = cache.restore(step, inputs, staging, log)
