@@ -4,10 +4,13 @@ A copy of the real project (its recipes and infrastructures), its download cache
 folder. tests/test_new_component.py adds real zlib from Debian's archive with it and builds it.
 """
 
+import functools
 import hashlib
+import http.server
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 
 import pytest
@@ -26,6 +29,24 @@ def tree(tmp_path):
     for name in ("dodo.py", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)
     return root
+
+
+@pytest.fixture
+def web(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving a folder: (the folder, its base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
 
 
 def new(tree, *args: str) -> subprocess.CompletedProcess:
@@ -161,3 +182,20 @@ def test_a_wrong_name_or_source_is_one_line(tree, name, source, expected):
     assert result.returncode == 2
     assert result.stderr == f"mlbuild: {expected}\n"
     assert not (tree / "recipes" / f"{name}.toml").exists()
+
+
+def test_a_url_is_downloaded_into_the_cache_and_recorded_with_the_checksum_of_what_came(tree, tmp_path, web):
+    folder, base = web
+    sha = make_tarball(folder / "dist" / "web-4.5.6.tar.gz", {"CMakeLists.txt": "project(web C)\n", "web.c": "int web;\n"}, top="web-4.5.6")
+    result = new(tree, "web", f"{base}/dist/web-4.5.6.tar.gz")
+    assert result.returncode == 0, result.stderr
+    written = recipe(tree, "web")
+    assert written["sources"] == [{"url": f"{base}/dist/web-4.5.6.tar.gz", "sha256": sha}]
+    assert written["version"] == "4.5.6" and written["homepage"] == f"{base}/"  # where it came from, marked FILL-IN
+    assert written["depends"] == ["musl", "compiler-rt"]  # C only
+    assert (tmp_path / "downloads" / sha / "web-4.5.6.tar.gz").is_file()
+
+    gone = new(tree, "gone", f"{base}/dist/gone-1.0.tar.gz")
+    assert gone.returncode == 1
+    assert gone.stderr == f"mlbuild: new: {base}/dist/gone-1.0.tar.gz: download failed (HTTP 404 File not found)\n"
+    assert not (tree / "recipes" / "gone.toml").exists()
