@@ -398,8 +398,12 @@ def _apt_source(apt: list[str], package: str, sha256: str | None, cache: Path, p
         path = _admit(origs[0], origs[0].name, sha256, cache)
         if not packaging:
             return path
-        # --diff-only: the packaging (a few kB; 3.0 (quilt)'s .debian.tar.*, or a 1.0 package's .diff.gz, which has no tarball).
-        _run(apt + ["source", "--download-only", "--diff-only", package], f"apt-get source --diff-only {package}", cwd=work)
+        # --diff-only: the packaging (a few kB; 3.0 (quilt)'s .debian.tar.*, or a 1.0 package's .diff.gz, which has no
+        # tarball). Metadata only: without it the recipe asks for the license instead.
+        try:
+            _run(apt + ["source", "--download-only", "--diff-only", package], f"apt-get source --diff-only {package}", cwd=work)
+        except MlbuildError:
+            return path, None
         return path, _debian_copyright(Path(work))
 
 
