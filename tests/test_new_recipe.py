@@ -199,3 +199,38 @@ def test_a_url_is_downloaded_into_the_cache_and_recorded_with_the_checksum_of_wh
     assert gone.returncode == 1
     assert gone.stderr == f"mlbuild: new: {base}/dist/gone-1.0.tar.gz: download failed (HTTP 404 File not found)\n"
     assert not (tree / "recipes" / "gone.toml").exists()
+
+
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: thing
+
+Files: debian/*
+Copyright: 2020 A Packager
+License: GPL-2+
+
+Files: *
+Copyright: 2019 An Author
+License: {words}
+ The text of the license.
+"""
+
+
+@pytest.mark.parametrize("words, expected", [
+    ("Zlib", "Zlib"), ("Expat", "MIT"), ("BSD-3-clause", "BSD-3-Clause"), ("GPL-2", "GPL-2.0-only"),
+    ("LGPL-2.1+ or GPL-3+", "LGPL-2.1-or-later OR GPL-3.0-or-later"),
+    ("Apache-2.0 with LLVM-exception", "Apache-2.0 WITH LLVM-exception"),
+    ("public-domain", None), ("my-own-terms", None),  # no faithful SPDX name: the recipe asks instead
+])
+def test_debians_license_words_become_an_spdx_expression_or_nothing(words, expected):
+    from mlbuild.sources.debian_metadata import license_of
+
+    assert license_of(COPYRIGHT.format(words=words)) == (expected, words)  # the Files: * paragraph, not debian/*
+    assert license_of("a copyright file of another format\n") == (None, None)
+
+
+@pytest.mark.parametrize("debian, upstream", [("1:1.2.13.dfsg-1", "1.2.13"), ("0.8.9+dfsg-1", "0.8.9"), ("1.2.3-1", "1.2.3"),
+                                              ("1:19.1.7-3~deb12u1", "19.1.7"), ("2.0+ds1-2", "2.0"), ("5.2", "5.2")])
+def test_the_upstream_version_is_debians_without_epoch_revision_and_repacking_mark(debian, upstream):
+    from mlbuild.sources.debian_metadata import upstream_version
+
+    assert upstream_version(debian) == upstream
