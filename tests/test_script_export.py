@@ -3,7 +3,12 @@
 import hashlib
 import os
 import re
+import shutil
 import subprocess
+import urllib.parse
+from pathlib import Path
+
+import pytest
 
 from conftest import EXTRA_C, HELLO_C, x86
 
@@ -41,9 +46,11 @@ def test_the_exported_script_builds_the_same_components_target_and_images_withou
              if line.startswith("# fetch:") or line.startswith("# build:")]
     assert order == ["fetch:app", "fetch:hello", *sorted(x86("extra", "hello")), "build:app-x86_64",
                      "build:target-x86_64", "build:images-x86_64"]
-    assert script.count("sha256sum -c") == 2 * 2  # per download: the cached file, the fresh one
+    # per fetch: the download cache by checksum, then each place; the functions doing it written once
+    assert script.count("\ncached ") == 2 and script.count("\n  || from_url ") == 2
+    assert script.count("cached() {") == 1 and script.count("sha256sum <") == 2  # a cached file, a fresh one
     # mlbuild's download limits (download_timeout, download_max_size, download_min_rate over download_rate_window)
-    assert script.count("curl -fL --retry 2 --max-time 3600 --max-filesize 4294967296 --speed-limit 1024 --speed-time 30 ") == 2
+    assert script.count('CURL_LIMITS="--max-time 3600 --max-filesize 4294967296 --speed-limit 1024 --speed-time 30"') == 1
 
     (tmp_path / "build.sh").write_text(script)
     downloads = tmp_path / "downloads"  # empty: the script downloads (file:// here) and checks each sha256
@@ -76,7 +83,8 @@ def test_a_download_with_the_wrong_checksum_stops_the_exported_script(built, tmp
                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLBUILD_DOWNLOADS": str(tmp_path / "dl")},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
-    assert run.stderr.strip().splitlines()[-1] == f"fetch:hello: sha256 mismatch for {tarball.name}"
+    assert run.stderr.strip().splitlines()[-2:] == [f"fetch:hello: sha256 mismatch for {tarball.name}",
+                                                    "fetch:hello: every source failed"]
     assert not (tmp_path / "out/src/hello").exists() and not list((tmp_path / "dl").glob("*/*.tar.gz"))
 
 
@@ -150,3 +158,103 @@ def _run_exported(script: str, tmp_path, **environment: str):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     return tmp_path / "out"
+
+
+def _failing(folder, *names):
+    """Stand-ins for network programs that fail loudly: put first on PATH, any download attempt shows."""
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        path = folder / name
+        path.write_text(f"#!/bin/sh\necho 'the exported script ran {name}' >&2\nexit 7\n")
+        path.chmod(0o755)
+    return folder
+
+
+def test_the_exported_script_finds_the_download_cache_by_checksum_whatever_the_files_name(built, tmp_path):
+    """mlbuild keeps a Debian tarball as musl_1.2.3.orig.tar.gz; the script must find it by its sha256, not look for the URL's name."""
+    source = built.recipes["hello"]["sources"][0]
+    sha, tarball = source["sha256"], Path(urllib.parse.urlsplit(source["url"]).path)
+    downloads = tmp_path / "downloads"
+    (downloads / sha).mkdir(parents=True)
+    (downloads / sha / "hello_1.0.orig.tar.gz").write_bytes(tarball.read_bytes())
+    (downloads / sha / "a-wrong-one.tar.gz").write_bytes(b"not the release")  # looked at, refused by its checksum
+    # and upstream is gone: only the cache can give it
+    built.update_recipe("hello", sources=[{"url": (tmp_path / "gone" / tarball.name).as_uri(), "sha256": sha}])
+    exported = built.cli("script", "build:hello-x86_64")
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "build.sh").write_text(exported.stdout)
+    shims = _failing(tmp_path / "shims", "curl", "apt-get", "python3")
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                         env={"PATH": f"{shims}:/usr/bin:/bin", "HOME": str(tmp_path), "MLBUILD_DOWNLOADS": str(downloads)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "the exported script ran" not in run.stderr and "trying" not in run.stderr
+    assert hash_tree(tmp_path / "out/out/hello-x86_64") == hash_tree(built.path("build/out/hello-x86_64"))
+
+
+def test_the_exported_script_tries_every_alternative_of_a_source_in_order(built, tmp_path):
+    source = built.recipes["hello"]["sources"][0]
+    gone = (tmp_path / "upstream-is-down" / "hello-1.0.tar.gz").as_uri()
+    wrong = built.new_source("hello", {"hello.c": "int main(void) { return 1; }\n"}, "hello-1.0")  # other bytes
+    built.update_recipe("hello", sources=[{"url": gone, "sha256": source["sha256"]},
+                                          {"url": wrong["url"], "sha256": source["sha256"]},  # a mirror serving other bytes
+                                          source])
+    exported = built.cli("script", "build:hello-x86_64")
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "build.sh").write_text(exported.stdout)
+    downloads = tmp_path / "downloads"
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLBUILD_DOWNLOADS": str(downloads)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("fetch:hello: ")]
+    wrong_name = wrong["url"].rsplit("/", 1)[-1]
+    assert lines == [f"fetch:hello: trying {gone}", f"fetch:hello: {gone}: download failed",
+                     f"fetch:hello: trying {wrong['url']}", f"fetch:hello: sha256 mismatch for {wrong_name}",
+                     f"fetch:hello: trying {source['url']}"]
+    assert [path.name for path in downloads.glob("*/*")] == [source["url"].rsplit("/", 1)[-1]]
+    assert not list((downloads / ".partial").iterdir())  # nothing left of the failures
+    assert hash_tree(tmp_path / "out/out/hello-x86_64") == hash_tree(built.path("build/out/hello-x86_64"))
+
+
+MUSL_SHA256 = "7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4"
+
+
+def test_the_exported_script_gets_a_debian_source_without_deb_src_lines_through_a_private_apt_state(project, tmp_path):
+    """The real archive, as tests/test_menuconfig_mirrors_debian_graph.py's: musl's orig tarball, 1 MB. The
+    machine's apt configuration has deb lines only (what a Debian install has): the script derives its own."""
+    if not shutil.which("apt-get"):
+        pytest.skip("no apt-get: not a Debian/Ubuntu machine")
+    gone = (tmp_path / "upstream-is-down" / "musl-1.2.3.tar.gz").as_uri()
+    project.write_recipe("musl", {"name": "musl", "version": "1.2.3", "summary": "C library", "homepage": "https://musl.libc.org/",
+                                  "license": "MIT", "sources": [{"url": gone, "sha256": MUSL_SHA256},
+                                                                {"debian": "musl=1.2.3-1", "sha256": MUSL_SHA256}]})
+    exported = project.cli("script", "fetch:musl")
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "build.sh").write_text(exported.stdout)
+    downloads, temporary = tmp_path / "downloads", tmp_path / "tmp"
+    temporary.mkdir()
+    apt_configuration = sorted((path, path.read_bytes()) for path in Path("/etc/apt").rglob("*") if path.is_file())
+    run = subprocess.run(["bash", str(tmp_path / "build.sh"), str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
+                         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MLBUILD_DOWNLOADS": str(downloads),
+                              "TMPDIR": str(temporary)})
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "fetch:musl: trying Debian source musl=1.2.3-1" in run.stderr
+    assert [path.name for path in downloads.glob("*/*")] == ["musl_1.2.3.orig.tar.gz"]
+    assert (tmp_path / "out/src/musl/VERSION").read_text().strip() == "1.2.3"
+    assert list(temporary.iterdir()) == []  # the private apt state is gone with the script
+    assert sorted((path, path.read_bytes()) for path in Path("/etc/apt").rglob("*") if path.is_file()) == apt_configuration
+
+
+def test_the_exported_script_maps_its_own_folder_out_of_objects_as_mlbuild_maps_the_build_folder(built, tmp_path):
+    """$PREFIX_MAP_FLAGS name the script's folder ($ROOT), not the exporting tree's: debug info built elsewhere is mlbuild's, bit for bit."""
+    built.edit("templates/build/hello.sh.j2", 'ccache clang -O1 -I. -c "$SRC/hello.c"',
+               'ccache clang -g -O1 $PREFIX_MAP_FLAGS -I. -c "$SRC/hello.c"')
+    result = built.doit()
+    assert result.returncode == 0, result.stdout + result.stderr
+    binary = built.path("build/out/hello-x86_64/bin/hello").read_bytes()
+    assert b"/usr/obj/hello" in binary and str(built.root).encode() not in binary  # the debug info names fixed folders
+    exported = built.cli("script", "build:hello-x86_64")
+    assert exported.returncode == 0, exported.stderr
+    assert str(built.path("build")) not in exported.stdout
+    assert "PREFIX_MAP_FLAGS=-ffile-prefix-map=\"$ROOT\"'/src/hello=/usr/src/hello " in exported.stdout
+    out = _run_exported(exported.stdout, tmp_path)
+    assert (out / "out/hello-x86_64/bin/hello").read_bytes() == binary

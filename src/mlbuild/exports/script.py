@@ -3,11 +3,14 @@
 No magic: every download with its sha256 check, every unpack and patch, and
 every build step's rendered script with its exact environment, in dependency
 order, runnable with bash and the host's tools alone (no mlbuild, no Python).
-Paths of the build folder become "$ROOT" (the script's first argument), so the
-layout under it is mlbuild's own: src/, work/, out/, target/.
+Paths of the build folder become "$ROOT" (the script's first argument), wherever they
+appear in a value (a path, a PATH-like list, clang's -ffile-prefix-map=<path>=…), so the
+layout under it is mlbuild's own (src/, work/, out/, target/) and a build elsewhere gives
+mlbuild's bytes.
 """
 
 import os
+import re
 import shlex
 
 import networkx as nx
@@ -20,8 +23,8 @@ HEADER = """\
 #!/usr/bin/env bash
 # {title}
 # Exported by `mlbuild script {task}` from the task graph: {count} steps in dependency order.
-# It needs no mlbuild and no Python: bash, coreutils, curl, tar, patch, sha256sum and
-# the build tools the steps run (clang, ccache, make, …), as mlbuild does.
+# It needs no mlbuild and no Python: bash, coreutils, curl, tar, patch, sha256sum (apt-get
+# for a Debian source) and the build tools the steps run (clang, ccache, make, …), as mlbuild does.
 #
 #   bash build.sh [FOLDER]     builds everything under FOLDER (default: ./mlbuild-build)
 #
@@ -30,7 +33,8 @@ HEADER = """\
 # target/<arch> (the assembled system), images/<arch>.
 set -eu -o pipefail
 ROOT="$(mkdir -p "${{1:-mlbuild-build}}" && cd "${{1:-mlbuild-build}}" && pwd)"
-# Downloads are looked up (and kept) as mlbuild keeps them: <folder>/<sha256>/<file>.
+# Downloads are looked up (and kept) as mlbuild keeps them: <folder>/<sha256>/<file>, found by
+# checksum whatever the file is called.
 DOWNLOADS="${{MLBUILD_DOWNLOADS:-{downloads}}}"
 """
 
@@ -45,15 +49,16 @@ def export(project, task: str) -> str:
     script = ShellScript(project)
     parts = [HEADER.format(title=project.steps[task].doc, task=task, count=len(order),
                            downloads=shlex.quote(str(project.config.download_dir)))]
+    steps = []
     for name in order:
         step = project.steps[name]
-        parts.append(f"\n# {'=' * 78}\n# {name}: {step.doc}\n")
+        steps.append(f"\n# {'=' * 78}\n# {name}: {step.doc}\n")
         deps = step.deps
         if deps:
-            parts.append(f"# after: {', '.join(deps)}\n")
-        parts.append(step.shell(script))  # the Step protocol (steps/base.py): every kind has its shell form
-    parts.append(f'\necho "built {task} under $ROOT"\n')
-    return "".join(parts)
+            steps.append(f"# after: {', '.join(deps)}\n")
+        steps.append(step.shell(script))  # the Step protocol (steps/base.py): every kind has its shell form
+    steps.append(f'\necho "built {task} under $ROOT"\n')
+    return "".join(parts + list(script.preludes.values()) + steps)
 
 
 class ShellScript:
@@ -67,8 +72,13 @@ class ShellScript:
         self.project = project
         # Longest first: the per-toolchain tree lies inside the build folder.
         trees = {project.target_build_dir: "$ROOT", project.build_dir: "$ROOT", project.target_dir: "$ROOT/target"}
-        self.trees = sorted(((str(path), variable) for path, variable in trees.items()), key=lambda item: -len(item[0]))
+        self.trees = dict(sorted(((str(path), variable) for path, variable in trees.items()), key=lambda item: -len(item[0])))
+        # A tree's path wherever it starts a value or follows a separator (`:` of PATH, `=` of
+        # -ffile-prefix-map=<path>=…, a blank between flags), and ends one or goes on with a separator
+        # or a `/`: never a folder that merely starts with the same letters.
+        self._tree_paths = re.compile(r"(?<![^\s=:,])(" + "|".join(map(re.escape, self.trees)) + r")(?=$|[\s=:,/])")
         self.root = str(project.root)  # ccache's base folder: paths below it are hashed relative to it
+        self.preludes = {}  # what prelude() was given: written after the header, before the first step
 
     # --- quoting ------------------------------------------------------------------------
 
@@ -77,17 +87,22 @@ class ShellScript:
         return self.word(str(path))
 
     def word(self, text: str) -> str:
-        """text as one shell word; the project's folders in it become variables."""
+        """text as one shell word; the project's folders in it, wherever they are, become variables."""
         if text == self.root:
             return '"$ROOT"'
-        for prefix, variable in self.trees:
-            if text == prefix or text.startswith(prefix + "/"):
-                rest = text[len(prefix):]
-                return f'"{variable}"' + (shlex.quote(rest) if rest else "")
-            if f":{prefix}" in text or f"{prefix}:" in text:  # in a PATH-like list
-                head, _, tail = text.partition(prefix)
-                return (shlex.quote(head) if head else "") + f'"{variable}"' + (self.word(tail) if tail else "")
-        return shlex.quote(text)
+        pieces, last = [], 0
+        for match in self._tree_paths.finditer(text):
+            if match.start() > last:
+                pieces.append(shlex.quote(text[last:match.start()]))
+            pieces.append(f'"{self.trees[match.group(1)]}"')
+            last = match.end()
+        if last < len(text) or not pieces:
+            pieces.append(shlex.quote(text[last:]))
+        return "".join(pieces)
+
+    def prelude(self, key: str, text: str) -> None:
+        """text once at the top of the script, however many steps ask for it: shell functions they share."""
+        self.preludes.setdefault(key, text)
 
     @staticmethod
     def file(target: str, text: str, mode: str | None = None) -> str:
@@ -102,14 +117,17 @@ class ShellScript:
         return out + (f"chmod {mode} {target}\n" if mode else "")
 
     @staticmethod
-    def secret_url(url: str, variable: str, comments: list) -> str:
+    def secret_url(url: str, variable: str, comments: list, optional: bool = False) -> str:
         """url as a shell word; one holding credentials becomes "$variable", which whoever runs the script sets
-        (a comment says to what, redacted): the secret itself is never written."""
+        (a comment says to what, redacted): the secret itself is never written. optional: one of several
+        alternatives, empty when unset (the script goes on to the next) instead of stopping the script."""
         shown = redact(url)
         if shown == url:
             return shlex.quote(url)
-        comments.append(f"# set {variable} to {shown} with its credentials (they are not written here)\n")
-        return f'"${{{variable}:?set {variable}: see the comment above}}"'
+        comment = f"# set {variable} to {shown} with its credentials (they are not written here)\n"
+        if comment not in comments:
+            comments.append(comment)
+        return f'"${{{variable}:-}}"' if optional else f'"${{{variable}:?set {variable}: see the comment above}}"'
 
     # --- shapes several kinds of step share ------------------------------------------------
 

@@ -14,7 +14,7 @@ from mlbuild.exports import legal_info, sbom, script
 from mlbuild.sources import mirror
 from mlbuild.engine.cache import commands as cache_commands
 from mlbuild.engine.signature import decide, is_up_to_date
-from mlbuild.frontend import rebuild, settings_commands
+from mlbuild.frontend import new_recipe, rebuild, settings_commands
 from mlbuild.frontend.project import Project
 from mlbuild.engine.tree_lock import TreeLock
 from mlbuild.render import environment, language_of, raw_expansion_message, raw_expansions
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    for module in (graph_view, stats_report, size, script, sbom, legal_info, mirror):
+    for module in (graph_view, stats_report, size, script, sbom, legal_info, mirror, new_recipe):
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     settings = dict(item.split("=", 1) for item in argv if re.match(r"^[a-z_][a-z0-9_]*=", item))
     args = parser.parse_args([item for item in argv if not re.match(r"^[a-z_][a-z0-9_]*=", item)])
+    args.settings = settings  # for a command that loads the project again (mlbuild new, after writing a recipe)
     handlers = {"check": cmd_check, "explain": cmd_explain, "cache": cache_commands.run, "unpack": cmd_unpack}
     try:
         root = find_root(Path(args.directory).resolve())

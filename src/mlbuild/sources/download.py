@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 from pathlib import Path
+from typing import NamedTuple
 
 from mlbuild import credentials
 from mlbuild.errors import MlbuildError
@@ -166,18 +167,19 @@ def _alternatives(source: Source, mirrors: list[str], cache: Path, limits: Limit
         yield f"Debian source {source.debian}", lambda sha, say: debian_orig(source.debian, sha, cache)
 
 
-def download(url: str, filename: str, sha256: str, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
+def download(url: str, filename: str, sha256: str | None, cache: Path, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
              say=None, limits: Limits | None = None, size: int | None = None) -> Path:
     """Download url into the cache under sha256/filename, retrying and resuming; nothing is left on failure.
 
-    Within limits (a deadline, a minimum rate, at most size bytes, else limits.max_size): GaveUp otherwise."""
+    Within limits (a deadline, a minimum rate, at most size bytes, else limits.max_size): GaveUp otherwise.
+    sha256 None: a source nobody has a checksum of yet (`mlbuild new`): it enters the cache under its own."""
     if not _SAFE_NAME.fullmatch(filename):
         raise MlbuildError(f"refusing the cache file name {filename!r}: expected a plain file name")
     partial_dir = cache / ".partial"
     try:
         partial_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(partial_dir)
-        handle, name = tempfile.mkstemp(dir=partial_dir, prefix=f"{sha256[:16]}-")
+        handle, name = tempfile.mkstemp(dir=partial_dir, prefix=f"{(sha256 or 'new')[:16]}-")
     except OSError as error:
         raise _cache_failure(partial_dir, error, "create a file") from None
     partial = Path(name)
@@ -272,12 +274,13 @@ def _write(out, partial: Path, chunk: bytes | None) -> None:
         raise _cache_failure(partial.parent, error, "write a download") from None
 
 
-def _admit(candidate: Path, filename: str, sha256: str, cache: Path) -> Path:
-    """Move a downloaded file into the cache if its checksum is right; delete it otherwise."""
+def _admit(candidate: Path, filename: str, sha256: str | None, cache: Path) -> Path:
+    """Move a downloaded file into the cache if its checksum is right (None: under its own); delete it otherwise."""
     try:
         actual = _sha256_of(candidate)
     except OSError as error:
         raise _cache_failure(candidate.parent, error, "read a download") from None
+    sha256 = sha256 or actual
     if actual != sha256:
         candidate.unlink()
         raise MlbuildError(f"sha256 mismatch for {filename}: expected {sha256}, got {actual}")
@@ -352,6 +355,12 @@ def debian_orig(package: str, sha256: str, cache: Path) -> Path:
 
 
 def _debian_orig(package: str, sha256: str, cache: Path) -> Path:
+    return _with_apt(cache, lambda apt: _apt_source(apt, package, sha256, cache))
+
+
+def _with_apt(cache: Path, action):
+    """action(apt command) on the private state, its lists updated first when older than a day, and
+    once more if action fails on lists that were not fresh."""
     apt = _apt(cache)
     # One apt at a time on the private state (fetches may run in parallel).
     updated = cache / ".apt" / "updated"  # written only after a complete `apt-get update`
@@ -361,12 +370,12 @@ def _debian_orig(package: str, sha256: str, cache: Path) -> Path:
         if not fresh:
             _update(apt, updated)
         try:
-            return _apt_source(apt, package, sha256, cache)
+            return action(apt)
         except MlbuildError:
             if not fresh:
                 raise
             _update(apt, updated)  # the lists may be old: the archive moves on
-            return _apt_source(apt, package, sha256, cache)
+            return action(apt)
 
 
 def _update(apt: list[str], updated: Path) -> None:
@@ -375,13 +384,86 @@ def _update(apt: list[str], updated: Path) -> None:
     updated.touch()
 
 
-def _apt_source(apt: list[str], package: str, sha256: str, cache: Path) -> Path:
+def _apt_source(apt: list[str], package: str, sha256: str | None, cache: Path, packaging: bool = False):
+    """The package's orig tarball admitted to the cache (sha256 None: under its own; apt checked it
+    against the archive's signed index). packaging: also debian/copyright of its Debian packaging."""
     with tempfile.TemporaryDirectory(dir=cache) as work:
         _run(apt + ["source", "--download-only", "--tar-only", package], f"apt-get source {package}", cwd=work)
         origs = [path for path in Path(work).iterdir() if ".orig.tar." in path.name]
         if not origs:
             raise MlbuildError(f"apt-get source {package} gave no .orig tarball")
-        return _admit(origs[0], origs[0].name, sha256, cache)
+        path = _admit(origs[0], origs[0].name, sha256, cache)
+        if not packaging:
+            return path
+        # --diff-only: the packaging (a few kB; 3.0 (quilt)'s .debian.tar.*, or a 1.0 package's .diff.gz, which has no
+        # tarball). Metadata only: without it the recipe asks for the license instead.
+        try:
+            _run(apt + ["source", "--download-only", "--diff-only", package], f"apt-get source --diff-only {package}", cwd=work)
+        except MlbuildError:
+            return path, None
+        return path, _debian_copyright(Path(work))
+
+
+class DebianSource(NamedTuple):
+    """What `mlbuild new` learns from Debian's archive about a source package: the orig tarball (in the
+    cache, under its sha256: apt checked it against the archive's signed index), the package's
+    record in the Sources index and its debian/copyright (None when it has none)."""
+
+    path: Path
+    record: dict
+    copyright: str | None
+
+
+def debian_new(package: str, cache: Path) -> DebianSource:
+    """PACKAGE=VERSION's orig tarball and its metadata, through the private apt state."""
+    if not shutil.which("apt-get"):
+        raise MlbuildError("apt-get is not installed (needed for Debian source packages)")
+    name, _, version = package.partition("=")
+
+    def action(apt: list[str]) -> DebianSource:
+        records = _source_records(apt, name)
+        record = next((r for r in records if r.get("Version") == version), None)
+        if record is None:
+            versions = ", ".join(dict.fromkeys(r["Version"] for r in records if "Version" in r)) or "none"
+            raise MlbuildError(f"Debian's archive has no source package {package} (versions of {name} there: {versions})")
+        path, copyright = _apt_source(apt, package, None, cache, packaging=True)
+        return DebianSource(path, record, copyright)
+    try:
+        return _with_apt(cache, action)
+    except OSError as error:
+        raise _cache_failure(cache, error, "keep apt's state") from None
+
+
+def _source_records(apt: list[str], name: str) -> list[dict]:
+    """The Sources index's records of a source package (`apt-cache showsrc`): {field: value}, continuation lines joined."""
+    result = subprocess.run(["apt-cache", *apt[1:], "showsrc", name], capture_output=True, text=True)
+    records, record, key = [], {}, None
+    for line in result.stdout.splitlines():
+        if not line.strip():
+            if record:
+                records.append(record)
+            record, key = {}, None
+        elif line[0] in " \t" and key:
+            record[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            record[key] = value.strip()
+    return records + ([record] if record else [])
+
+
+def _debian_copyright(folder: Path) -> str | None:
+    """debian/copyright of the Debian packaging tarball apt-get downloaded (3.0 (quilt)); read, never unpacked."""
+    import tarfile
+
+    for path in folder.glob("*.debian.tar.*"):
+        try:
+            with tarfile.open(path) as archive:
+                member = archive.getmember("debian/copyright")
+                handle = archive.extractfile(member) if member.isfile() else None
+                return handle.read(1 << 20).decode("utf-8", "replace") if handle else None
+        except (KeyError, tarfile.TarError, OSError, EOFError):
+            return None
+    return None
 
 
 def _run(command: list[str], what: str, cwd=None) -> None:

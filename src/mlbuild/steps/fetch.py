@@ -28,6 +28,107 @@ from mlbuild.sources.unpack import unpack
 from mlbuild.steps.base import Step
 
 
+# The exported script's fetching (mlbuild script), as sources/download.py does it, written once
+# before the first fetch. Each function sets $archive and succeeds, or says why not and fails, so
+# that a fetch is one chain of alternatives tried in order.
+SHELL_FETCH = r"""
+# --- fetching, as mlbuild does (src/mlbuild/sources/download.py) ---------------------------------
+# The download cache: <folder>/<sha256>/<file>, whatever the file is called (mlbuild names a Debian
+# tarball as Debian does, musl_1.2.3.orig.tar.gz); a file counts only if its checksum is right.
+cached() {  # SHA256
+  local file
+  for file in "$DOWNLOADS/$1"/*; do
+    if [ -f "$file" ] && ! [ -L "$file" ] && [ "$(sha256sum < "$file" | cut -d' ' -f1)" = "$1" ]; then
+      archive=$file
+      return 0
+    fi
+  done
+  return 1
+}
+# A download enters the cache only once its checksum is right; nothing is left of a wrong one.
+admit() {  # SHA256 NAME FILE
+  if [ "$(sha256sum < "$3" | cut -d' ' -f1)" != "$1" ]; then
+    echo "$task: sha256 mismatch for $2" >&2
+    rm -f "$3"
+    return 1
+  fi
+  mkdir -p "$DOWNLOADS/$1" && mv "$3" "$DOWNLOADS/$1/$2" && archive="$DOWNLOADS/$1/$2"
+}
+from_url() {  # SHA256 NAME URL [SHOWN: the URL without its credentials, which are in a variable]
+  local part shown=${4:-$3}
+  if [ -z "$3" ]; then
+    echo "$task: skipping $shown: its credentials are not set (see the comment above)" >&2
+    return 1
+  fi
+  echo "$task: trying $shown" >&2
+  mkdir -p "$DOWNLOADS/.partial" && part=$(mktemp "$DOWNLOADS/.partial/$1-XXXXXX") || return 1
+  # shellcheck disable=SC2086 # CURL_LIMITS: several options
+  if ! curl -fsSL --retry 2 $CURL_LIMITS -o "$part" "$3"; then
+    echo "$task: $shown: download failed" >&2
+    rm -f "$part"
+    return 1
+  fi
+  admit "$1" "$2" "$part"
+}
+# Debian's source archive with no deb-src line in the system's apt configuration: a private apt
+# state in a temporary folder (a deb-src list derived from the machine's own deb entries), made and
+# updated on first use, removed when the script ends. Nothing in /etc changes; no root needed.
+APT_STATE=
+private_apt() {
+  local file
+  if [ -z "$APT_STATE" ]; then
+    APT_STATE=$(mktemp -d "${TMPDIR:-/tmp}/mlbuild-apt.XXXXXX") || return 1
+    trap 'rm -rf "$APT_STATE"' EXIT
+    mkdir -p "$APT_STATE/sources.list.d" "$APT_STATE/state/lists/partial" "$APT_STATE/cache/archives/partial"
+    for file in /etc/apt/sources.list.d/*.sources; do
+      if [ -f "$file" ] && grep -q '^Types:.*\bdeb\b' "$file"; then
+        sed 's/^Types:.*$/Types: deb-src/' "$file"
+        echo
+      fi
+    done > "$APT_STATE/sources.list.d/derived.sources"
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      if [ -f "$file" ]; then
+        sed -n 's/^deb /deb-src /p' "$file"
+      fi
+    done > "$APT_STATE/sources.list"
+  fi
+  APT=(apt-get -q -o Dir::Etc::SourceList="$APT_STATE/sources.list" -o Dir::Etc::SourceParts="$APT_STATE/sources.list.d"
+       -o Dir::State="$APT_STATE/state" -o Dir::Cache="$APT_STATE/cache" -o Debug::NoLocking=1
+       -o APT::Sandbox::User="$(id -un)")
+  if ! [ -e "$APT_STATE/updated" ]; then
+    "${APT[@]}" update >&2 || { echo "$task: apt-get update failed" >&2; return 1; }
+    touch "$APT_STATE/updated"
+  fi
+}
+from_debian() {  # SHA256 PACKAGE=VERSION
+  local work orig
+  echo "$task: trying Debian source $2" >&2
+  command -v apt-get > /dev/null || { echo "$task: apt-get is not installed (needed for Debian source packages)" >&2; return 1; }
+  private_apt || return 1
+  work=$(mktemp -d "$APT_STATE/source.XXXXXX") || return 1
+  if ! (cd "$work" && "${APT[@]}" source --download-only --tar-only "$2" >&2); then
+    echo "$task: apt-get source $2 failed" >&2
+    return 1
+  fi
+  for orig in "$work"/*.orig.tar.*; do
+    if [ -f "$orig" ]; then
+      admit "$1" "$(basename "$orig")" "$orig"
+      return
+    fi
+  done
+  echo "$task: apt-get source $2 gave no .orig tarball" >&2
+  return 1
+}
+
+"""
+
+
+def _shown(url: str) -> str:
+    """The SHOWN argument of the script's from_url: the URL redacted, when it holds credentials."""
+    shown = redact(url)
+    return "" if shown == url else f" {shlex.quote(shown)}"
+
+
 class FetchStep(Step, kind="fetch"):
     # An unpacked source is the download cache's tarball plus patches: unpacking it
     # again is cheaper than moving a tree several times the tarball's size.
@@ -193,45 +294,48 @@ class FetchStep(Step, kind="fetch"):
             return (f"# {recipe.name}: the local source override {self.override.text}; no download, no patches\n"
                     f"rm -rf {destination}\nmkdir -p {destination}\n"
                     f"tar -C {shlex.quote(str(self.override.path))} --exclude=.git -cf - . | tar -C {destination} -xpf -\n")
-        cache = Path(self.project.config.download_dir)
-        source = self.source_in_use
+        from mlbuild.sources.download import FALLBACK_NAME, source_names
+
+        config = self.project.config
+        # The download limits mlbuild keeps to (docs/usage.md, download_*), in curl's words.
+        limits = f"--max-time {config.download_timeout} --max-filesize {config.download_max_size}"
+        if config.download_min_rate:
+            limits += f" --speed-limit {config.download_min_rate} --speed-time {config.download_rate_window}"
+        script.prelude("fetch", f'CURL_LIMITS="{limits}"\n' + SHELL_FETCH)
         out = []
-        others = [redact(s.url) if s.url else f"Debian source {s.debian}" for s in recipe.sources if s is not source]
-        if others:
-            out.append(f"# other places with the same release (each with its own sha256 in recipes/{recipe.name}.toml): {', '.join(others)}\n")
-        if source.url:
-            filename = source.url.rstrip("/").rsplit("/", 1)[-1]
-            name = re.sub(r"[^A-Z0-9]", "_", recipe.name.upper())
-            # The download limits mlbuild keeps to (docs/usage.md, download_*), in curl's words.
-            config = self.project.config
-            curl = (f"curl -fL --retry 2 --max-time {config.download_timeout} "
-                    f"--max-filesize {min(source.size or config.download_max_size, config.download_max_size)}")
-            if config.download_min_rate:
-                curl += f" --speed-limit {config.download_min_rate} --speed-time {config.download_rate_window}"
-            fetch_command = f'{curl} -o "$archive.part" {script.secret_url(source.url, f"MLBUILD_SOURCE_{name}", out)}'
-            for index, mirror in enumerate(config.mirrors, 1):
-                base = script.secret_url(mirror.rstrip("/"), f"MLBUILD_MIRROR_{index}", out)
-                fetch_command += f' \\\n    || {curl} -o "$archive.part" {base}/{shlex.quote(filename)}'
-        else:
-            filename = f"{recipe.name}.orig.tar"
-            package = shlex.quote(source.debian)
-            fetch_command = (f'(cd "$DOWNLOADS/{source.sha256}" && apt-get source --download-only --tar-only {package}'
-                             f' && mv ./*.orig.tar.* "$archive.part")')
-            cached = sorted((cache / source.sha256).glob("*")) if (cache / source.sha256).is_dir() else []
-            if cached:
-                filename = cached[0].name
+        # As sources/download.py's fetch(): the download cache first (each alternative's checksum, any
+        # file name), then each alternative in the recipe's order: its URL, the mirrors, Debian's archive.
+        sources = recipe.sources
+        tries = [f"cached {sha}" for sha in dict.fromkeys(source.sha256 for source in sources)]
+        variable = re.sub(r"[^A-Z0-9]", "_", recipe.name.upper())
+        urls = 0
+        for source in sources:
+            names = source_names(source)
+            if source.url:
+                urls += 1
+                secret = f"MLBUILD_SOURCE_{variable}" + (f"_{urls}" if urls > 1 else "")
+                tries.append(f"from_url {source.sha256} {shlex.quote(names[0] if names else FALLBACK_NAME)} "
+                             f"{script.secret_url(source.url, secret, out, optional=True)}{_shown(source.url)}")
+            for index, mirror in enumerate(self.project.config.mirrors, 1):
+                base = script.secret_url(mirror.rstrip("/"), f"MLBUILD_MIRROR_{index}", out, optional=True)
+                for name in names:
+                    tries.append(f"from_url {source.sha256} {shlex.quote(name)} {base}/{shlex.quote(name)}"
+                                 f"{_shown(mirror.rstrip('/') + '/' + name)}")
+            if source.debian:
+                tries.append(f"from_debian {source.sha256} {shlex.quote(source.debian)}")
+        out.append(f"task={self.name}\n" + " \\\n  || ".join(tries)
+                   + f' \\\n  || {{ echo "{self.name}: every source failed" >&2; exit 1; }}\n')
+        strips = {source.sha256: source.strip_components for source in sources}
+        if len(set(strips.values())) == 1:
+            strip = str(sources[0].strip_components)
+        else:  # the alternative found decides: Debian may repack under another top folder
+            cases = " ".join(f"{sha}) strip={count} ;;" for sha, count in strips.items())
+            out.append(f'case "$(basename "$(dirname "$archive")")" in {cases} esac\n')
+            strip = "$strip"
         out.append(
-            f'archive="$DOWNLOADS/{source.sha256}/{filename}"\n'
-            f'if ! [ -f "$archive" ] || ! echo "{source.sha256}  $archive" | sha256sum -c --status; then\n'
-            f'  mkdir -p "$DOWNLOADS/{source.sha256}"\n'
-            f"  {fetch_command}\n"
-            f'  echo "{source.sha256}  $archive.part" | sha256sum -c --status \\\n'
-            f'    || {{ echo "{self.name}: sha256 mismatch for {filename}" >&2; rm -f "$archive.part"; exit 1; }}\n'
-            f'  mv "$archive.part" "$archive"\n'
-            f"fi\n"
             f"rm -rf {destination}\n"
             f"mkdir -p {destination}\n"
-            f'tar -xf "$archive" -C {destination} --strip-components={source.strip_components} --no-same-owner --no-same-permissions\n'
+            f'tar -xf "$archive" -C {destination} --strip-components={strip} --no-same-owner --no-same-permissions\n'
         )
         for patch in self.patches:
             out.append(f"# recipes/{recipe.name}/{patch.name}\n")
