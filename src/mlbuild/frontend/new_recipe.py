@@ -336,7 +336,7 @@ def _write_new(path: Path, text: str) -> None:
 def _check_with_it(project, args, recipe_file: Path) -> None:
     """`mlbuild check` on the project as it is now, the new recipe in it."""
     from mlbuild.engine.boundary import EXPECTED, one_line
-    from mlbuild.frontend.cli import cmd_check  # the command itself: cli imports this module for its parser
+    from mlbuild.frontend.check import cmd_check
     from mlbuild.frontend.project import Project
 
     try:
