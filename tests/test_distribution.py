@@ -109,7 +109,9 @@ def test_kvm_boots_the_system_where_the_host_runs_kvm_guests(built_system):
 
     if os.uname().machine != "x86_64" or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("this host has no usable /dev/kvm for x86_64 guests")
-    works, reason = probe_kvm("x86_64", REPO / "target" / "x86_64" / "boot" / "bzImage")
+    from mlbuild.frontend.project import Project
+
+    works, reason = probe_kvm(Project(REPO).arches["x86_64"], REPO / "target" / "x86_64" / "boot" / "bzImage")
     if not works:
         pytest.skip(f"this host's KVM does not run guests: {reason}")
     code, _, output = doit("boottest:x86_64", "accel=kvm", timeout=900)

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "tests" / "new_component" / "zlib.toml"
-COPIED = ["recipes", "templates", "dodo.py", "pyproject.toml"]
+COPIED = ["recipes", "arches", "templates", "dodo.py", "pyproject.toml"]
 
 ZLIB_HELLO = r"""
 #include <stdio.h>
