@@ -10,8 +10,9 @@ import pytest
 
 from conftest import REPO, SRC, base_environment, x86
 from mlbuild.boot.accel import Accelerator
-from mlbuild.boot.qemu import qemu_command
-from mlbuild.errors import InputError
+from mlbuild.boot.qemu import check_installed, qemu_command
+from mlbuild.errors import InputError, MlbuildError
+from mlbuild.model.config import load_config
 from mlbuild.model import host
 from mlbuild.model.arches import load_arches
 from mlbuild.model.external import arch_files, trees
@@ -79,6 +80,23 @@ BEFORE = {
 def test_the_qemu_command_lines_of_x86_64_and_arm64_are_what_they_were(arch, accel, interactive):
     command = qemu_command(KNOWN[arch], Path("/k"), Path("/i"), Path("/d"), interactive, Accelerator(accel, ""))
     assert " ".join(command) == BEFORE[arch, accel, interactive]
+
+
+def test_riscv64_boots_on_virt_with_its_disk_on_virtio_mmio_and_opensbi_by_default():
+    command = qemu_command(KNOWN["riscv64"], Path("/k"), Path("/i"), Path("/d"), False, Accelerator("tcg", ""))
+    assert " ".join(command) == ("qemu-system-riscv64 -M virt -m 256M -accel tcg -no-reboot -kernel /k -initrd /i "
+                                 "-append console=ttyS0 rdinit=/sbin/init panic=-1 quiet "
+                                 "-drive file=/d,if=none,format=raw,snapshot=on,id=disk -device virtio-blk-device,drive=disk "
+                                 "-display none -serial stdio -monitor none")
+    assert "riscv64" not in load_config(REPO, environ={}).arches  # not built by default (CI time)
+
+
+def test_a_missing_qemu_is_one_line_naming_its_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no QEMU at all
+    with pytest.raises(MlbuildError) as raised:
+        check_installed(KNOWN["riscv64"])
+    assert str(raised.value) == ("qemu-system-riscv64 (which boots riscv64) is not installed; "
+                                 "on Debian/Ubuntu: apt-get install qemu-system-misc")
 
 
 def _layer_with_ppc64le(project_root: Path) -> Path:

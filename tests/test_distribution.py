@@ -202,6 +202,21 @@ def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built
             "add CONFIG_BLK_DEV=y") in result.stderr, result.stderr
 
 
+def test_riscv64_from_its_arch_file_builds_and_boots_with_the_same_checks_under_both_userlands():
+    """arches=riscv64 (arches/riscv64.toml; not a default arch: CI time): the small system on QEMU's virt, TCG."""
+    for userland in ("busybox", "toybox"):
+        code, _, output = doit("-n", "2", "build:images-riscv64", "arches=riscv64", f"userland={userland}", timeout=7200)
+        assert code == 0, output[-5000:]
+        code, _, output = doit("boottest:riscv64", "arches=riscv64", f"userland={userland}", timeout=1800)
+        assert code == 0, output[-5000:]
+        checks = ("applets:", "setuid:") if userland == "busybox" else ("commands:", "edit: three")
+        for check in ("shell ready", "kernel: Linux", *checks, "file: written-and-read-back", "disk:", "powered off"):
+            assert check in output, check
+        assert "riscv64" in output.split("kernel: Linux", 1)[1].splitlines()[0]
+    headers = subprocess.run(["readelf", "-lh", REPO / "target" / "riscv64" / "bin" / "toybox"], capture_output=True, text=True).stdout
+    assert "RISC-V" in headers and "INTERP" not in headers
+
+
 # Last in this module: the toybox system takes over target/ and build/images/, and gives them back.
 def test_the_toybox_userland_builds_boots_and_passes_its_checks_on_both_arches(built_system):
     """userland=toybox: toybox instead of busybox, the same kernel, musl and /etc; switching back rebuilds no component."""

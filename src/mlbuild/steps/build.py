@@ -53,6 +53,8 @@ def script_context(recipe, merged, arch: str, config, fragment_names: list[str],
         "versions": versions,
         # A host recipe's sysroots: the triple of each arch build:toolchain ships one for.
         "sysroot_triples": [known.triple for known in arches.values()] if recipe.sysroots else [],
+        # ... and their LLVM back ends, each once (X86, AArch64, RISCV).
+        "sysroot_llvm_targets": list(dict.fromkeys(known.llvm_target for known in arches.values())) if recipe.sysroots else [],
     }
 
 
