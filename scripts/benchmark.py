@@ -100,6 +100,7 @@ def make_synthetic(root: Path, count: int) -> None:
         f'[tool.mlbuild]\narches = ["x86_64", "arm64"]\ndownload_dir = "{root}/dl"\nccache_dir = "{root}/ccache"\n'
     )
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    shutil.copytree(REPO / "arches", root / "arches")  # x86_64's and arm64's facts (the project's data)
 
 
 def record(section: str, lines: list[str]) -> None:

@@ -39,7 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mlbuild.model.arches import ARCHES  # noqa: E402
+from mlbuild.model.arches import load_arches  # noqa: E402
+from mlbuild.model.config import load_config  # noqa: E402
+from mlbuild.model.external import arch_files, trees  # noqa: E402
 from mlbuild.trees import hash_file as _sha256  # noqa: E402
 
 # The two builders: everything but the inputs differs.
@@ -53,7 +55,9 @@ EPOCH = 1672531200
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arches", nargs="+", default=list(ARCHES), choices=list(ARCHES))
+    known = load_arches(arch_files(trees(REPO, []))).names  # arches/<name>.toml
+    default = load_config(REPO, environ={}).arches or known  # pyproject.toml's arches
+    parser.add_argument("--arches", nargs="+", default=default, choices=known)
     parser.add_argument("--work", type=Path, default=REPO / "build" / "reproducibility")
     parser.add_argument("--rev", default="HEAD", help="the commit both clones build (default: HEAD)")
     parser.add_argument("--separate-ccache", action="store_true", help="an empty ccache for each build")

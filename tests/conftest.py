@@ -243,6 +243,7 @@ def make_project(base: Path, arches=(ARCH,)) -> Project:
     project = Project(base / "project", base / "tarballs")
     project.root.mkdir(parents=True)
     shutil.copy(REPO / "dodo.py", project.root / "dodo.py")
+    shutil.copytree(REPO / "arches", project.root / "arches")  # the arches are the project's data, as its recipes
     project.write(
         "pyproject.toml",
         "[tool.mlbuild]\n"

@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 
 from mlbuild.boot import accel
-from mlbuild.boot.accel import QEMU, choose
+from mlbuild.boot.accel import choose
 from mlbuild.model.config import load_config
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.model.models import GuestCheck
 from mlbuild.boot.qemu import boot_test
+from mlbuild.model.arches import load_arches
+from mlbuild.model.external import arch_files, trees
 
-HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(os.uname().machine)
+KNOWN = load_arches(arch_files(trees(Path(__file__).resolve().parents[1], [])))  # the project's arches/
+MACHINE = KNOWN.machine_arch()  # the build machine's arch in mlbuild's names
+HOST_ARCH = MACHINE if MACHINE in KNOWN else None
 OTHER_ARCH = "arm64" if HOST_ARCH == "x86_64" else "x86_64"
 needs_known_host = pytest.mark.skipif(HOST_ARCH is None, reason=f"QEMU has no KVM guest of this host's arch ({os.uname().machine})")
 
@@ -47,7 +51,7 @@ def fake_host(tmp_path, monkeypatch):
     bin_dir.mkdir()
     log = tmp_path / "qemu-calls.log"
     log.touch()
-    program = bin_dir / QEMU[HOST_ARCH][0]
+    program = bin_dir / KNOWN[HOST_ARCH].qemu.system
     program.write_text(FAKE_QEMU.format(log=log))
     program.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -61,20 +65,20 @@ def calls(log: Path) -> list[str]:
 
 
 def test_tcg_when_configured_whatever_the_host(tmp_path):
-    chosen = choose("x86_64", "tcg", tmp_path / "bzImage", tmp_path / "accel.json")
+    chosen = choose(KNOWN["x86_64"], MACHINE, "tcg", tmp_path / "bzImage", tmp_path / "accel.json")
     assert chosen == ("tcg", "tcg: as configured (accel=tcg)")
-    assert chosen.qemu_options("x86_64") == ["-accel", "tcg"]
-    assert choose("arm64", "tcg", tmp_path / "Image", None).qemu_options("arm64") == ["-accel", "tcg", "-cpu", "cortex-a57"]
+    assert chosen.qemu_options(KNOWN["x86_64"]) == ["-accel", "tcg"]
+    assert choose(KNOWN["arm64"], MACHINE, "tcg", tmp_path / "Image", None).qemu_options(KNOWN["arm64"]) == ["-accel", "tcg", "-cpu", "cortex-a57"]
 
 
 @needs_known_host
 def test_without_kvm_auto_chooses_tcg_and_says_why_and_kvm_is_refused(tmp_path):
     missing = tmp_path / "no-such-kvm"
-    chosen = choose(HOST_ARCH, "auto", tmp_path / "kernel", tmp_path / "accel.json", device=missing)
+    chosen = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", tmp_path / "accel.json", device=missing)
     assert chosen.name == "tcg"
     assert chosen.reason == f"tcg: no {missing} on this host"
     with pytest.raises(MlbuildError, match=r"accel=kvm: no .*no-such-kvm on this host; use accel=auto or accel=tcg"):
-        choose(HOST_ARCH, "kvm", tmp_path / "kernel", None, device=missing)
+        choose(KNOWN[HOST_ARCH], MACHINE, "kvm", tmp_path / "kernel", None, device=missing)
 
 
 @needs_known_host
@@ -83,16 +87,16 @@ def test_kvm_that_this_user_cannot_open_is_not_used(tmp_path):
         pytest.skip("root opens any file: permissions cannot make the device unusable")
     device = tmp_path / "kvm"
     device.touch(mode=0o000)
-    chosen = choose(HOST_ARCH, "auto", tmp_path / "kernel", None, device=device)
+    chosen = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", None, device=device)
     assert chosen.name == "tcg" and "cannot be opened" in chosen.reason
 
 
 def test_a_guest_of_another_arch_never_uses_kvm(tmp_path):
-    chosen = choose(OTHER_ARCH, "auto", tmp_path / "kernel", None)
+    chosen = choose(KNOWN[OTHER_ARCH], MACHINE, "auto", tmp_path / "kernel", None)
     assert chosen.name == "tcg"
     assert f"the guest is {OTHER_ARCH}" in chosen.reason
     with pytest.raises(MlbuildError, match="accel=kvm: kvm runs only the host's arch"):
-        choose(OTHER_ARCH, "kvm", tmp_path / "kernel", None)
+        choose(KNOWN[OTHER_ARCH], MACHINE, "kvm", tmp_path / "kernel", None)
 
 
 @needs_known_host
@@ -101,13 +105,13 @@ def test_kvm_that_hangs_falls_back_to_tcg_and_the_verdict_is_remembered_for_this
     monkeypatch.setenv("FAKE_KVM", "hang")
     remember = tmp_path / "state" / "accel.json"
     started = time.monotonic()
-    chosen = choose(HOST_ARCH, "auto", tmp_path / "kernel", remember, device=device)
+    chosen = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", remember, device=device)
     took = time.monotonic() - started
     assert chosen == ("tcg", "kvm: no console output in 5 s, falling back to tcg")
     assert took >= accel.PROBE_SECONDS  # it waited the whole probe time (no upper bound: a loaded machine is slow to start QEMU)
     assert len(calls(log)) == 1 and "-accel kvm" in calls(log)[0]
 
-    again = choose(HOST_ARCH, "auto", tmp_path / "kernel", remember, device=device)
+    again = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", remember, device=device)
     assert again == ("tcg", "kvm: no console output in 5 s, falling back to tcg (remembered for this host)")
     assert len(calls(log)) == 1, "the remembered verdict must not probe again"
 
@@ -115,7 +119,7 @@ def test_kvm_that_hangs_falls_back_to_tcg_and_the_verdict_is_remembered_for_this
     other_device = tmp_path / "kvm-elsewhere"
     other_device.touch()
     monkeypatch.setenv("FAKE_KVM", "banner")
-    elsewhere = choose(HOST_ARCH, "auto", tmp_path / "kernel", remember, device=other_device)
+    elsewhere = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", remember, device=other_device)
     assert elsewhere.name == "kvm" and "remembered" not in elsewhere.reason
     assert len(calls(log)) == 2
 
@@ -124,10 +128,10 @@ def test_kvm_that_hangs_falls_back_to_tcg_and_the_verdict_is_remembered_for_this
 def test_kvm_that_runs_the_guest_kernel_is_used(fake_host, tmp_path, monkeypatch):
     device, log = fake_host
     monkeypatch.setenv("FAKE_KVM", "banner")
-    chosen = choose(HOST_ARCH, "auto", tmp_path / "kernel", None, device=device)
+    chosen = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", None, device=device)
     assert chosen.name == "kvm"
     assert chosen.reason.startswith("kvm: the guest kernel printed its banner after ")
-    assert chosen.qemu_options(HOST_ARCH) == ["-accel", "kvm", "-cpu", "host"]
+    assert chosen.qemu_options(KNOWN[HOST_ARCH]) == ["-accel", "kvm", "-cpu", "host"]
     assert f"-kernel {tmp_path / 'kernel'}" in calls(log)[0]
 
 
@@ -135,7 +139,7 @@ def test_kvm_that_runs_the_guest_kernel_is_used(fake_host, tmp_path, monkeypatch
 def test_kvm_that_makes_qemu_exit_falls_back_with_qemus_words(fake_host, tmp_path, monkeypatch):
     device, _ = fake_host
     monkeypatch.setenv("FAKE_KVM", "fail")
-    chosen = choose(HOST_ARCH, "auto", tmp_path / "kernel", None, device=device)
+    chosen = choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", None, device=device)
     assert chosen.name == "tcg"
     assert "exited with status 1" in chosen.reason and "failed to set MSR" in chosen.reason
     assert chosen.reason.endswith("falling back to tcg")
@@ -147,7 +151,7 @@ def test_a_damaged_remembered_verdict_is_probed_again(fake_host, tmp_path, monke
     monkeypatch.setenv("FAKE_KVM", "banner")
     remember = tmp_path / "accel.json"
     remember.write_bytes(b"\x00\xffnot json")
-    assert choose(HOST_ARCH, "auto", tmp_path / "kernel", remember, device=device).name == "kvm"
+    assert choose(KNOWN[HOST_ARCH], MACHINE, "auto", tmp_path / "kernel", remember, device=device).name == "kvm"
     assert len(calls(log)) == 1
 
 

@@ -45,10 +45,10 @@ BAD_VALUES = {
         "mlbuild: environment MLBUILD_JOBS: jobs: Input should be greater than or equal to 1"),
     "riscv-on-the-command-line": (
         ["arches=riscv"], {},
-        "mlbuild: command line: arches: unsupported arch 'riscv', expected one of: x86_64, arm64"),
+        "mlbuild: command line: arches: unsupported arch 'riscv', expected one of: x86_64, arm64, riscv64"),
     "riscv-in-the-environment": (
         [], {"MLBUILD_ARCHES": "x86_64,riscv"},
-        "mlbuild: environment MLBUILD_ARCHES: arches: unsupported arch 'riscv', expected one of: x86_64, arm64"),
+        "mlbuild: environment MLBUILD_ARCHES: arches: unsupported arch 'riscv', expected one of: x86_64, arm64, riscv64"),
     "no-arch-at-all": (
         ["arches="], {},
         "mlbuild: command line: arches: expected at least one arch"),

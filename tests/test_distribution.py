@@ -109,7 +109,9 @@ def test_kvm_boots_the_system_where_the_host_runs_kvm_guests(built_system):
 
     if os.uname().machine != "x86_64" or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("this host has no usable /dev/kvm for x86_64 guests")
-    works, reason = probe_kvm("x86_64", REPO / "target" / "x86_64" / "boot" / "bzImage")
+    from mlbuild.frontend.project import Project
+
+    works, reason = probe_kvm(Project(REPO).arches["x86_64"], REPO / "target" / "x86_64" / "boot" / "bzImage")
     if not works:
         pytest.skip(f"this host's KVM does not run guests: {reason}")
     code, _, output = doit("boottest:x86_64", "accel=kvm", timeout=900)
@@ -198,6 +200,21 @@ def test_a_dropped_kernel_symbol_is_explained_from_the_kernels_own_kconfig(built
     assert result.returncode == 1
     assert ("qemu.config:1: CONFIG_VIRTIO_BLK=y was dropped (got not set): it depends on BLK_DEV, which is n; "
             "add CONFIG_BLK_DEV=y") in result.stderr, result.stderr
+
+
+def test_riscv64_from_its_arch_file_builds_and_boots_with_the_same_checks_under_both_userlands():
+    """arches=riscv64 (arches/riscv64.toml; not a default arch: CI time): the small system on QEMU's virt, TCG."""
+    for userland in ("busybox", "toybox"):
+        code, _, output = doit("-n", "2", "build:images-riscv64", "arches=riscv64", f"userland={userland}", timeout=7200)
+        assert code == 0, output[-5000:]
+        code, _, output = doit("boottest:riscv64", "arches=riscv64", f"userland={userland}", timeout=1800)
+        assert code == 0, output[-5000:]
+        checks = ("applets:", "setuid:") if userland == "busybox" else ("commands:", "edit: three")
+        for check in ("shell ready", "kernel: Linux", *checks, "file: written-and-read-back", "disk:", "powered off"):
+            assert check in output, check
+        assert "riscv64" in output.split("kernel: Linux", 1)[1].splitlines()[0]
+    headers = subprocess.run(["readelf", "-lh", REPO / "target" / "riscv64" / "bin" / "toybox"], capture_output=True, text=True).stdout
+    assert "RISC-V" in headers and "INTERP" not in headers
 
 
 # Last in this module: the toybox system takes over target/ and build/images/, and gives them back.

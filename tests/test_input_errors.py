@@ -33,10 +33,10 @@ RECIPE_ERRORS = {
         "recipes/app.toml: sources[0].size: Input should be a valid integer, got '136'"),
     "unsupported-arch-in-arches": (
         lambda p: p.update_recipe("app", arches=["x86_64", "riscv"]),
-        "recipes/app.toml: arches: unsupported arch 'riscv', expected one of: x86_64, arm64"),
+        "recipes/app.toml: arches: unsupported arch 'riscv', expected one of: x86_64, arm64, riscv64"),
     "unsupported-arch-table": (
         lambda p: p.update_recipe("app", arch={"mips": {"vars": {"a": "b"}}}),
-        "recipes/app.toml: arch: unsupported arch 'mips', expected one of: x86_64, arm64"),
+        "recipes/app.toml: arch: unsupported arch 'mips', expected one of: x86_64, arm64, riscv64"),
     "unsafe-name": (
         lambda p: p.update_recipe("app", name="app $(reboot)"),
         "recipes/app.toml: name: expected lowercase letters, digits and + _ . - (a safe name), got 'app $(reboot)'"),

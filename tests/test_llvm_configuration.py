@@ -43,9 +43,9 @@ def configured():
     return step.work / "build"
 
 
-def test_the_toolchain_targets_both_arches_with_llvm_defaults_and_no_libgcc(configured):
+def test_the_toolchain_targets_every_arch_with_llvm_defaults_and_no_libgcc(configured):
     cache = cmake_cache(configured / "CMakeCache.txt")
-    assert cache["LLVM_TARGETS_TO_BUILD"] == "X86;AArch64"
+    assert cache["LLVM_TARGETS_TO_BUILD"] == "X86;AArch64;RISCV"  # arches/<name>.toml: llvm_target
     assert cache["LLVM_ENABLE_PROJECTS"] == "clang;lld"
     assert cache["LLVM_DEFAULT_TARGET_TRIPLE"] == "x86_64-unknown-linux-musl"
     assert cache["CLANG_DEFAULT_LINKER"] == "lld"
@@ -128,6 +128,25 @@ def test_the_target_clang_is_a_static_cross_build_defaulting_to_its_own_system(c
     assert cache["CMAKE_SYSROOT"].endswith("build/work/clang-arm64/sysroot")
 
 
+def test_the_riscv64_target_clang_is_configured_like_the_others():
+    """clang inside the riscv64 system (arches/riscv64.toml): configured against its own sysroot, its own back end."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mlbuild.frontend.project import Project
+
+    step = Project(REPO, {"target_llvm": "1", "arches": "riscv64"}).steps["build:clang-riscv64"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    deps = subprocess.run([sys.executable, "-m", "doit", "-n", "2", *step.deps, "arches=riscv64"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert deps.returncode == 0, deps.stdout + deps.stderr
+    assert step.run_action("configure") == 0
+    cache = cmake_cache(step.work / "build" / "CMakeCache.txt")
+    assert cache["LLVM_HOST_TRIPLE"] == cache["LLVM_DEFAULT_TARGET_TRIPLE"] == "riscv64-unknown-linux-musl"
+    assert cache["LLVM_TARGETS_TO_BUILD"] == "RISCV"
+    assert cache["CMAKE_SYSTEM_PROCESSOR"] == "riscv64"
+    assert cache["LLVM_BUILD_STATIC"] == "ON" and "-static" in cache["CMAKE_EXE_LINKER_FLAGS"]
+    assert cache["CMAKE_SYSROOT"].endswith("build/work/clang-riscv64/sysroot")
+
+
 def test_the_target_clang_uses_the_hosts_tablegen_and_builds_only_clang_tblgen_natively(configured_target_clang):
     """Debian's llvm-tblgen of the same release replaces LLVM's NATIVE build of it; clang-tblgen (not shipped) stays."""
     cache = cmake_cache(configured_target_clang / "CMakeCache.txt")
@@ -171,12 +190,12 @@ def test_the_toolchains_configuration_files_give_clang_each_arch_sysroot(tmp_pat
 
     rendered = Project(REPO, {"target_llvm": "0"}).steps["build:llvm-host"].script
     lines = [line for line in rendered.splitlines() if re.search(r"> \S+\.cfg$", line)]
-    assert len(lines) == 2, lines  # one per arch
+    assert len(lines) == 3, lines  # one per arch
     bin_dir = tmp_path / "toolchain" / "bin"
     bin_dir.mkdir(parents=True)
     shutil.copy("/usr/lib/llvm-19/bin/clang", bin_dir / "clang")
     subprocess.run(["bash", "-euc", "\n".join(lines)], cwd=bin_dir, check=True)
-    for triple in ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"):
+    for triple in ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl", "riscv64-unknown-linux-musl"):
         plan = subprocess.run([bin_dir / "clang", f"--target={triple}", "-###", "-c", "-x", "c", "/dev/null", "-o", "/dev/null"],
                               capture_output=True, text=True).stderr
         sysroot = tmp_path / "toolchain" / "bin" / ".." / triple

@@ -25,7 +25,7 @@ ZLIB = "debian:zlib=1:1.2.13.dfsg-1"
 ZLIB_SHA256 = "71feb7947e3c00ef125f83b79a4e529bde31171e5babe48b391f06758d1ab0a1"  # Debian's repacked orig tarball
 ARCHES = ("x86_64", "arm64")
 TRIPLES = {"x86_64": "x86_64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}
-COPIED = ["recipes", "templates", "dodo.py", "pyproject.toml", ".gitignore"]  # a clone: build/ is not tracked
+COPIED = ["recipes", "arches", "templates", "dodo.py", "pyproject.toml", ".gitignore"]  # a clone: build/ is not tracked
 
 ZLIB_HELLO = r"""
 #include <stdio.h>

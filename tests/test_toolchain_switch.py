@@ -67,13 +67,14 @@ def test_stage_1_builds_a_host_recipes_sysroots_for_every_arch_and_the_toolchain
     """recipes/llvm.toml's sysroots: musl, libc++… built by the host's LLVM for each arch, the build machine's
     linked against, every arch's beside bin/ in toolchain/<triple>/. Here `app` (and `hello`, which it needs)."""
     add_wrapper_toolchain(built, sysroots=["app"])
-    # The system is built for x86_64 only: arm64's stage-1 builds are the toolchain's alone, not in `doit build`.
+    # The system is built for x86_64 only: the other arches' stage-1 builds are the toolchain's alone, not in `doit build`.
     assert built.doit("build").executed == set()
     result = built.doit("build:toolchain")
     assert result.returncode == 0, result.stdout + result.stderr
     # x86_64's stage-1 builds are the system's own tasks (toolchain = "host"): built already, shared.
-    assert result.executed == {"fetch:fake-llvm", "build:fake-llvm-host", "build:toolchain", "build:hello-arm64", "build:app-arm64"}
-    for triple in ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"):
+    others = {f"build:{name}-{arch}" for arch in ("arm64", "riscv64") for name in ("hello", "app")}  # every arch file's
+    assert result.executed == {"fetch:fake-llvm", "build:fake-llvm-host", "build:toolchain"} | others
+    for triple in ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl", "riscv64-unknown-linux-musl"):
         assert sorted(path.name for path in built.path(f"toolchain/{triple}/bin").iterdir()) == ["app", "hello"]
     assert built.path("toolchain/bin/clang").exists()
     assert "adding build:app-arm64 to aarch64-unknown-linux-musl/" in built.log("build:toolchain")

@@ -19,25 +19,22 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from mlbuild.model.arches import ARCHES, machine_arch
 from mlbuild.errors import MlbuildError
+from mlbuild.model.models import Arch
 
 PROBE_SECONDS = 5.0
 BANNER = b"Linux version"  # the kernel's first console line: guest code ran
 KVM_DEVICE = Path("/dev/kvm")
-
-# QEMU's program and machine per arch.
-QEMU = {"x86_64": ("qemu-system-x86_64", "q35"), "arm64": ("qemu-system-aarch64", "virt")}
 
 
 class Accelerator(NamedTuple):
     name: str  # "kvm" or "tcg", as QEMU's -accel takes it
     reason: str  # one line for the user: what was chosen and why
 
-    def qemu_options(self, arch: str) -> list[str]:
+    def qemu_options(self, arch: Arch) -> list[str]:
         if self.name == "kvm":
             return ["-accel", "kvm", "-cpu", "host"]
-        return ["-accel", "tcg"] + (["-cpu", "cortex-a57"] if arch == "arm64" else [])
+        return ["-accel", "tcg"] + (["-cpu", arch.qemu.cpu] if arch.qemu.cpu else [])
 
 
 def _kvm_openable(device: Path) -> bool:
@@ -49,16 +46,16 @@ def _kvm_openable(device: Path) -> bool:
     return True
 
 
-def host_key(arch: str, device: Path = KVM_DEVICE) -> str:
+def host_key(arch: Arch, device: Path = KVM_DEVICE) -> str:
     """This host as far as KVM is concerned: kernel, CPU model and flags, QEMU binary, the KVM device."""
-    parts = [arch, *platform.uname()]
+    parts = [arch.name, *platform.uname()]
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace").split("\n\n")[0]
         parts += [line for line in cpuinfo.splitlines() if line.split(":")[0].strip() in
                   {"vendor_id", "model name", "flags", "CPU implementer", "CPU part", "Features"}]
     except OSError:
         pass
-    for path in (_which(QEMU[arch][0]), device):
+    for path in (_which(arch.qemu.system), device):
         try:
             info = os.stat(path) if path else None
             parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}:{info.st_rdev}" if info else "absent")
@@ -75,12 +72,13 @@ def _which(program: str) -> str | None:
     return None
 
 
-def probe_kvm(arch: str, kernel: Path, seconds: float = PROBE_SECONDS) -> tuple[bool, str]:
+def probe_kvm(arch: Arch, kernel: Path, seconds: float = PROBE_SECONDS) -> tuple[bool, str]:
     """Boot the kernel under KVM with no initramfs; true when its banner reaches the console in time."""
-    program, machine = QEMU[arch]
-    command = [program, "-M", machine, "-accel", "kvm", "-cpu", "host", "-m", "128M",
+    program = arch.qemu.system
+    command = [program, "-M", arch.qemu.machine, "-accel", "kvm", "-cpu", "host", "-m", "128M",
+               *(["-bios", arch.qemu.firmware] if arch.qemu.firmware else []),
                "-display", "none", "-nodefaults", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-               "-kernel", str(kernel), "-append", f"console={ARCHES[arch].console} panic=-1"]
+               "-kernel", str(kernel), "-append", f"console={arch.console} panic=-1"]
     started = time.monotonic()
     try:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -125,13 +123,13 @@ def probe_kvm(arch: str, kernel: Path, seconds: float = PROBE_SECONDS) -> tuple[
     return False, f"kvm: no console output in {seconds:g} s, falling back to tcg"
 
 
-def choose(arch: str, setting: str, kernel: Path, remember_in: Path | None, device: Path = KVM_DEVICE) -> Accelerator:
-    """The accelerator for booting `kernel` of `arch` under the configured setting (auto, kvm or tcg)."""
+def choose(arch: Arch, host: str, setting: str, kernel: Path, remember_in: Path | None, device: Path = KVM_DEVICE) -> Accelerator:
+    """The accelerator for booting `kernel` of `arch` on a build machine of arch `host` under the configured
+    setting (auto, kvm or tcg)."""
     if setting == "tcg":
         return Accelerator("tcg", "tcg: as configured (accel=tcg)")
-    host = machine_arch()
-    if host != arch:
-        why = f"kvm runs only the host's arch ({host}), the guest is {arch}"
+    if host != arch.name:
+        why = f"kvm runs only the host's arch ({host}), the guest is {arch.name}"
     elif not device.exists():
         why = f"no {device} on this host"
     elif not _kvm_openable(device):

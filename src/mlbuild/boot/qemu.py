@@ -2,6 +2,7 @@
 
 import queue
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -9,10 +10,9 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 from xml.etree import ElementTree
 
-from mlbuild.boot.accel import QEMU, Accelerator
-from mlbuild.model.arches import ARCHES
+from mlbuild.boot.accel import Accelerator
 from mlbuild.errors import InputError, MlbuildError
-from mlbuild.model.models import GuestCheck, Recipe
+from mlbuild.model.models import Arch, GuestCheck, Recipe
 from mlbuild.system.compression import unpacked_size
 
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
@@ -66,34 +66,46 @@ def write_junit(path: Path, arch: str, results: list[CheckResult]) -> None:
     temporary.replace(path)
 
 
-def guest_memory_mib(initramfs: Path) -> int:
-    """RAM for the guest: the initramfs is held twice while it is unpacked into
-    RAM (compressed, then its files), and a target with a compiler needs room to run it."""
+def guest_memory_mib(initramfs: Path, least: int = 256) -> int:
+    """RAM for the guest, at least `least` MiB (the arch's qemu.memory): the initramfs is held twice while
+    it is unpacked into RAM (compressed, then its files), and a target with a compiler needs room to run it."""
     if not initramfs.exists():
-        return 256
+        return least
     held = initramfs.stat().st_size
     unpacked = unpacked_size(initramfs)
     size_mib = (held + unpacked) // 2**20
-    return max(256, -(-(size_mib + 256) // 64) * 64)
+    return max(least, -(-(size_mib + 256) // 64) * 64)
 
 
-def qemu_command(arch: str, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator) -> list[str]:
-    facts = ARCHES[arch]
-    program, machine = QEMU[arch]
-    append = f"console={facts.console} rdinit=/sbin/init panic=-1 quiet"
-    command = [program, "-M", machine, "-m", f"{guest_memory_mib(initramfs)}M", *accelerator.qemu_options(arch)]
-    if arch == "x86_64":
-        disk_options = ["-drive", f"file={disk},if=virtio,format=raw,snapshot=on"]
+def check_installed(arch: Arch) -> None:
+    """QEMU's program for the arch is there; else one line naming it and its package."""
+    if shutil.which(arch.qemu.system) is None:
+        raise MlbuildError(f"{arch.qemu.system} (which boots {arch.name}) is not installed; "
+                           f"on Debian/Ubuntu: apt-get install {arch.qemu.package}")
+
+
+def qemu_command(arch: Arch, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator) -> list[str]:
+    """QEMU's command line for the arch's machine and devices (arches/<arch>.toml: qemu)."""
+    qemu = arch.qemu
+    append = f"console={arch.console} rdinit=/sbin/init panic=-1 quiet"
+    command = [qemu.system, "-M", qemu.machine, "-m", f"{guest_memory_mib(initramfs, qemu.memory >> 20)}M",
+               *accelerator.qemu_options(arch)]
+    if qemu.firmware:
+        command += ["-bios", qemu.firmware]
+    if qemu.disk.startswith("if="):  # one of -drive's own interfaces attaches it
+        disk_options = ["-drive", f"file={disk},{qemu.disk},format=raw,snapshot=on"]
     else:
         disk_options = ["-drive", f"file={disk},if=none,format=raw,snapshot=on,id=disk",
-                        "-device", "virtio-blk-pci,drive=disk"]
+                        "-device", f"{qemu.disk},drive=disk"]
+    if qemu.nic:
+        disk_options += ["-nic", f"user,model={qemu.nic}"]
     command += ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initramfs), "-append", append] + disk_options
     command += ["-nographic"] if interactive else ["-display", "none", "-serial", "stdio", "-monitor", "none"]
     return command
 
 
-def run_interactive(command: list[str]) -> None:
-    print("mlbuild: booting; leave the shell with `poweroff` (`reboot` on x86_64) or QEMU with Ctrl-A X", flush=True)
+def run_interactive(command: list[str], power_off: str) -> None:
+    print(f"mlbuild: booting; leave the shell with `{power_off.split()[0]}` or QEMU with Ctrl-A X", flush=True)
     result = subprocess.run(command)
     if result.returncode != 0:
         raise MlbuildError(f"{command[0]} exited with status {result.returncode}")
@@ -152,10 +164,10 @@ class SerialConsole:
 
 
 def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[GuestCheck],
-              accel: str = "tcg", report: Path | None = None) -> list[str]:
-    """Boot, run the checks in the guest, power off; returns a line per passed check.
-    A failure says under which accelerator, after how long, and what the console showed last.
-    With `report`, the results are also written there as JUnit XML, passed or not."""
+              accel: str = "tcg", report: Path | None = None, power_off: str = "poweroff -f") -> list[str]:
+    """Boot, run the checks in the guest, power off (typing power_off: arches/<arch>.toml's qemu.power_off);
+    returns a line per passed check. A failure says under which accelerator, after how long, and what the
+    console showed last. With `report`, the results are also written there as JUnit XML, passed or not."""
     console = SerialConsole(command, log_path)
     started = time.monotonic()
     deadline = started + timeout
@@ -186,7 +198,7 @@ def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, check
             results.append(CheckResult(name, took))
             passed.append(f"{name}: {matched}" + (f" ({took:.1f} s)" if check.timeout else ""))
         step, step_started = "poweroff", time.monotonic()
-        console.send("poweroff -f" if arch == "arm64" else "reboot -f")
+        console.send(power_off)
         try:
             console.process.wait(timeout=max(5, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

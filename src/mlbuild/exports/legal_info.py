@@ -148,6 +148,6 @@ def cmd_legal_info(project, args) -> int:
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("legal-info", help=cmd_legal_info.__doc__)
-    parser.add_argument("arch", help="x86_64 or arm64")
+    parser.add_argument("arch", help="one of the configured arches (arches/<name>.toml)")
     parser.add_argument("-o", "--output", help="the folder to write (default: build/legal-info/<arch>/)")
     parser.set_defaults(handler=cmd_legal_info)

@@ -143,6 +143,6 @@ def cmd_sbom(project, args) -> int:
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("sbom", help=cmd_sbom.__doc__)
-    parser.add_argument("arch", help="x86_64 or arm64")
+    parser.add_argument("arch", help="one of the configured arches (arches/<name>.toml)")
     parser.add_argument("-o", "--output", help="the file to write (default: build/sbom/<arch>.spdx.json)")
     parser.set_defaults(handler=cmd_sbom)

@@ -8,7 +8,7 @@ from pathlib import Path
 import networkx as nx
 
 from mlbuild.errors import InputError
-from mlbuild.model.arches import HOST
+from mlbuild.model.arches import HOST, load_arches
 from mlbuild.model.config import Settings
 from mlbuild.model import external
 from mlbuild.model.graph import build_graph
@@ -41,14 +41,18 @@ class Project:
         self.trees = external.trees(self.root, self.config.external)
         self.template_dirs = external.template_dirs(self.trees)
         self.recipe_files = external.recipe_files(self.trees)
-        self.recipes = load_recipes(self.root, self.template_dirs, self.build_dir / "cache" / "recipes.json", self.recipe_files)
+        # The arches (arches/<name>.toml, external trees' too), then the configuration's checked against them.
+        self.arches = load_arches(external.arch_files(self.trees))
+        self.config = self.config.model_copy(update={"arches": settings.arches(self.config, self.arches)})
+        self.recipes = load_recipes(self.root, self.template_dirs, self.build_dir / "cache" / "recipes.json", self.recipe_files,
+                                    self.arches)
         # The recipes' options, now that they are known: their values, and who declares each.
         self.declared_options = declared_options(self.recipes)
         self.options = settings.options(self.declared_options)
         # Local source overrides: checked now, so a wrong path stops the run before any task.
         self.overrides = resolve_overrides(self.config.override, self.recipes, self.root, self.build_dir)
         labels = {name: label for name, (_, label) in self.recipe_files.items()}
-        self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options, labels)
+        self.graph: nx.DiGraph = build_graph(self.recipes, self.config, self.options, labels, self.arches)
         self.stamps = StampStore(self.build_dir / "state")
         self._artifact_cache = None  # made when a task first asks (artifact_cache)
         self._artifact_cache_lock = threading.Lock()

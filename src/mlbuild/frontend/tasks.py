@@ -10,7 +10,7 @@ from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import MlbuildError
 from mlbuild.model.graph import images_task, target_task
 from mlbuild.steps.menuconfig import run_menuconfig
-from mlbuild.boot.qemu import boot_test, checks_for, qemu_command, run_interactive
+from mlbuild.boot.qemu import boot_test, check_installed, checks_for, qemu_command, run_interactive
 from mlbuild.engine.execution import execute
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
@@ -106,7 +106,9 @@ def _boot_files(project, arch: str):
 
 def _accelerator(project, arch: str, kernel):
     """The accelerator for this arch under the `accel` setting, said in one line."""
-    chosen = accel.choose(arch, project.config.accel, kernel, project.build_dir / "state" / f"accel-{arch}.json")
+    check_installed(project.arches[arch])
+    chosen = accel.choose(project.arches[arch], project.arches.machine_arch(), project.config.accel, kernel,
+                          project.build_dir / "state" / f"accel-{arch}.json")
     print(f"mlbuild: {chosen.reason}", flush=True)
     return chosen
 
@@ -114,7 +116,8 @@ def _accelerator(project, arch: str, kernel):
 def _run(project, arch: str) -> None:
     kernel, initramfs, disk = _boot_files(project, arch)
     chosen = _accelerator(project, arch, kernel)
-    run_interactive(qemu_command(arch, kernel, initramfs, disk, interactive=True, accelerator=chosen))
+    facts = project.arches[arch]
+    run_interactive(qemu_command(facts, kernel, initramfs, disk, interactive=True, accelerator=chosen), facts.qemu.power_off)
 
 
 def _boottest(project, arch: str) -> None:
@@ -122,11 +125,12 @@ def _boottest(project, arch: str) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kernel, initramfs, disk = _boot_files(project, arch)
     chosen = _accelerator(project, arch, kernel)
-    command = qemu_command(arch, kernel, initramfs, disk, interactive=False, accelerator=chosen)
+    command = qemu_command(project.arches[arch], kernel, initramfs, disk, interactive=False, accelerator=chosen)
     checks = checks_for(_target_recipes(project, arch), project.config.checks)
     report = project.build_dir / "reports" / f"boottest-{arch}.xml"
     try:
-        for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name, report=report):
+        for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name, report=report,
+                              power_off=project.arches[arch].qemu.power_off):
             print(f"   {line}")
     finally:
         print(f"   results: {project.relative(report)} (JUnit XML)")

@@ -7,6 +7,8 @@ keys (models.Config), Settings.options() the rest against the options the recipe
 
 import os
 import tomllib
+import types
+import typing
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -33,7 +35,10 @@ ONE_RUN_KEYS = frozenset({"rebuild"})
 def parse_text(key: str, text: str):
     """Command-line and environment values are text: split lists, leave the rest to pydantic."""
     field = Config.model_fields[key]
-    if getattr(field.annotation, "__origin__", None) is list:
+    annotation = field.annotation
+    if isinstance(annotation, types.UnionType):  # list[...] | None (arches): the list
+        annotation = next(kind for kind in typing.get_args(annotation) if kind is not type(None))
+    if getattr(annotation, "__origin__", None) is list:
         return [item for item in text.replace(",", " ").split() if item]
     if getattr(field.annotation, "__origin__", None) is dict and all("=" in item for item in text.split(",") if item.strip()):
         # name=value[,name=value]: `doit override=busybox=~/src/busybox`; an empty text is an empty table.
@@ -98,6 +103,16 @@ class Settings:
             if isinstance(value, Path)
         }
         return config.model_copy(update=folders)
+
+    def arches(self, config: Config, known) -> list[str]:
+        """The configuration's arches checked against the known ones (model/arches.py); every one when it sets none."""
+        chosen = config.arches
+        if chosen is None:
+            return known.names
+        for name in chosen:
+            if name not in known:
+                raise InputError(f"{self.where('arches')}: arches: {known.unsupported(name)}")
+        return list(chosen)
 
     def options(self, declared: dict) -> dict[str, bool | str]:
         """The value of every option the recipes declare ({name: DeclaredOption}); any other key is unknown."""

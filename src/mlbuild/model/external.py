@@ -1,10 +1,11 @@
-"""External trees (`external`): folders outside the project with their own recipes/, templates/ and fragments/.
+"""External trees (`external`): folders outside the project with their own recipes/, arches/, templates/ and fragments/.
 
 Like Buildroot's BR2_EXTERNAL or a Yocto layer. Named in the configuration relative to the
 project, several allowed; a later tree wins over an earlier one and over the project:
 
 - recipes: a recipe of the same name replaces the project's entirely (its patches are in
   its own tree's recipes/<name>/);
+- arches: arches/<name>.toml adds an arch, or replaces the project's of the same name;
 - templates: searched before the project's (jinja's loader path), the last tree first;
 - fragments: fragments/<recipe>.config and <recipe>-<arch>.config apply like the project's,
   before them (the project's own, which menuconfig writes, come last and win).
@@ -20,6 +21,7 @@ from pathlib import Path
 
 # Every tree's folder of config fragments (the project's too): fragments/<recipe>.config, fragments/<recipe>-<arch>.config.
 FRAGMENTS = "fragments"
+ARCHES_DIR = "arches"  # every tree's folder of arch files: arches/<name>.toml
 
 from mlbuild.errors import InputError
 
@@ -43,9 +45,9 @@ def trees(project_root: Path, external: list[str]) -> list[Tree]:
         if not root.is_dir():
             what = "a file, not a folder" if root.exists() else "no such folder"
             raise InputError(f"configuration: external: {value}: {what} ({root}); "
-                             "expected a folder with recipes/, templates/ or fragments/, relative to the project")
-        if not any((root / part).is_dir() for part in ("recipes", "templates", FRAGMENTS)):
-            raise InputError(f"configuration: external: {value}: expected recipes/, templates/ or fragments/ in it ({root})")
+                             "expected a folder with recipes/, arches/, templates/ or fragments/, relative to the project")
+        if not any((root / part).is_dir() for part in ("recipes", ARCHES_DIR, "templates", FRAGMENTS)):
+            raise InputError(f"configuration: external: {value}: expected recipes/, arches/, templates/ or fragments/ in it ({root})")
         found.append(Tree(root, value.rstrip("/") + "/"))
     return found
 
@@ -57,6 +59,15 @@ def recipe_files(all_trees: list[Tree]) -> dict[str, tuple[Path, str]]:
         for path in sorted((tree.root / "recipes").glob("*.toml")):
             files[path.stem] = (path, f"{tree.label}recipes/{path.name}")
     return dict(sorted(files.items()))
+
+
+def arch_files(all_trees: list[Tree]) -> dict[str, tuple[Path, str]]:
+    """{arch name: (its file, its label)}; a later tree's file of the same name replaces an earlier one's."""
+    files = {}
+    for tree in all_trees:
+        for path in sorted((tree.root / ARCHES_DIR).glob("*.toml")):
+            files[path.stem] = (path, f"{tree.label}{ARCHES_DIR}/{path.name}")
+    return files
 
 
 def template_dirs(all_trees: list[Tree]) -> tuple[Path, ...]:

@@ -2,7 +2,7 @@
 
 import networkx as nx
 
-from mlbuild.model.arches import ARCHES, HOST, machine_arch
+from mlbuild.model.arches import HOST, Arches
 from mlbuild.errors import InputError
 from mlbuild.model.models import Config, Recipe
 
@@ -36,11 +36,11 @@ def images_task(arch: str) -> str:
     return f"build:images-{arch}"
 
 
-def check_cycles(recipes: dict[str, Recipe]) -> None:
+def check_cycles(recipes: dict[str, Recipe], arches: Arches) -> None:
     """A dependency cycle is an input error that shows the cycle: a -> b -> a."""
     graph = nx.DiGraph()
     for recipe in recipes.values():
-        for arch in recipe.arches:
+        for arch in (arch for arch in arches if recipe.built_for(arch)):
             for dep in recipe.depends_for(arch):
                 graph.add_edge(recipe.name, dep)
         for dep in recipe.sysroots:
@@ -52,28 +52,31 @@ def check_cycles(recipes: dict[str, Recipe]) -> None:
     raise InputError(f"recipes: dependency cycle: {' -> '.join(names)}")
 
 
-def build_graph(recipes: dict[str, Recipe], config: Config, options: dict, labels: dict[str, str] | None = None) -> nx.DiGraph:
+def build_graph(recipes: dict[str, Recipe], config: Config, options: dict, labels: dict[str, str] | None,
+                arches: Arches) -> nx.DiGraph:
     """Nodes are doit task names with attributes kind, recipe, arch and (build tasks) toolchain; edges point to dependents.
 
     options: the values of the recipes' options, which `when` reads.
-    labels: how messages name each recipe's file (an external tree's recipes are elsewhere)."""
+    labels: how messages name each recipe's file (an external tree's recipes are elsewhere).
+    arches: every known arch (a host recipe's sysroots are built for each); config.arches are built.
+    The graph's own attribute machine_arch is the build machine's arch (build_ancestors)."""
     labels = labels or {}
     for name in recipes:
         if name in RESERVED:
             raise InputError(f"{labels.get(name, f'recipes/{name}.toml')}: name: {name!r} is reserved for an aggregate task")
-    check_cycles(recipes)
-    graph = nx.DiGraph()
+    check_cycles(recipes, arches)
+    graph = nx.DiGraph(machine_arch=arches.machine_arch())
     for recipe in recipes.values():
         if recipe.sources:
             graph.add_node(f"fetch:{recipe.name}", kind="fetch", recipe=recipe.name, arch=None)
-    _add_host_recipes(graph, recipes, config, options, labels)
+    _add_host_recipes(graph, recipes, config, options, labels, arches)
     for arch in config.arches:
         target = target_task(arch)
         graph.add_node(target, kind="target", recipe=None, arch=arch)
         graph.add_node(images_task(arch), kind="images", recipe=None, arch=arch)
         graph.add_edge(target, images_task(arch))
         for recipe in recipes.values():
-            if not recipe.build or recipe.host or arch not in recipe.arches or not enabled(recipe, options):
+            if not recipe.build or recipe.host or not recipe.built_for(arch) or not enabled(recipe, options):
                 continue
             for dep in recipe.depends_for(arch):
                 if not enabled(recipes[dep], options):
@@ -107,7 +110,8 @@ def off_because(recipe: Recipe, options: dict) -> str:
     return f"{name} = false" if value is None else f"it needs {name}={value}, {name} is {options[name]}"
 
 
-def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe], config: Config, options: dict, labels: dict) -> None:
+def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe], config: Config, options: dict, labels: dict,
+                      arches: Arches) -> None:
     """Host recipes: build:<name>-host each, gathered by build:toolchain into toolchain/.
 
     A host recipe's sysroots are built by stage 1 for every arch: it depends on the build machine's arch's,
@@ -121,12 +125,13 @@ def _add_host_recipes(graph: nx.DiGraph, recipes: dict[str, Recipe], config: Con
                 graph.add_edge(build_task(dep, HOST), task)
             graph.add_node(TOOLCHAIN_TASK, kind="toolchain", recipe=None, arch=None)
             graph.add_edge(task, TOOLCHAIN_TASK)
-            if recipe.sysroots and machine_arch() not in ARCHES:
+            machine = graph.graph["machine_arch"]
+            if recipe.sysroots and machine not in arches:
                 raise InputError(f"{labels.get(recipe.name, f'recipes/{recipe.name}.toml')}: sysroots: the build machine's arch "
-                                 f"{machine_arch()!r} is none of {', '.join(ARCHES)}, so stage 1 cannot build it a sysroot to link against")
-            for arch in ARCHES:
+                                 f"{machine!r} is none of {', '.join(arches)}, so stage 1 cannot build it a sysroot to link against")
+            for arch in arches:
                 parts = [_add_stage1(graph, recipes, name, arch, config, options, labels) for name in recipe.sysroots]
-                if arch == machine_arch():
+                if arch == machine:
                     for part in parts:
                         graph.add_edge(part, task)
                 for part in _with_ancestors(graph, parts):
@@ -141,7 +146,7 @@ def _add_stage1(graph: nx.DiGraph, recipes: dict[str, Recipe], name: str, arch: 
         return task
     if not enabled(recipe, options):
         raise InputError(f"{labels.get(name, f'recipes/{name}.toml')}: a host recipe's sysroots need {name!r}, which is off ({off_because(recipe, options)})")
-    if arch not in recipe.arches:
+    if not recipe.built_for(arch):
         raise InputError(f"{labels.get(name, f'recipes/{name}.toml')}: arches: a host recipe's sysroots need {name!r} for {arch}")
     graph.add_node(task, kind="build", recipe=name, arch=arch, toolchain="host")
     graph.add_edge(fetch_task(recipe), task)
@@ -164,7 +169,7 @@ def build_ancestors(graph: nx.DiGraph, task: str) -> list[str]:
     A host task's are its host dependencies and the build machine's arch's stage-1 builds (its sysroot);
     a task of mlbuild's toolchain does not see the stage-1 builds that toolchain itself needed."""
     data = graph.nodes[task]
-    arches = {HOST, machine_arch()} if data["arch"] == HOST else {data["arch"]}
+    arches = {HOST, graph.graph["machine_arch"]} if data["arch"] == HOST else {data["arch"]}
     ancestors = graph.subgraph(nx.ancestors(graph, task))
     return [node for node in nx.topological_sort(ancestors)
             if graph.nodes[node]["kind"] == "build" and graph.nodes[node]["arch"] in arches

@@ -8,7 +8,6 @@ from typing import Annotated, ClassVar, Literal, NamedTuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from mlbuild.model import host
-from mlbuild.model.arches import ARCHES
 
 # Names and versions end up in paths, task names and shell scripts: keep them tame.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9+_.-]*$", max_length=64)]
@@ -64,10 +63,76 @@ TRIPLE_PATTERN = r"^[a-z0-9_]+(-[a-z0-9_.]+){1,3}$"
 PATTERN_HINTS[TRIPLE_PATTERN] = "expected a target triple (arch-vendor-os-env: lowercase letters, digits, _ and .)"
 
 
-def _known_arch(name: str) -> str:
-    if name not in ARCHES:
-        raise ValueError(f"unsupported arch {name!r}, expected one of: {', '.join(ARCHES)}")
-    return name
+# An arch's name (x86_64, arm64): in task names (build:musl-arm64), file names and folders. Which names exist is
+# data (arches/<name>.toml, model/arches.py): recipes and the configuration are checked against them once loaded.
+ARCH_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+PATTERN_HINTS[ARCH_NAME] = "expected an arch's name: up to 32 lowercase letters, digits and _, a letter first"
+ArchName = Annotated[str, StringConstraints(pattern=ARCH_NAME)]
+# One word of a command line (QEMU's program, machine, device models; make's ARCH=): never a second option.
+COMMAND_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+PATTERN_HINTS[COMMAND_WORD] = "expected one word of letters, digits and _ . + - (a program, machine or device name)"
+CommandWord = Annotated[str, StringConstraints(pattern=COMMAND_WORD, max_length=64)]
+KERNEL_IMAGE = r"^arch/[a-z0-9_]+/[A-Za-z0-9_.+/-]+$"
+PATTERN_HINTS[KERNEL_IMAGE] = "expected the image's path in the kernel's build tree, arch/<source arch>/..."
+DISK = r"^(if=[a-z]+|[a-z0-9][a-z0-9-]*)$"
+PATTERN_HINTS[DISK] = "expected a QEMU device model (virtio-blk-pci) or if=<interface> of -drive (if=virtio)"
+
+
+class ArchKernel(Strict):
+    """How the kernel is built for an arch and where its image is."""
+
+    arch: CommandWord  # the kernel's ARCH= (x86_64, arm64, riscv)
+    image: Annotated[str, StringConstraints(pattern=KERNEL_IMAGE, max_length=128)]  # what `make <its name>` builds
+
+    @property
+    def srcarch(self) -> str:
+        """arch/<srcarch>/ of the source: the folder the image is built in (x86 for ARCH=x86_64)."""
+        return self.image.split("/")[1]
+
+    @field_validator("image")
+    @classmethod
+    def _inside(cls, value):
+        if ".." in value.split("/"):
+            raise ValueError("expected a path inside the kernel's build tree, without '..'")
+        return value
+
+
+class ArchQemu(Strict):
+    """How QEMU boots the arch's system: program, machine and devices (boot/qemu.py, boot/accel.py)."""
+
+    system: CommandWord  # the system emulator: qemu-system-aarch64
+    package: Name  # the Debian/Ubuntu package that has it, named when it is missing
+    machine: CommandWord  # -M
+    cpu: CommandWord | None = None  # -cpu under TCG (KVM always runs -cpu host); none: the machine's default
+    memory: Size = 256 << 20  # the least RAM of a guest; a large initramfs gets more (qemu.guest_memory_mib)
+    disk: Annotated[str, StringConstraints(pattern=DISK, max_length=64)]  # the disk image's device
+    nic: CommandWord | None = None  # -nic user,model=<nic>; none: the machine's default network card
+    firmware: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./+-]+$", max_length=256)] | None = None  # -bios; none: the machine's default
+    power_off: Annotated[str, StringConstraints(pattern=r"^[^\n\r]+$", max_length=128)]  # what the boot test types to end the guest
+
+    @field_validator("memory")
+    @classmethod
+    def _whole_mebibytes(cls, value):
+        if value < 16 << 20 or value % (1 << 20):
+            raise ValueError(f"expected whole mebibytes, at least 16M (such as 256M), got {value} bytes")
+        return value
+
+
+class Arch(Strict):
+    """A target architecture: arches/<name>.toml (model/arches.py loads them)."""
+
+    name: ArchName  # the file's name; in task names: build:musl-arm64
+    order: int = Field(ge=0, le=1000)  # its place among the arches (lists, messages, the toolchain's sysroots); ties by name
+    triple: Annotated[str, StringConstraints(pattern=TRIPLE_PATTERN)]  # LLVM's and musl's target
+    llvm_target: CommandWord  # LLVM's back end for it (X86, AArch64, RISCV): mlbuild's own toolchain builds every arch's
+    console: CommandWord  # the serial console's device for the kernel command line: console=ttyS0
+    kernel: ArchKernel
+    qemu: ArchQemu
+
+    @property
+    def uname_machine(self) -> str:
+        """What `uname -m` says on it: the triple's first part (x86_64, aarch64, riscv64)."""
+        return self.triple.split("-", 1)[0]
 
 
 class Source(Strict):
@@ -279,8 +344,8 @@ class Recipe(Strict):
     build: TemplatePath | None = None  # templates/build/<build>.sh.j2; None: a source-only recipe
     files: list[TemplatePath] = []
     vars: dict[str, VarValue] = {}
-    arches: list[str] = list(ARCHES)
-    arch: dict[str, ArchOverride] = {}
+    arches: list[ArchName] | None = None  # the arches it is built for; none: every arch (model/arches.py)
+    arch: dict[ArchName, ArchOverride] = {}
     target: bool = True  # whether the output goes into the target root filesystem
     menuconfig: bool = False  # its script supports MLBUILD_ACTION=menuconfig (Kconfig-based)
     host: bool = False  # built once for the build machine (part of build:toolchain), not per arch
@@ -327,13 +392,6 @@ class Recipe(Strict):
                 raise ValueError(f"{name}: a configuration key of mlbuild itself; choose another name")
         return value
 
-    @field_validator("arches", "arch")
-    @classmethod
-    def _arches_known(cls, value):
-        for name in value:  # a list of arches, or the keys of the per-arch table
-            _known_arch(name)
-        return value
-
     @field_validator("vars")
     @classmethod
     def _triples_have_their_shape(cls, value):
@@ -366,6 +424,10 @@ class Recipe(Strict):
             return None
         option, _, value = self.when.partition("=")
         return option, value or None
+
+    def built_for(self, arch: str) -> bool:
+        """Whether it is built for arch (its `arches`, every arch without)."""
+        return self.arches is None or arch in self.arches
 
     def kernel_for(self, arch: str) -> str | None:
         extra = self.arch.get(arch)
@@ -449,7 +511,8 @@ def _default_cache() -> Path:
 class Config(Strict):
     """The user's choices: [tool.mlbuild], then mlbuild.local.toml, then MLBUILD_* variables, then doit's key=value."""
 
-    arches: list[str] = list(ARCHES)
+    # The arches built; none: every arch of arches/ (Settings.arches checks the names once the arch files are loaded).
+    arches: list[ArchName] | None = None
     toolchain: Literal["host", "llvm"] = "host"
     # The host's LLVM (Debian's clang-N), default from model/host.toml; the target's is llvm-project.toml's version.
     host_llvm_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")] = Field(default_factory=host.llvm_version)
@@ -558,9 +621,7 @@ class Config(Strict):
 
     @field_validator("arches")
     @classmethod
-    def _arches_known(cls, value):
-        if not value:
+    def _some_arch(cls, value):
+        if value is not None and not value:
             raise ValueError("expected at least one arch")
-        for name in value:
-            _known_arch(name)
         return value

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
+from mlbuild.model.arches import Arches
 from mlbuild.model.config import ENGINE_VARIABLES, ENV_PREFIX
 from mlbuild.code import code_hash
 from mlbuild.errors import InputError
@@ -35,8 +36,8 @@ def load_recipe(path: Path, label: str, text: str | None = None) -> Recipe:
     return recipe
 
 
-def load_recipes(project: Path, templates: "Path | tuple[Path, ...]", cache_file: Path | None = None,
-                 files: dict[str, tuple[Path, str]] | None = None) -> dict[str, Recipe]:
+def load_recipes(project: Path, templates: "Path | tuple[Path, ...]", cache_file: Path | None,
+                 files: dict[str, tuple[Path, str]] | None, arches: Arches) -> dict[str, Recipe]:
     """Every recipe of the project, checked for duplicates and dangling references.
 
     files: {name: (file, label)} when external trees add or replace recipes (external.py);
@@ -44,6 +45,7 @@ def load_recipes(project: Path, templates: "Path | tuple[Path, ...]", cache_file
     Validated models are cached in cache_file, keyed by the label and content of every
     recipe file and of the model and loading code, so a no-op run skips parsing.
     Versions taken from a source recipe are filled in before they are cached.
+    arches: the known arches (model/arches.py), which the recipes' arch names are checked against.
     """
     if files is None:
         files = {path.stem: (path, f"recipes/{path.name}") for path in sorted((project / "recipes").glob("*.toml"))}
@@ -65,7 +67,8 @@ def load_recipes(project: Path, templates: "Path | tuple[Path, ...]", cache_file
     folders = (templates,) if isinstance(templates, Path) else tuple(templates)
     for name, recipe in recipes.items():
         path, label = files[name]
-        _check_references(recipe, label, recipes, path.parent / name, folders)
+        _check_arches(recipe, label, arches)
+        _check_references(recipe, label, recipes, path.parent / name, folders, arches)
         _check_when(recipe, label, options)
     return recipes
 
@@ -181,14 +184,23 @@ def _write_cache(cache_file: Path | None, key: str, recipes: dict) -> None:
         pass  # only a cache: the next run parses the recipes again
 
 
-def _check_references(recipe: Recipe, label: str, recipes: dict, patches: Path, templates: tuple[Path, ...]) -> None:
+def _check_arches(recipe: Recipe, label: str, arches: Arches) -> None:
+    """The arches a recipe names are known ones (arches/<name>.toml)."""
+    for field, names in (("arches", recipe.arches or []), ("arch", recipe.arch)):
+        for name in names:
+            if name not in arches:
+                raise InputError(f"{label}: {field}: {arches.unsupported(name)}")
+
+
+def _check_references(recipe: Recipe, label: str, recipes: dict, patches: Path, templates: tuple[Path, ...],
+                      arches: Arches) -> None:
     if recipe.source is not None:
         owner = recipes.get(recipe.source)
         if owner is None:
             raise InputError(f"{label}: source: unknown recipe {recipe.source!r}{_did_you_mean(recipe.source, recipes)}")
         if not owner.sources:
             raise InputError(f"{label}: source: recipe {recipe.source!r} has no sources of its own")
-    for arch in recipe.arches:
+    for arch in (arch for arch in arches if recipe.built_for(arch)):
         for index, dep in enumerate(recipe.depends_for(arch)):
             field = "depends" if dep in recipe.depends else f"arch.{arch}.depends"
             if dep not in recipes:
@@ -198,7 +210,7 @@ def _check_references(recipe: Recipe, label: str, recipes: dict, patches: Path, 
             if recipes[dep].host != recipe.host:
                 kinds = {True: "a host (toolchain) recipe", False: "a target recipe"}
                 raise InputError(f"{label}: {field}: {dep!r} is {kinds[recipes[dep].host]}, {recipe.name!r} is {kinds[recipe.host]}")
-            if not recipe.host and arch not in recipes[dep].arches:
+            if not recipe.host and not recipes[dep].built_for(arch):
                 raise InputError(f"{label}: {field}: {dep!r} is not built for {arch}")
     for dep in recipe.sysroots:
         if dep not in recipes:

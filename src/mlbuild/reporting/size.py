@@ -161,6 +161,6 @@ def cmd_size(project, args) -> int:
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("size", help=cmd_size.__doc__)
-    parser.add_argument("arch", help="x86_64 or arm64")
+    parser.add_argument("arch", help="one of the configured arches (arches/<name>.toml)")
     parser.add_argument("-o", "--output", help="SVG chart to write (default: build/stats/size-<arch>.svg)")
     parser.set_defaults(handler=cmd_size)

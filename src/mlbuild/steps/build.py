@@ -7,7 +7,7 @@ import tempfile
 from functools import cached_property
 from pathlib import Path
 
-from mlbuild.model.arches import ARCHES, HOST, host_arch
+from mlbuild.model.arches import HOST
 from mlbuild.steps.build_spec import BuildSpec, run, run_on_terminal
 from mlbuild.steps.ccache import ccache_environment
 from mlbuild.credentials import redact
@@ -26,18 +26,21 @@ from mlbuild.steps.base import Component, Step
 
 
 def script_context(recipe, merged, arch: str, config, fragment_names: list[str], options: dict, toolchain: str,
-                   versions: dict[str, str]) -> dict:
+                   versions: dict[str, str], arches) -> dict:
     """What build scripts and config fragments see. No absolute project paths: moving the tree changes nothing.
 
     options: the values of the options the recipe declares (and those alone: a template reading another fails).
     toolchain: what compiles this script (host recipes and their sysroots: always the host's LLVM).
-    versions: {recipe: version} of every recipe."""
-    facts = host_arch() if arch == HOST else ARCHES[arch]
+    versions: {recipe: version} of every recipe. arches: the known arches (model/arches.py)."""
+    facts = arches.host() if arch == HOST else arches[arch]
     return {
         "recipe": recipe,
         "arch": arch,
         "triple": facts.triple,
-        "karch": facts.karch,
+        # The kernel's ARCH=, its source folder arch/<kernel_srcarch>/ and the image it builds there (arches/<arch>.toml).
+        "karch": facts.kernel.arch,
+        "kernel_srcarch": facts.kernel.srcarch,
+        "kernel_image": facts.kernel.image,
         "vars": merged.vars,
         "files": [_file_name(name) for name in merged.files] + fragment_names,
         "options": options,
@@ -49,7 +52,9 @@ def script_context(recipe, merged, arch: str, config, fragment_names: list[str],
         # clang that llvm-project builds: /usr/lib/clang/<its major>) takes it from that recipe, never from a copy.
         "versions": versions,
         # A host recipe's sysroots: the triple of each arch build:toolchain ships one for.
-        "sysroot_triples": [known.triple for known in ARCHES.values()] if recipe.sysroots else [],
+        "sysroot_triples": [known.triple for known in arches.values()] if recipe.sysroots else [],
+        # ... and their LLVM back ends, each once (X86, AArch64, RISCV).
+        "sysroot_llvm_targets": list(dict.fromkeys(known.llvm_target for known in arches.values())) if recipe.sysroots else [],
     }
 
 
@@ -120,7 +125,7 @@ class BuildStep(Step, kind="build"):
     def context(self) -> dict:
         return script_context(self.recipe, self.merged, self.arch, self.project.config,
                               [name for name, _ in self.fragment_files], self.options, self.toolchain,
-                              {name: recipe.version for name, recipe in self.project.recipes.items()})
+                              {name: recipe.version for name, recipe in self.project.recipes.items()}, self.project.arches)
 
     @cached_property
     def fragment_files(self) -> list[tuple[str, Path]]:

@@ -10,7 +10,6 @@ from functools import cached_property
 from pathlib import Path
 
 from mlbuild.system import hooks, image_profile, overlay, users
-from mlbuild.model.arches import ARCHES
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.trees import check_no_link_on_the_way, merge_tree
 from mlbuild.steps.base import Step
@@ -38,8 +37,8 @@ class TargetStep(Step, kind="target"):
         """What the .j2 files of templates/target and of the overlays see."""
         return {
             "arch": self.arch,
-            "triple": ARCHES[self.arch].triple,
-            "console": ARCHES[self.arch].console,
+            "triple": self.project.arches[self.arch].triple,
+            "console": self.project.arches[self.arch].console,
             "versions": self.versions,
             "system": self.system_facts,
         }

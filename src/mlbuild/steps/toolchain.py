@@ -3,7 +3,7 @@ with a sysroot per target arch (<triple>/: the host recipes' sysroots, built by 
 
 from pathlib import Path
 
-from mlbuild.model.arches import ARCHES, HOST
+from mlbuild.model.arches import HOST
 from mlbuild.trees import check_no_link_on_the_way, merge_tree
 from mlbuild.steps.base import Step
 
@@ -28,7 +28,7 @@ class ToolchainStep(Step, kind="toolchain"):
         out = [f"rm -rf {script.path(staging)}\nmkdir -p {script.path(staging)}\n"]
         for dep in self.deps:
             arch = self.project.steps[dep].arch
-            destination = staging if arch == HOST else staging / ARCHES[arch].triple
+            destination = staging if arch == HOST else staging / self.project.arches[arch].triple
             out.append(f"mkdir -p {script.path(destination)}\n{script.COPY} {script.path(self.project.steps[dep].output)}/. {script.path(destination)}/\n")
         out.append(f"rm -rf {script.path(self.output)}\nmv {script.path(staging)} {script.path(self.output)}\n")
         return "".join(out)
@@ -38,7 +38,7 @@ class ToolchainStep(Step, kind="toolchain"):
         for dep in self.deps:
             arch = self.project.steps[dep].arch
             # A host recipe's output is the toolchain itself; a stage-1 build goes into its arch's sysroot.
-            destination = staging if arch == HOST else staging / ARCHES[arch].triple
+            destination = staging if arch == HOST else staging / self.project.arches[arch].triple
             log(f"adding {dep}" + ("" if arch == HOST else f" to {destination.name}/"))
             if arch != HOST:  # a host recipe's link there must not take the sysroot elsewhere
                 check_no_link_on_the_way(staging, destination.name, dep, owners.setdefault(staging, {}), itself=True)

@@ -101,11 +101,10 @@ def post_image_values(step, images_dir: Path) -> dict:
 
 
 def _values(step, target_dir: Path, images_dir: Path) -> dict:
-    from mlbuild.model.arches import ARCHES
     from mlbuild.system.image_profile import resolve
     from mlbuild.reproducible import SOURCE_DATE_EPOCH
 
-    return {"ARCH": step.arch, "TRIPLE": ARCHES[step.arch].triple, "TARGET_DIR": str(target_dir), "IMAGES_DIR": str(images_dir),
+    return {"ARCH": step.arch, "TRIPLE": step.project.arches[step.arch].triple, "TARGET_DIR": str(target_dir), "IMAGES_DIR": str(images_dir),
             "IMAGE_PROFILE": resolve(step.project, step.arch), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
 
 
