@@ -164,7 +164,9 @@ def start_seaweedfs(folder: Path) -> S3:
     process = start([str(weed), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                      f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                      "-s3", f"-s3.port={s3}", f"-s3.config={folder / 's3.json'}", "-master.volumeSizeLimitMB=64",
-                     "-volume.max=8"], folder)
+                     # weed 4 opens Iceberg's and Lance's listeners on fixed ports (8181, 9101) beside S3: off, or a
+                     # second server on the machine (another test run) fails to start
+                     "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=8"], folder)
     endpoint = f"http://127.0.0.1:{s3}"
     server = S3(endpoint, access_key, secret_key, process)
     wait_listening(s3, process, folder / "server.log", 60)
