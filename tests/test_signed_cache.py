@@ -104,6 +104,35 @@ def test_a_fresh_clone_restores_signed_entries_and_explain_says_who_built_them_a
             in explain.stdout), explain.stdout
 
 
+def test_one_signature_by_a_trusted_key_is_enough_beside_others_and_the_reason_names_the_worst():
+    """Unit: Trust.verify over envelopes with several signatures (a rotation's countersigned entries)."""
+    from types import SimpleNamespace
+
+    from mlbuild.engine.cache.signing import Refused, Signer, Trust, countersign, envelope, statement
+    from mlbuild.model.models import SECRET_KEY_BYTES, parse_key_text
+
+    def signer(secret: str) -> Signer:
+        return Signer(*parse_key_text(secret, SECRET_KEY_BYTES))
+
+    made = {"host": "ci-2", "user": "ci", "mlbuild": "0.1.0", "commit": ""}
+    manifest = {"signature": "a" * 64, "output_hash": "b" * 64, "archive": "c" * 64 + ".tar.zst", "archive_sha256": "c" * 64,
+                "archive_size": 123, "task": HELLO, "recipe": "hello", "version": "1.0"}
+    entry = SimpleNamespace(**manifest)
+    by_old = envelope(statement(manifest, made, 0), signer(OLD_SECRET))
+    both = countersign(by_old, signer(NEW_SECRET))
+    assert Trust([NEW_PUBLIC], revoked=["ci-2026a"]).verify(both, entry, "a" * 64).key == "ci-2026b"
+    assert Trust([OLD_PUBLIC, NEW_PUBLIC]).verify(both, entry, "a" * 64).host == "ci-2"
+    with pytest.raises(Refused, match="signed by ci-2026a, a revoked key"):
+        Trust([OLD_PUBLIC], revoked=[OLD_PUBLIC]).verify(both, entry, "a" * 64)  # revoked by its key, and ci-2026b unknown
+    with pytest.raises(Refused, match="names the task signature aaaaaaaaaaaa, not this task's dddddddddddd"):
+        Trust([OLD_PUBLIC]).verify(by_old, entry, "d" * 64)
+    forged = json.loads(both)
+    forged["payload"] = base64.b64encode(json.dumps({**statement(manifest, made, 0), "extra": 1}).encode()).decode()
+    with pytest.raises(Refused, match="its signature by ci-2026a does not verify"):
+        Trust([OLD_PUBLIC]).verify(json.dumps(forged).encode(), entry, "a" * 64)
+    assert repr(signer(OLD_SECRET)) == "Signer(ci-2026a)" and OLD_SECRET.split(":")[1] not in repr(vars(signer(OLD_SECRET)))
+
+
 # --- refused: one line per cache and reason, built locally -------------------------------------
 
 def test_unsigned_entries_are_refused_in_one_line_built_locally_and_replaced_by_signed_pushes(fresh, cache, tmp_path):
@@ -140,6 +169,7 @@ def test_a_read_only_cache_of_unsigned_entries_is_left_as_it_is(fresh, cache):
 def test_a_tampered_archive_with_a_matching_manifest_and_the_old_envelope_is_refused(fresh, cache):
     """The writer changes the archive, rewrites the manifest to match it and renames the (valid) envelope beside it:
     the signed statement names the archive the builder made, not this one."""
+    manifests_before = manifests(cache)
     manifest_path, archive, manifest = _entry(cache, HELLO)
     old_envelope = envelope_of(cache, HELLO)
     tampered = archive.read_bytes() + b"\0" * 512  # zstd ignores nothing: still, the sha256 and size are what differ
@@ -153,7 +183,9 @@ def test_a_tampered_archive_with_a_matching_manifest_and_the_old_envelope_is_ref
     assert result.returncode == 0, result.stdout + result.stderr
     [line] = faults(result)
     assert line.startswith(f"{HELLO}: artifact cache entry {manifest['signature'][:12]} in {cache.as_uri()} not trusted: "), line
-    assert "not trusted: its signed statement names the archive" in line and f"not {sha[:12]}" in line, line
+    assert (f"not trusted: its signed statement names the archive {manifests_before[HELLO]['archive_sha256'][:12]} "
+            f"({manifests_before[HELLO]['archive_size']} bytes), not {sha[:12]} ({len(tampered)} bytes) (an envelope of another "
+            "entry)") in line, line
     assert restored(result) == CACHED - x86("hello") and fresh.run_binary("hello") == "Hello, world!\n"
 
 
@@ -421,10 +453,14 @@ def test_the_secret_key_never_appears_in_any_output_log_stats_stamp_or_cache_obj
     env = {"MLBUILD_CACHE_KEY": secret_text}
     settings = trusting(OLD_PUBLIC, signing="env:MLBUILD_CACHE_KEY")
     cache = tmp_path / "cache"
+    dump = 'env > "$OUT/bin/environment.txt"\n'  # what a build script sees ends up in its output, the cache, the target
     cold = make_project(tmp_path / "cold")
+    cold.write("templates/build/extra.sh.j2", cold.read("templates/build/extra.sh.j2") + dump)
     outputs = [cold.doit(f"cache={cache.as_uri()}", *settings, env=env)]
     assert outputs[0].returncode == 0 and len(list(cache.glob("*/*.dsse.json"))) == len(CACHED), outputs[0].stderr
+    assert "PATH=" in cold.read("build/out/extra-x86_64/bin/environment.txt")
     fresh = make_project(tmp_path / "fresh")
+    fresh.write("templates/build/extra.sh.j2", cold.read("templates/build/extra.sh.j2"))
     outputs.append(fresh.doit(f"cache={cache.as_uri()}", *settings, env=env))
     assert restored(outputs[-1]) == CACHED
     cache_env = {**env, "MLBUILD_CACHE": cache.as_uri()}
@@ -439,3 +475,190 @@ def test_the_secret_key_never_appears_in_any_output_log_stats_stamp_or_cache_obj
             if path.is_file() and not path.is_symlink() and path.name != Path(TEST_KEY_FILE).name:
                 data = path.read_bytes()
                 assert not any(form in data for form in byte_forms), path
+
+
+# --- the same against the real servers: nginx (WebDAV) and SeaweedFS (S3) ------------------------------
+
+class Remote:
+    """A cache on a real server, and the server's storage behind it, to damage entries as a writer could."""
+
+    def __init__(self, kind: str, server):
+        self.kind, self.server = kind, server
+        self.env = server.env() if kind == "s3" else {}
+        if kind == "s3":
+            self.client = server.client()
+            if "Buckets" not in self.client.list_buckets() or not any(b["Name"] == "signed" for b in self.client.list_buckets()["Buckets"]):
+                self.client.create_bucket(Bucket="signed")
+
+    def url(self, prefix: str) -> str:
+        if self.kind == "s3":
+            return f"s3://signed/{prefix}?endpoint_url={self.server.endpoint}"
+        return f"{self.server.url}/cache/{prefix}"
+
+    def keys(self, prefix: str) -> list[str]:
+        if self.kind == "s3":
+            found = self.client.list_objects_v2(Bucket="signed", Prefix=f"{prefix}/").get("Contents", [])
+            return sorted(item["Key"][len(prefix) + 1:] for item in found)
+        folder = self.server.root / "cache" / prefix
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+    def read(self, prefix: str, key: str) -> bytes:
+        if self.kind == "s3":
+            return self.client.get_object(Bucket="signed", Key=f"{prefix}/{key}")["Body"].read()
+        return (self.server.root / "cache" / prefix / key).read_bytes()
+
+    def write(self, prefix: str, key: str, data: bytes) -> None:
+        if self.kind == "s3":
+            self.client.put_object(Bucket="signed", Key=f"{prefix}/{key}", Body=data)
+        else:
+            path = self.server.root / "cache" / prefix / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    def delete(self, prefix: str, key: str) -> None:
+        if self.kind == "s3":
+            self.client.delete_object(Bucket="signed", Key=f"{prefix}/{key}")
+        else:
+            (self.server.root / "cache" / prefix / key).unlink()
+
+    def copy(self, source: str, target: str) -> None:
+        for key in self.keys(source):
+            self.write(target, key, self.read(source, key))
+
+    def manifests(self, prefix: str) -> dict[str, dict]:
+        found = {}
+        for key in self.keys(prefix):
+            if key.endswith("/manifest.json"):
+                manifest = json.loads(self.read(prefix, key))
+                found[manifest["task"]] = manifest
+        return found
+
+
+@pytest.fixture(scope="module", params=["webdav", "s3"])
+def remote(request, tmp_path_factory):
+    """A real server with the entries of a cold build signed by ci-2026a under the prefix "warm" (never changed)."""
+    server = request.getfixturevalue("nginx" if request.param == "webdav" else "s3")
+    remote = Remote(request.param, server)
+    base = tmp_path_factory.mktemp(f"signed-{request.param}")
+    writer = make_project(base)
+    result = writer.doit(f"cache={remote.url('warm')}", *trusting(OLD_PUBLIC, signing=key_file(base / "keys", OLD_SECRET)), env=remote.env)
+    assert result.returncode == 0 and faults(result) == [], result.stdout + result.stderr
+    return remote
+
+
+@pytest.fixture
+def entries(remote, request) -> str:
+    """A copy of the warm entries under a prefix of this test's own."""
+    prefix = "t-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    remote.copy("warm", prefix)
+    return prefix
+
+
+def read_as(project, remote, prefix, *public, revoked=()):
+    """A developer's build: reads the cache (ro:), trusts these keys, has no signing key."""
+    return project.doit(f"cache=ro:{remote.url(prefix)}", *trusting(*public, revoked=revoked), env=remote.env)
+
+
+def test_server_signed_entries_restore_and_every_object_is_free_of_the_secret(remote, entries, tmp_path):
+    keys = remote.keys(entries)
+    assert len([k for k in keys if k.endswith(".dsse.json")]) == len(CACHED) == len([k for k in keys if k.endswith("/manifest.json")])
+    secret = base64.b64decode(OLD_SECRET.split(":")[1])
+    for key in keys:
+        data = remote.read(entries, key)
+        assert secret[:32] not in data and OLD_SECRET.split(":")[1].encode() not in data and secret[:32].hex().encode() not in data
+    fresh = make_project(tmp_path / "fresh")
+    result = read_as(fresh, remote, entries, OLD_PUBLIC)
+    assert result.returncode == 0 and restored(result) == CACHED and faults(result) == [], result.stdout + result.stderr
+    explain = fresh.cli("explain", "hello-x86_64", *trusting(OLD_PUBLIC), env={**remote.env, "MLBUILD_CACHE": "ro:" + remote.url(entries)})
+    shown = remote.url(entries).split("?")[0]
+    assert f"restored from {shown}, built by {os.uname().nodename} on 20" in explain.stdout and "key ci-2026a)" in explain.stdout, explain.stdout
+
+
+def test_server_a_tampered_archive_is_refused(remote, entries, tmp_path):
+    hello = remote.manifests(entries)[HELLO]
+    signature, old = hello["signature"], hello["archive_sha256"]
+    tampered = remote.read(entries, f"{signature}/{hello['archive']}") + b"\0" * 64
+    sha = hashlib.sha256(tampered).hexdigest()
+    remote.write(entries, f"{signature}/{sha}.tar.zst", tampered)
+    remote.write(entries, envelope_key(signature, sha), remote.read(entries, envelope_key(signature, old)))
+    remote.write(entries, f"{signature}/manifest.json",
+                 json.dumps({**hello, "archive": f"{sha}.tar.zst", "archive_sha256": sha, "archive_size": len(tampered)}).encode())
+    fresh = make_project(tmp_path / "fresh")
+    result = read_as(fresh, remote, entries, OLD_PUBLIC)
+    assert result.returncode == 0, result.stderr
+    [line] = faults(result)
+    assert line.startswith(f"{HELLO}: artifact cache entry {signature[:12]}") and f"names the archive {old[:12]}" in line, line
+    assert restored(result) == CACHED - x86("hello") and fresh.run_binary("hello") == "Hello, world!\n"
+
+
+def test_server_a_manifest_swapped_from_another_entry_with_its_valid_signature_is_refused(remote, entries, tmp_path):
+    found = remote.manifests(entries)
+    hello, extra = found[HELLO], found["build:extra-x86_64"]
+    remote.write(entries, f"{hello['signature']}/{extra['archive']}", remote.read(entries, f"{extra['signature']}/{extra['archive']}"))
+    remote.write(entries, envelope_key(hello["signature"], extra["archive_sha256"]),
+                 remote.read(entries, envelope_key(extra["signature"], extra["archive_sha256"])))
+    remote.write(entries, f"{hello['signature']}/manifest.json", json.dumps({**extra, "signature": hello["signature"]}).encode())
+    fresh = make_project(tmp_path / "fresh")
+    result = read_as(fresh, remote, entries, OLD_PUBLIC)
+    [line] = faults(result)
+    assert f"names the task signature {extra['signature'][:12]}, not this task's {hello['signature'][:12]}" in line, line
+    assert fresh.run_binary("hello") == "Hello, world!\n" and HELLO not in restored(result)
+
+
+def test_server_an_unknown_key_and_a_revoked_key_are_refused_in_one_line_each(remote, entries, tmp_path):
+    fresh = make_project(tmp_path / "fresh")
+    unknown = read_as(fresh, remote, entries, NEW_PUBLIC)
+    assert unknown.returncode == 0 and restored(unknown) == set(), unknown.stderr
+    [line] = faults(unknown)
+    assert "it is signed by ci-2026a, which is not in cache_trusted_keys" in line, line
+    shutil.rmtree(fresh.path("build"))
+    revoked = read_as(fresh, remote, entries, OLD_PUBLIC, NEW_PUBLIC, revoked=("ci-2026a",))
+    [line] = faults(revoked)
+    assert "it is signed by ci-2026a, a revoked key (cache_revoked_keys)" in line and restored(revoked) == set(), line
+    assert fresh.run_binary("app") == "app says hi\n"
+
+
+def test_server_rotation_old_entries_refused_once_the_old_key_is_removed_and_healed_by_trusting_it_again(remote, entries, tmp_path):
+    writer = make_project(tmp_path / "writer")
+    writer.update_recipe("app", vars={"message": "rotated"})
+    new = key_file(tmp_path / "keys", NEW_SECRET)
+    pushed = writer.doit(f"cache={remote.url(entries)}", *trusting(OLD_PUBLIC, NEW_PUBLIC, signing=new), env=remote.env)
+    assert pushed.returncode == 0 and restored(pushed) == x86("hello", "extra") and faults(pushed) == [], pushed.stderr
+    reader = make_project(tmp_path / "reader")
+    reader.update_recipe("app", vars={"message": "rotated"})
+    only_new = read_as(reader, remote, entries, NEW_PUBLIC)
+    [line] = faults(only_new)
+    assert "it is signed by ci-2026a, which is not in cache_trusted_keys" in line, line
+    assert restored(only_new) == x86("app", "target", "images") and reader.run_binary("app") == "rotated\n"
+    shutil.rmtree(reader.path("build"))
+    both = read_as(reader, remote, entries, OLD_PUBLIC, NEW_PUBLIC)
+    assert restored(both) == CACHED and faults(both) == [], both.stderr
+
+
+def test_server_a_missing_signing_key_skips_the_push_in_one_line(remote, tmp_path):
+    project = make_project(tmp_path / "p")
+    prefix = "missing-key-" + tmp_path.name[-12:]
+    result = project.doit(f"cache={remote.url(prefix)}", *trusting(OLD_PUBLIC, signing=tmp_path / "nowhere.secret"), env=remote.env)
+    assert result.returncode == 0 and result.executed == ALL_TASKS, result.stderr
+    [line] = faults(result)
+    assert "which requires signatures: cache_signing_key (" in line and "cannot read it: No such file or directory" in line, line
+    assert remote.keys(prefix) == []
+
+
+def test_server_s3_cache_sign_and_verify(s3, tmp_path):
+    """Entries pushed unsigned before signing existed, signed where they are (S3 lists; plain HTTP cannot)."""
+    remote = Remote("s3", s3)
+    url = remote.url("unsigned")
+    builder = make_project(tmp_path / "builder")
+    assert builder.doit(f"cache={url}", "cache_signing_key=", "cache_require_signatures=0", env=remote.env).returncode == 0
+    env = {**remote.env, "MLBUILD_CACHE": url}
+    settings = trusting(OLD_PUBLIC, signing=key_file(tmp_path / "keys", OLD_SECRET))
+    before = builder.cli("cache", "verify", *settings, env=env)
+    assert before.returncode == 1 and before.stdout.count("not trusted: it is not signed") == len(CACHED), before.stdout
+    signing = builder.cli("cache", "sign", *settings, env=env)
+    assert signing.returncode == 0 and f"signed {len(CACHED)} entries" in signing.stdout, signing.stdout + signing.stderr
+    after = builder.cli("cache", "verify", *settings, env=env)
+    assert after.returncode == 0 and "verified 5 entries: 5 good, 0 bad" in after.stdout, after.stdout
+    fresh = make_project(tmp_path / "fresh")
+    result = read_as(fresh, remote, "unsigned", OLD_PUBLIC)
+    assert restored(result) == CACHED and faults(result) == [], result.stderr

@@ -21,12 +21,9 @@ Nothing here remembers a refusal: the next run (a fixed key list) decides anew.
 
 import base64
 import binascii
-import getpass
 import json
 import os
-import socket
 import stat
-import subprocess
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -161,6 +158,9 @@ def builder() -> dict:
     """This machine as a builder: host, user, mlbuild's version and commit (found once per run)."""
     global _BUILDER
     if _BUILDER is None:
+        import getpass
+        import socket
+
         try:
             user = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry (a container): the uid
@@ -179,13 +179,19 @@ def _version() -> str:
 
 
 def _commit() -> str:
-    """mlbuild's git commit when it runs from a checkout, else ""."""
+    """mlbuild's git commit when it runs from its own checkout (src/mlbuild), else "" (an installed copy inside
+    another repository must not claim that repository's commit)."""
+    import subprocess
+
+    package = Path(__file__).resolve().parents[2]
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return ""
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and len(commit) in (40, 64) else ""
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() / "src" / "mlbuild" != package:
+        return ""
+    return lines[1] if len(lines[1]) in (40, 64) else ""
 
 
 def statement(manifest: dict, made: dict, finished: float, signed_later: bool = False) -> dict:
@@ -353,7 +359,7 @@ def _check_statement(payload: bytes, manifest, signature: str) -> dict:
     except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
         raise Refused("malformed", "its signed statement does not have the fields mlbuild writes") from None
     if (manifest.archive_sha256, manifest.archive_size) not in archives:
-        shown = ", ".join(f"{sha[:12] if isinstance(sha, str) else sha!r} ({size} bytes)" for sha, size in archives[:2]) or "none"
+        shown = ", ".join(f"{str(sha)[:12]} ({str(size)[:20]} bytes)" for sha, size in archives[:2]) or "none"
         raise replayed(f"names the archive {shown}, not {manifest.archive_sha256[:12]} ({manifest.archive_size} bytes)")
     if named_signature != signature:
         raise replayed(f"names the task signature {str(named_signature)[:12]}, not this task's {signature[:12]}")
