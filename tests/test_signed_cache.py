@@ -150,6 +150,8 @@ def test_unsigned_entries_are_refused_in_one_line_built_locally_and_replaced_by_
     assert all("# running" in fresh.log(task) for task in x86("hello", "extra", "app"))
     assert fresh.run_binary("app") == "app says hi\n"
     assert_stamps_valid(fresh)
+    stats = fresh.cli("cache", "stats", env={"MLBUILD_CACHE": cache.as_uri()})
+    assert f"{cache.as_uri()} (read-write): 0 hits, 0 misses, 0 faults, 5 refused, 5 pushes" in stats.stdout, stats.stdout
     # The build signed its pushes over the refused entries: the next clone restores every one, without a word.
     second = make_project(tmp_path / "second").doit(f"cache={cache.as_uri()}")
     assert restored(second) == CACHED and faults(second) == [], second.stdout + second.stderr
