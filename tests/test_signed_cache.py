@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALL_TASKS, TEST_KEY_FILE, TEST_KEY_NAME, TEST_PUBLIC, TEST_SECRET, assert_stamps_valid, key_pair, make_project, x86
+from conftest import ALL_TASKS, TEST_KEY_FILE, TEST_KEY_NAME, TEST_PUBLIC, assert_stamps_valid, key_pair, make_project, x86
 from test_artifact_cache import CACHED, _entry, cache, faults, fresh, manifests, restored, sign_entry, warm_cache  # noqa: F401
 from test_artifact_cache_servers import nginx, s3  # noqa: F401 (fixtures: real servers)
 
