@@ -9,6 +9,9 @@
         wall time, tasks restored and built, compiles (calls ccache saw), time in fetch tasks.
         --targets and --target-llvm 1 measure other builds the same way, e.g. the system with
         clang inside: --targets build:images-arm64 --target-llvm 1.
+        --trust KEYFILE: the entries are signed with that secret key (`mlbuild cache sign` it into DIR
+        first) and every restore checks them, as every cache but the per-user folder does; without it
+        the builds run with cache_require_signatures=0 (not checked).
     scripts/benchmark_cache.py pack --tree DIR [--repeat 3]
         mlbuild's pack and checked restore of DIR against `tar -c | zstd -3` and `zstd -d | tar -x`,
         in turn, wall and CPU time.
@@ -42,11 +45,12 @@ def fresh_clone(base: Path, origin: Path) -> Path:
     return clone
 
 
-def run_build(clone: Path, cache: str, ccache_dir: Path, extra_env: dict, targets: list[str], target_llvm: int) -> dict:
+def run_build(clone: Path, cache: str, ccache_dir: Path, extra_env: dict, targets: list[str], target_llvm: int,
+              settings: list[str] = ()) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLBUILD_", "CCACHE_"))}
     env.update(PYTHONPATH=str(clone / "src"), **extra_env)
     started = time.monotonic()
-    result = subprocess.run([PYTHON, "-m", "doit", *targets, f"target_llvm={target_llvm}", f"cache={cache}", f"ccache_dir={ccache_dir}"],
+    result = subprocess.run([PYTHON, "-m", "doit", *targets, f"target_llvm={target_llvm}", f"cache={cache}", f"ccache_dir={ccache_dir}", *settings],
                             cwd=clone, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     if result.returncode != 0:
@@ -72,14 +76,26 @@ def _seconds(log: Path) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def trust_settings(key: Path | None) -> tuple[list[str], str]:
+    """The key=value settings that make the builds verify (or not check) signatures, and a sentence saying which."""
+    if key is None:
+        return ["cache_require_signatures=0"], "Signatures not checked (cache_require_signatures = false)."
+    from mlbuild.engine.cache.signing import load_signer
+
+    signer = load_signer(str(key), REPO)
+    return ([f"cache_trusted_keys={signer.public}", f"cache_signing_key={key}"],
+            f"Every entry signed ({signer.name}) and its signature checked before the restore, as for every cache but the per-user folder.")
+
+
 def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], cold_seconds: float | None, targets: list[str],
-               target_llvm: int) -> None:
+               target_llvm: int, key: Path | None = None) -> None:
     import servers
 
     command = f"doit {' '.join(targets)} target_llvm={target_llvm}"
     title = "Artifact cache" if target_llvm == 0 else f"Artifact cache, with clang inside: `{command}`"
+    settings, trust = trust_settings(key)
     lines = [f"## {title}", "", f"Fresh clone, empty build folders and local ccache, artifact cache warm on a loopback server; "
-             f"`{command}`. {machine()}", "",
+             f"`{command}`. {trust} {machine()}", "",
              "| cache | wall | tasks restored | build scripts run | compiles | of which fetch tasks |",
              "| --- | --- | --- | --- | --- | --- |"]
     fragment_rows = []
@@ -105,10 +121,11 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
                 if from_tree is None:
                     sys.exit("--from-tree: a built tree to push from is needed for s3")
                 push_env = {**os.environ, **env, "PYTHONPATH": str(from_tree / "src"), "MLBUILD_CACHE": url, "MLBUILD_TARGET_LLVM": str(target_llvm)}
-                pushed = subprocess.run([PYTHON, "-m", "mlbuild.frontend.cli", "cache", "push"], cwd=from_tree, env=push_env, capture_output=True, text=True)
+                pushed = subprocess.run([PYTHON, "-m", "mlbuild.frontend.cli", "cache", "push", *settings], cwd=from_tree, env=push_env,
+                                        capture_output=True, text=True)
                 print(pushed.stdout, pushed.stderr)
             try:
-                figures = run_build(clone, url, base / "ccache", env, targets, target_llvm)
+                figures = run_build(clone, url, base / "ccache", env, targets, target_llvm, settings)
             finally:
                 if stop is not None:
                     servers.stop(stop)
@@ -125,7 +142,8 @@ def bench_warm(cache_dir: Path, from_tree: Path | None, backends: list[str], col
         with tempfile.TemporaryDirectory(prefix="mlbuild-push-") as folder:
             push_env = {**os.environ, "PYTHONPATH": str(from_tree / "src"), "MLBUILD_CACHE": Path(folder).as_uri(), "MLBUILD_TARGET_LLVM": "0"}
             started = time.monotonic()
-            subprocess.run([PYTHON, "-m", "mlbuild.frontend.cli", "cache", "push"], cwd=from_tree, env=push_env, check=True, capture_output=True)
+            subprocess.run([PYTHON, "-m", "mlbuild.frontend.cli", "cache", "push", *settings], cwd=from_tree, env=push_env, check=True,
+                           capture_output=True)
             push = time.monotonic() - started
             size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
         lines += ["", f"Cost of a read-write cache in a cold build: packing and storing every output of the small system "
@@ -228,13 +246,14 @@ def main() -> None:
     warm.add_argument("--targets", default="build", help="what doit builds, space-separated (default: build, both arches)")
     warm.add_argument("--target-llvm", type=int, choices=(0, 1), default=0, help="target_llvm of the build (default 0)")
     warm.add_argument("--cold-seconds", type=float, help="wall time of the cold build of --from-tree, to state the push cost against")
+    warm.add_argument("--trust", type=Path, help="the secret key the entries are signed with: restores check them (default: not checked)")
     pack = verbs.add_parser("pack")
     pack.add_argument("--tree", type=Path, required=True)
     pack.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if args.verb == "warm":
         bench_warm(args.cache_dir.resolve(), args.from_tree and args.from_tree.resolve(), args.backends.split(","), args.cold_seconds, args.targets.split(),
-                   args.target_llvm)
+                   args.target_llvm, args.trust and args.trust.resolve())
     else:
         bench_pack(args.tree.resolve(), args.repeat)
 

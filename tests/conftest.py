@@ -68,6 +68,27 @@ echo "gate open"
 HOSTNAME_J2 = "mlbuild-{{ arch }}\n"
 
 
+# The artifact cache's signing key of every synthetic project: a fixed key, so that the caches the tests fill
+# (folders in tmp_path, servers: none is the per-user folder, so each restores only signed entries) are signed
+# by a key the next project trusts (engine/cache/signing.py). Tests of trust itself make keys of their own.
+TEST_KEY_NAME = "test-2026a"
+TEST_KEY_FILE = ".cache/cache-signing.secret"
+
+
+def key_pair(name: str, seed: bytes) -> tuple[str, str]:
+    """(secret key text, public key text), as `mlbuild cache keygen` writes them, of a key made from seed (32 bytes)."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return f"{name}:{base64.b64encode(seed + public).decode()}", f"{name}:{base64.b64encode(public).decode()}"
+
+
+TEST_SECRET, TEST_PUBLIC = key_pair(TEST_KEY_NAME, hashlib.sha256(b"mlbuild tests' cache signing key").digest())
+
+
 def x86(*names: str) -> set[str]:
     """Task names for x86_64: x86("hello", "target") == {"build:hello-x86_64", "build:target-x86_64"}."""
     return {f"build:{name}-{ARCH}" for name in names}
@@ -254,8 +275,12 @@ def make_project(base: Path, arches=(ARCH,)) -> Project:
         # No sandbox: some tests watch a script touch files in their tmp_path (a gate, a hostile value's
         # victim), which the sandbox's private /tmp would hide. tests/test_sandbox.py turns it on.
         'sandbox = "off"\n'
-        "jobs = 2\n",
+        "jobs = 2\n"
+        f'cache_signing_key = "{TEST_KEY_FILE}"\n'
+        f'cache_trusted_keys = ["{TEST_PUBLIC}"]\n',
     )
+    key = project.write(TEST_KEY_FILE, TEST_SECRET + "\n")
+    key.chmod(0o600)
     project.write("templates/build/hello.sh.j2", HELLO_SH)
     project.write("templates/build/extra.sh.j2", EXTRA_SH)
     project.write("templates/build/app.sh.j2", APP_SH)

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import ALL_TASKS, Project, assert_stamps_valid, make_project, x86
+from conftest import ALL_TASKS, TEST_KEY_FILE, TEST_PUBLIC, TEST_SECRET, Project, assert_stamps_valid, make_project, x86
 
 from mlbuild.engine.cache import ArtifactCache
 from mlbuild.engine.cache.archive import pack, tree_entries
+from mlbuild.engine.cache.signing import Trust
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import hash_file, hash_tree
 
@@ -307,6 +308,17 @@ def forge(cache: Path, task: str, members: list[tuple[tarfile.TarInfo, bytes]]) 
     (archive.parent / f"{sha}.tar.zst").write_bytes(packed)
     manifest.update(archive=f"{sha}.tar.zst", archive_sha256=sha, archive_size=len(packed))
     manifest_path.write_text(json.dumps(manifest))
+    sign_entry(cache, manifest)  # signed by a trusted key: the restore's own checks must still refuse it
+
+
+def sign_entry(cache: Path, manifest: dict, secret: str = TEST_SECRET) -> Path:
+    """Sign an entry of a file cache as a push does (the envelope beside its archive); returns the envelope's path."""
+    from mlbuild.engine.cache.signing import Signer, builder, envelope, envelope_key, statement
+    from mlbuild.model.models import SECRET_KEY_BYTES, parse_key_text
+
+    path = cache / envelope_key(manifest["signature"], manifest["archive_sha256"])
+    path.write_bytes(envelope(statement(manifest, builder(), 1.8e9), Signer(*parse_key_text(secret, SECRET_KEY_BYTES))))
+    return path
 
 
 def member(name: str, kind=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
@@ -409,7 +421,8 @@ def test_two_pushes_of_the_same_signature_at_once_leave_a_whole_entry(cache, fre
         trees.append(tree)
     for round_ in range(5):
         shutil.rmtree(target, ignore_errors=True)
-        caches = [ArtifactCache([target.as_uri()], tmp_path / f"stats{n}.json", say=print) for n in range(2)]
+        trust = Trust([TEST_PUBLIC], signing_key=TEST_KEY_FILE, root=fresh.root)
+        caches = [ArtifactCache([target.as_uri()], tmp_path / f"stats{n}.json", say=print, trust=trust) for n in range(2)]
         threads = [threading.Thread(target=caches[n].push, args=(step, stamp["inputs"], trees[n], hash_tree(trees[n]), 1.0)) for n in range(2)]
         for thread in threads:
             thread.start()

@@ -52,11 +52,12 @@ def _execute(step) -> str | None:
             log(f"# {step.name}: {step.doc}")
             restored = restore_or_run(step, inputs, staging, log)  # the artifact cache's, or built here
             # A restore has checked the tree against the hash its pusher recorded: no need to hash it again.
-            restored_from, output_hash = restored if restored else (None, step.output_hash(staging))
+            restored_from, output_hash = restored[:2] if restored else (None, step.output_hash(staging))
             kept = keep_unchanged_mtimes(staging, step.output)
             log(f"# output hash {output_hash}; {kept} unchanged files keep their time; {time.monotonic() - started:.1f} s")
         replace_tree(staging, step.output)
-        stamps.write(step.stamp, inputs, output_hash, step.script, restored_from=restored_from)
+        stamps.write(step.stamp, inputs, output_hash, step.script, restored_from=restored_from,
+                     provenance=restored.provenance if restored else None)
         if restored_from is None:
             push_built(step, inputs, output_hash, time.monotonic() - started)
         return "restored" if restored_from else None

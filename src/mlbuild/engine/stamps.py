@@ -45,15 +45,19 @@ class StampStore:
             self._cache[task] = record
         return self._cache[task]
 
-    def write(self, task: str, inputs: dict, output_hash: str, text: str | None = None, restored_from: str | None = None) -> None:
+    def write(self, task: str, inputs: dict, output_hash: str, text: str | None = None, restored_from: str | None = None,
+              provenance: dict | None = None) -> None:
         """Record a finished task; text (its build script) is kept beside it for `mlbuild explain`.
 
-        restored_from names the artifact cache its output came from (None: built here)."""
+        restored_from names the artifact cache its output came from (None: built here); provenance, who signed
+        that entry (host, user, time, key: engine/cache/signing.py), for explain."""
         if text is not None:
             write_atomic(self.path(task).with_suffix(".sh"), text.encode())
         record = {"task": task, "format": ENGINE_FORMAT, "signature": signature_of(inputs), "inputs": inputs, "output_hash": output_hash}
         if restored_from:
             record["restored_from"] = restored_from
+        if provenance:
+            record["provenance"] = provenance
         write_atomic(self.path(task), json.dumps(record, indent=1, sort_keys=True).encode())
         self._cache[task] = json.loads(json.dumps(record))  # exactly what a later read gives
 

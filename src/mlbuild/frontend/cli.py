@@ -45,6 +45,10 @@ def cmd_explain(project: Project, args) -> int:
     if not why and not pending:
         stamp = project.stamps.read(step.stamp)
         origin = f", restored from {stamp['restored_from']}" if stamp.get("restored_from") else ""
+        if origin and stamp.get("provenance"):
+            from mlbuild.engine.cache.signing import describe_provenance
+
+            origin += describe_provenance(stamp["provenance"])
         print(f"{name} is up to date (signature {stamp['signature'][:12]}, output {project.relative(step.output)}{origin})")
         _print_options(project, step)
         return 0

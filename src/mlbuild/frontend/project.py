@@ -102,9 +102,10 @@ class Project:
                 if self.config.offline:  # offline opens no network connection: local caches only
                     specs = [spec for spec in specs if spec.removeprefix("ro:").startswith("file://")]
                 from mlbuild.sources.transfer import Limits
+                from mlbuild.engine.cache.signing import Trust
 
                 self._artifact_cache = ArtifactCache(specs, self.build_dir / "cache" / "artifact-stats.json",
-                                                     limits=Limits.of(self.config))
+                                                     limits=Limits.of(self.config), trust=Trust.of(self.config, self.root))
             return self._artifact_cache
 
     def in_default_build(self, name: str) -> bool:

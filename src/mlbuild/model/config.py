@@ -19,9 +19,10 @@ from mlbuild.model.models import FALSE_WORDS, PATTERN_HINTS, TRUE_WORDS, Config
 from mlbuild.model.validation import describe
 
 ENV_PREFIX = "MLBUILD_"
-# MLBUILD_* variables that are not configuration keys: the engine's own switches and what
-# build scripts are given (a script may run mlbuild again).
-ENGINE_VARIABLES = frozenset({"MLBUILD_LOCK_WAIT", "MLBUILD_ACTION", "MLBUILD_PYTHON", "MLBUILD_TASK"})
+# MLBUILD_* variables that are not configuration keys: the engine's own switches, what
+# build scripts are given (a script may run mlbuild again), and the usual home of the artifact
+# cache's secret signing key (cache_signing_key = "env:MLBUILD_CACHE_KEY", docs/ci.md).
+ENGINE_VARIABLES = frozenset({"MLBUILD_LOCK_WAIT", "MLBUILD_ACTION", "MLBUILD_PYTHON", "MLBUILD_TASK", "MLBUILD_CACHE_KEY"})
 # key=value arguments of doit's command line meant for other tools, let through on purpose (none yet).
 OTHER_TOOLS_KEYS: frozenset[str] = frozenset()
 # The tree's own settings (`mlbuild set`, git-ignored): read after pyproject.toml, before the environment.

@@ -1,11 +1,13 @@
 """Validated data: the user's configuration and the recipes (pydantic v2)."""
 
+import base64
+import binascii
 import os
 import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from mlbuild.model import host
 
@@ -508,6 +510,67 @@ def _default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlbuild"
 
 
+def per_user_artifact_cache() -> Path:
+    """The per-user artifact cache folder, the default `cache`: the one cache trusted without signatures."""
+    return _default_cache() / "artifacts"
+
+
+# Keys that sign artifact cache entries (engine/cache/signing.py; docs/ci.md, "Trust"), written NAME:BASE64 as Nix
+# writes them: a public key is 32 bytes (Ed25519), a secret one 64 (the seed, then its public key). A name carries
+# a version (ci-2026a) so that an old and a new key can be trusted side by side during a rotation.
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PUBLIC_KEY_BYTES, SECRET_KEY_BYTES = 32, 64
+KEY_FORM = "NAME:BASE64 (NAME: letters, digits, '.', '_', '-', at most 64, with a version such as ci-2026a)"
+
+
+def parse_key_text(text: str, size: int) -> tuple[str, bytes]:
+    """(name, key) of NAME:BASE64 holding size bytes. A ValueError never quotes the text: it may be a secret key."""
+    name, colon, encoded = text.strip().partition(":")
+    if not colon or not KEY_NAME.fullmatch(name):
+        raise ValueError(f"expected {KEY_FORM} (the value is not shown)")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name}: what follows the name is not base64 (the value is not shown)") from None
+    if len(key) != size:
+        got = "a secret key" if len(key) == SECRET_KEY_BYTES else "a public key" if len(key) == PUBLIC_KEY_BYTES else f"{len(key)} bytes"
+        wanted = "a public key" if size == PUBLIC_KEY_BYTES else "a secret key"
+        raise ValueError(f"{name}: expected {wanted} ({size} bytes), got {got} (the value is not shown)")
+    return name, key
+
+
+# NAME: and then base64: a key, or part of one pasted (never a file name worth showing).
+_KEY_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*:\s*[A-Za-z0-9+/=\s]{16,}")
+
+
+def _public_key_text(text: str) -> str:
+    parse_key_text(text, PUBLIC_KEY_BYTES)
+    return text.strip()
+
+
+def _revoked_key_text(text: str) -> str:
+    """NAME (every key of that name) or NAME:BASE64 (that key, whatever its name)."""
+    if ":" in text:
+        return _public_key_text(text)
+    if not KEY_NAME.fullmatch(text):
+        raise ValueError(f"expected a key's NAME or {KEY_FORM}")
+    return text
+
+
+def _signing_key_place(text: str) -> str:
+    """The secret key's file, or env:VARIABLE; never the key itself (it would be shown, kept and logged)."""
+    if not text.startswith("env:") and _KEY_LIKE.fullmatch(text.strip()):
+        raise ValueError("holds a key itself: expected the path of the secret key's file or env:VARIABLE, "
+                         "the key in that file or variable (the value is not shown)")
+    if text.startswith("env:") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text[4:]):
+        raise ValueError(f"expected env:VARIABLE with a variable's name, got {text[:80]!r}")
+    return text
+
+
+PublicKeyText = Annotated[str, AfterValidator(_public_key_text)]
+RevokedKeyText = Annotated[str, AfterValidator(_revoked_key_text)]
+
+
 class Config(Strict):
     """The user's choices: [tool.mlbuild], then mlbuild.local.toml, then MLBUILD_* variables, then doit's key=value."""
 
@@ -536,7 +599,14 @@ class Config(Strict):
     # project; a later one wins over an earlier one and over the project's own.
     external: list[Annotated[str, StringConstraints(min_length=1)]] = []
     # Tried in order before a task runs, pushed to after it ran; shared by every clone of this user by default.
-    cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [(_default_cache() / "artifacts").as_uri()])
+    cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [per_user_artifact_cache().as_uri()])
+    # Signed entries (engine/cache/signing.py; docs/ci.md, "Trust"): every cache but the per-user folder restores only
+    # entries signed by a trusted key that is not revoked; a push signs with the secret key (its file, ~ and relative
+    # to the project allowed, or env:VARIABLE; never shown). cache_require_signatures = false: no check, one warning.
+    cache_signing_key: Annotated[str, AfterValidator(_signing_key_place)] = ""
+    cache_trusted_keys: list[PublicKeyText] = []
+    cache_revoked_keys: list[RevokedKeyText] = []
+    cache_require_signatures: bool = True
     ccache_remote_storage: Annotated[str, StringConstraints(pattern=CCACHE_REMOTE)] = ""  # ccache's remote_storage for every compile
     distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project
@@ -587,6 +657,16 @@ class Config(Strict):
             if (user.name == "root") != (user.uid == 0):
                 raise ValueError(f"{user.name}: uid 0 is root's and root's alone")
         return users
+
+    @field_validator("cache_trusted_keys")
+    @classmethod
+    def _one_key_a_name(cls, texts):
+        seen: dict[str, bytes] = {}
+        for text in texts:
+            name, key = parse_key_text(text, PUBLIC_KEY_BYTES)
+            if seen.setdefault(name, key) != key:
+                raise ValueError(f"two keys are named {name}: give each key a name of its own, with a version (ci-2026a, ci-2026b)")
+        return texts
 
     @model_validator(mode="after")
     def _groups_known(self):

@@ -11,6 +11,12 @@ is unusable (a malformed manifest, a corrupt archive) is one line too; the task 
 built, and its push replaces the entry in a writable cache, so the cache heals.
 Reads keep to the download limits (sources/transfer.py): a deadline, a minimum rate,
 and no more bytes than the manifest says.
+
+Every cache but the per-user folder restores only entries a trusted key signed (signing.py:
+<signature>/<archive sha256>.dsse.json, checked before the archive is downloaded); a refusal is
+one line per cache and reason, the task builds locally, and nothing of it outlives the run.
+A push signs with cache_signing_key; without a usable key it skips the caches that require
+signatures (one line each per run) and the build goes on.
 """
 
 import json
@@ -19,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, write_atomic
@@ -32,6 +39,14 @@ MANIFEST = "manifest.json"
 MANIFEST_MAX = 64 << 20  # bytes: a manifest lists every file with its sha256; a few MB for the largest output
 
 
+class Restored(NamedTuple):
+    """A verified hit: the cache's name, the output hash the pusher recorded, and (for a signed entry) who vouched."""
+
+    source: str
+    output_hash: str
+    provenance: dict | None = None
+
+
 def entry_keys(signature: str, archive: str | None = None) -> tuple[str, str | None]:
     """The keys of an entry's manifest and (given its file name) archive."""
     return f"{signature}/{MANIFEST}", (f"{signature}/{archive}" if archive else None)
@@ -40,7 +55,7 @@ def entry_keys(signature: str, archive: str | None = None) -> tuple[str, str | N
 class Stats:
     """Hits, misses, faults and bytes moved per backend, kept in build/cache/artifact-stats.json."""
 
-    FIELDS = ("hits", "misses", "faults", "pushes", "bytes_down", "bytes_up")
+    FIELDS = ("hits", "misses", "faults", "refused", "pushes", "bytes_down", "bytes_up")
 
     def __init__(self, path: Path):
         self.path = path
@@ -66,14 +81,18 @@ class Stats:
 
 
 class ArtifactCache:
-    def __init__(self, specs: list[str], stats_path: Path, say=None, limits=None):
+    def __init__(self, specs: list[str], stats_path: Path, say=None, limits=None, trust=None):
         # The backends (urllib, http.client and ssl) load only when a task really runs: not on a no-op.
         from mlbuild.engine.cache.backends import BackendError, open_backend
+        from mlbuild.engine.cache.signing import Trust
 
         self.backends = []
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.trust = trust or Trust()  # without one: no key trusted, no key to sign, only the per-user folder restores
         self._disabled: set[str] = set()
         self._unusable: dict[tuple[str, str], str | None] = {}  # (backend, signature): the bad entry's archive key
+        self._said: set[tuple[str, str]] = set()  # (backend, reason) said once per run; never kept beyond it
+        self._signer: tuple | None = None  # (Signer or None, why not): loaded at the first push that signs
         self._lock = threading.Lock()
         for spec in specs:
             try:
@@ -81,6 +100,10 @@ class ArtifactCache:
             except BackendError as error:
                 raise MlbuildError(f"configuration: cache: {error}") from None
         self.stats = Stats(stats_path)
+        unchecked = [b.name for b in self.backends if not self.trust.require and not self.trust.is_per_user_folder(b)]
+        if unchecked:
+            self.say(f"artifact cache: warning: cache_require_signatures = false: {', '.join(unchecked)} restore entries "
+                     "without checking who signed them; whoever can write there can put outputs into your builds")
 
     def __bool__(self):
         return bool(self.backends)
@@ -100,12 +123,13 @@ class ArtifactCache:
         suffix = "; not used again in this run" if error.unreachable else ""
         self.say(f"{task}: artifact cache {error}{suffix}; building locally" if task else f"artifact cache {error}{suffix}")
 
-    def restore(self, step, inputs: dict, staging: Path, log) -> tuple[str, str] | None:
+    def restore(self, step, inputs: dict, staging: Path, log) -> Restored | None:
         """Look the task up in each backend in order; on a verified hit, its output is in staging.
 
-        Returns (backend name, output hash) or None (then staging does not exist)."""
+        Returns Restored (backend name, output hash, provenance) or None (then staging does not exist)."""
         from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
         from mlbuild.engine.cache.manifest import parse_manifest
+        from mlbuild.engine.cache.signing import Refused
         signature = signature_of(inputs)
         manifest_key, _ = entry_keys(signature)
         for backend in self.backends:
@@ -123,6 +147,16 @@ class ArtifactCache:
                 self._bad_entry(backend, step, signature, error, log)
                 continue
             archive_key = entry_keys(signature, manifest.archive)[1]
+            provenance = None
+            if self.trust.requires(backend):  # before the download: an entry nobody trusted costs one small read
+                try:
+                    provenance = self._vouched_for(backend, signature, manifest)
+                except BackendError as error:
+                    self._fault(backend, error, step.name)
+                    continue
+                except Refused as refused:
+                    self._refused(backend, step, signature, refused, log, archive_key)
+                    continue
             download = staging.with_name(f".{staging.name}.{manifest.archive_sha256[:12]}.tar.zst.tmp")
             started = time.monotonic()
             try:
@@ -149,9 +183,56 @@ class ArtifactCache:
                 download.unlink(missing_ok=True)
             backend.touch(manifest_key)
             self.stats.add(backend.name, hits=1, bytes_down=size)
-            log(f"# restored from {backend.name} (entry {signature[:12]}, {size} bytes, {time.monotonic() - started:.1f} s)")
-            return backend.name, manifest.output_hash
+            vouched = f", signed by {provenance.key}" if provenance else ""
+            log(f"# restored from {backend.name} (entry {signature[:12]}, {size} bytes, {time.monotonic() - started:.1f} s{vouched})")
+            return Restored(backend.name, manifest.output_hash, provenance.record() if provenance else None)
         return None
+
+    def _vouched_for(self, backend, signature: str, manifest):
+        """Who signed this entry, if a trusted key did for this very entry; Refused otherwise (signing.py)."""
+        from mlbuild.engine.cache.backends import Missing, Unusable
+        from mlbuild.engine.cache.signing import ENVELOPE_MAX, Refused, envelope_key
+
+        try:
+            data = backend.read(envelope_key(signature, manifest.archive_sha256), ENVELOPE_MAX)
+        except Missing:
+            raise Refused("unsigned", "it is not signed") from None
+        except Unusable as error:
+            raise Refused("malformed", str(error)) from None
+        return self.trust.verify(data, manifest, signature)
+
+    def _refused(self, backend, step, signature: str, refused, log, archive_key: str) -> None:
+        """One line per cache and reason in a run (each task's log names its own); a push that can sign replaces it."""
+        self.stats.add(backend.name, refused=1)
+        heal = backend.writable and self._usable(backend) and self.signer()[0] is not None
+        with self._lock:
+            if heal:
+                self._unusable[backend.name, signature] = archive_key
+            first = (backend.name, refused.kind) not in self._said
+            self._said.add((backend.name, refused.kind))
+        hint = " (this cache restores only entries signed by a key in cache_trusted_keys; docs/ci.md)" if refused.kind == "unsigned" else ""
+        line = (f"{step.name}: artifact cache entry {signature[:12]} in {backend.name} not trusted: {refused}{hint}; "
+                f"building locally{', and the build replaces it' if heal else ''}")
+        log(f"# {line}")
+        if first:
+            self.say(f"{line} (said once for this cache and reason: the other task logs name theirs)")
+
+    def signer(self) -> tuple:
+        """(this run's Signer or None, why not): cache_signing_key loaded once per run, its text never shown."""
+        with self._lock:
+            if self._signer is None:
+                try:
+                    self._signer = (self.trust.signer(), "")
+                except MlbuildError as error:
+                    self._signer = (None, str(error))
+            return self._signer
+
+    def _say_once(self, backend: str, reason: str, line: str) -> None:
+        with self._lock:
+            if (backend, reason) in self._said:
+                return
+            self._said.add((backend, reason))
+        self.say(line)
 
     def holder(self, inputs: dict) -> str | None:
         """The first backend that has an entry for these inputs (its manifest only: nothing is downloaded), or None.
@@ -178,9 +259,23 @@ class ArtifactCache:
         self.say(line)
 
     def push(self, step, inputs: dict, output: Path, output_hash: str, seconds: float, task: str = "") -> list[str]:
-        """Store a built output in every writable backend that lacks it; returns the backends written."""
+        """Store a built output in every writable backend that lacks it; returns the backends written.
+
+        Signed with this run's key for every cache but the per-user folder; a cache that requires signatures
+        is skipped when there is no usable key (one line per cache and run)."""
         from mlbuild.engine.cache.backends import BackendError
+        from mlbuild.engine.cache.signing import builder, envelope, envelope_key, statement
         writable = [b for b in self.backends if b.writable and self._usable(b)]
+        signs = [b for b in writable if not self.trust.is_per_user_folder(b)]
+        signer, why_not = self.signer() if signs and (self.trust.signing_key or any(map(self.trust.requires, signs))) else (None, "")
+        for backend in signs:
+            if signer is None and self.trust.requires(backend):
+                writable.remove(backend)
+                self._say_once(backend.name, "push-unsigned", f"{task or step.name}: not pushed to artifact cache {backend.name}, "
+                               f"which requires signatures: {why_not}; the build goes on (said once for this cache in this run)")
+            elif signer is None and why_not and self.trust.signing_key:
+                self._say_once(backend.name, "push-unsigned", f"{task or step.name}: pushing unsigned to artifact cache "
+                               f"{backend.name}: {why_not} (said once for this cache in this run)")
         if not writable:
             return []
         signature = signature_of(inputs)
@@ -202,10 +297,14 @@ class ArtifactCache:
             archive_sha256 = pack(output, archive, entries)
             manifest = make_manifest(step, signature, output_hash, entries, archive_sha256, archive.stat().st_size, seconds)
             archive_key = entry_keys(signature, manifest["archive"])[1]
+            signed = envelope(statement(manifest, builder(), time.time()), signer) if signer and any(
+                not self.trust.is_per_user_folder(b) for b in targets) else None
             written = []
             for backend in targets:
                 try:
                     backend.upload(archive_key, archive)
+                    if signed and not self.trust.is_per_user_folder(backend):
+                        backend.upload(envelope_key(signature, archive_sha256), signed)  # before the manifest, as the archive
                     backend.upload(manifest_key, manifest_bytes(manifest))  # last: the entry exists from now on
                 except BackendError as error:
                     self._fault(backend, error, task or step.name)
@@ -227,16 +326,18 @@ class ArtifactCache:
         with self._lock:
             old = self._unusable.pop((backend.name, signature), None)
         if old and old != archive_key and hasattr(backend, "delete"):
+            from mlbuild.engine.cache.signing import ENVELOPE_SUFFIX
             try:
                 backend.delete(old)
+                backend.delete(old.removesuffix(".tar.zst") + ENVELOPE_SUFFIX)  # its envelope, where it had one
             except (BackendError, OSError):
                 pass  # prune removes what is left
 
 
-def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | None:
+def restore_or_run(step, inputs: dict, staging: Path, log) -> Restored | None:
     """Fill staging from the artifact cache, or else by running the step.
 
-    Returns (the cache's name, the verified output hash) when restored, None when built.
+    Returns Restored (the cache's name, the verified output hash, who signed it) when restored, None when built.
     A task named by rebuild= (`mlbuild rebuild`) is built whatever the cache holds."""
     cache = step.project.artifact_cache if step.artifact else None
     if cache and step.name in step.project.config.rebuild:
@@ -246,7 +347,7 @@ def restore_or_run(step, inputs: dict, staging: Path, log) -> tuple[str, str] | 
         remove_tree(staging)  # a restore unpacks into a folder that does not exist yet
         restored = cache.restore(step, inputs, staging, log)
         if restored:
-            print(f"{step.name}: restored from {restored[0]}", flush=True)
+            print(f"{step.name}: restored from {restored.source}", flush=True)
             return restored
         staging.mkdir(parents=True, exist_ok=True)
     step.run(staging, log)

@@ -69,7 +69,9 @@ def open_backend(spec: str, limits: Limits | None = None, say=None):
 
 def _what(key: str) -> str:
     """What a key is of its entry, for a line about it."""
-    return "its manifest" if key.endswith("/manifest.json") else "its archive"
+    if key.endswith("/manifest.json"):
+        return "its manifest"
+    return "its signature envelope" if key.endswith(".dsse.json") else "its archive"
 
 
 class Backend:
@@ -89,7 +91,8 @@ class Backend:
 
     def _meter(self, key: str, expected: int | None, say=None) -> Meter:
         """The meter of one read: at most expected bytes (the manifest's archive_size, a manifest's most)."""
-        named = "the manifest's archive_size" if _what(key) == "its archive" else "the most a manifest may be"
+        named = {"its archive": "the manifest's archive_size", "its manifest": "the most a manifest may be"}.get(
+            _what(key), "the most an envelope may be")
         return Meter(self.limits, expected, named, say, f"entry {key[:12]}")
 
     def __repr__(self):
