@@ -448,6 +448,9 @@ class Config(Strict):
     # What a build shows (reporting/progress.py): auto is a live panel on a terminal, plain lines elsewhere.
     progress: Literal["auto", "live", "plain"] = "auto"
     progress_interval: int = Field(default=30, ge=1)  # seconds between plain progress lines
+    # Every task as it starts and as it is found up to date, and each restore's cache on a line of its own
+    # (as doit's -v 2); off: one line per task that ran, the up-to-date ones only counted in the summary.
+    verbose: bool = False
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (boot/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
