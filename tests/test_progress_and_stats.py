@@ -12,8 +12,8 @@ from mlbuild.reporting import stats
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 SUMMARY = re.compile(r"^mlbuild: (?P<counts>.+?); wall [^,]+, CPU [^,]+(?:, ccache (\d+) hits / (\d+) misses \(\d+ %\))?$")
-COUNT = re.compile(r"^(\d+) (fetched|built|restored|up to date|failed|interrupted|not run \(a dependency failed\))$")
-SUMMARY_ORDER = ["fetched", "built", "restored", "up to date", "failed", "interrupted", "not run (a dependency failed)"]
+COUNT = re.compile(r"^(\d+) (fetched|built|restored|ran|up to date|failed|interrupted|not run \(a dependency failed\))$")
+SUMMARY_ORDER = ["fetched", "built", "restored", "ran", "up to date", "failed", "interrupted", "not run (a dependency failed)"]
 
 
 def summary(stdout: str) -> dict[str, int]:
@@ -139,11 +139,13 @@ def test_a_restore_is_one_line_naming_the_cache_and_a_fresh_tree_takes_its_eta_f
     assert summary(result.stdout) == {"fetched": 2, "built": 3, "restored": 2}
     progress = [line for line in result.stdout.splitlines() if line.startswith("progress ") and ": build:app-x86_64 " in line]
     assert progress, result.stdout  # app sleeps 3 s: progress lines every second
-    for line in progress:
-        # app's time, and target's and images', from the manifests: an ETA, not "ETA unknown (no earlier run)"
-        assert re.match(r"^progress \[\d+/7\] 1 running, ETA [0-9.]+ s: build:app-x86_64 [0-9.]+ s$", line), line
-    seconds = [float(re.search(r"ETA ([0-9.]+) s", line)[1]) for line in progress]
-    assert 0 < seconds[0] < 4 and seconds == sorted(seconds, reverse=True)  # counting down
+    # app's time, and target's and images', from the manifests: an ETA, not "ETA unknown (no earlier run)"
+    # (on a loaded machine app may outlast the time its manifest says: then a lower bound, as with history)
+    assert not [line for line in progress if "no earlier run" in line], progress
+    first = re.match(r"^progress \[\d+/7\] 1 running, ETA ([0-9.]+) s: build:app-x86_64 [0-9.]+ s$", progress[0])
+    assert first and 0 < float(first[1]) < 4, progress
+    counting = [float(match[1]) for line in progress if (match := re.search(r"ETA ([0-9.]+) s:", line))]
+    assert counting == sorted(counting, reverse=True), progress  # counting down
 
 
 def test_a_task_past_its_usual_time_makes_the_eta_a_lower_bound_never_zero(built, tmp_path):
@@ -160,7 +162,7 @@ def test_a_task_past_its_usual_time_makes_the_eta_a_lower_bound_never_zero(built
     gate.touch()
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stdout + stderr
-    progress = [line for line in stdout.splitlines() if line.startswith("progress ")]
+    progress = [line for line in stdout.splitlines() if line.startswith("progress ") and ": build:app-x86_64 " in line]
     counting = [line for line in progress if re.match(r"^progress \S+ 1 running, ETA [0-9.]+ s: ", line)]
     overdue = [line for line in progress if re.match(r"^progress \S+ 1 running, ETA (≥ [0-9.]+ s|unknown) "
                                                      r"\(build:app-x86_64 past its usual 2\.0 s\): ", line)]

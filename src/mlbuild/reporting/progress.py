@@ -490,10 +490,12 @@ def summary_lines(run: dict, project, stats_path: Path | None) -> list[str]:
     """The end of a run in a few lines: counts, times, ccache, the slowest tasks, a failure's log."""
     records = run["tasks"]
     count = {outcome: sum(1 for r in records if r["outcome"] == outcome) for outcome in ("built", "restored", "failed", "interrupted")}
-    fetched = sum(1 for r in records if r["outcome"] == "built" and getattr(project.steps.get(r["task"]), "kind", None) == "fetch")
+    # What a task that did its work did: a fetch fetched, a step built; a task without a step (boottest:) ran.
+    kinds = [getattr(project.steps.get(r["task"]), "kind", None) for r in records if r["outcome"] == "built"]
+    fetched, ran = kinds.count("fetch"), kinds.count(None)
     hits = sum(r.get("ccache_hits", 0) for r in records)
     misses = sum(r.get("ccache_misses", 0) for r in records)
-    counts = [(fetched, "fetched"), (count["built"] - fetched, "built"), (count["restored"], "restored"),
+    counts = [(fetched, "fetched"), (count["built"] - fetched - ran, "built"), (count["restored"], "restored"), (ran, "ran"),
               (len(run["up_to_date"]), "up to date"), (count["failed"], "failed"), (count["interrupted"], "interrupted"),
               (len(run["skipped"]), "not run (a dependency failed)")]
     line = "mlbuild: " + (", ".join(f"{number} {what}" for number, what in counts if number) or "no task to run")
