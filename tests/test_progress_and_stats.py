@@ -1,5 +1,6 @@
 """Seeing the build: progress in a pipe, the summary, statistics and the critical path, logs per run, sizes, the graph."""
 
+import io
 import json
 import re
 import shutil
@@ -146,6 +147,39 @@ def test_a_restore_is_one_line_naming_the_cache_and_a_fresh_tree_takes_its_eta_f
     assert first and 0 < float(first[1]) < 4, progress
     counting = [float(match[1]) for line in progress if (match := re.search(r"ETA ([0-9.]+) s:", line))]
     assert counting == sorted(counting, reverse=True), progress  # counting down
+
+
+def test_a_fresh_tree_foresees_its_whole_chain_of_restores_from_the_caches_entries(project, tmp_path):
+    """The reporter's ETA before any task ran, in a fresh clone against a warm cache: every task is a restore
+    (each entry's output hash gives its dependents' inputs), not the build times of the manifests."""
+    from types import SimpleNamespace
+
+    from mlbuild.frontend.project import Project
+    from mlbuild.reporting.progress import reporter_for
+
+    cache = tmp_path / "artifacts"
+    project.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
+    project.write("templates/build/hello.sh.j2", "sleep 3\n" + project.read("templates/build/hello.sh.j2"))
+    assert project.doit().returncode == 0  # built and pushed: hello's manifest says 3 s and more
+
+    def eta_before_the_first_task() -> float:
+        loaded = Project(project.root, environ={})
+        reporter = reporter_for(loaded)(io.StringIO(), {})
+        tasks = {name: SimpleNamespace(task_dep=step.deps, actions=[None]) for name, step in loaded.steps.items()}
+        reporter.initialize(tasks, ["build:images-x86_64"])
+        reporter._load_history()
+        seconds, unknown, overdue = reporter.eta()
+        assert unknown == 2 and not overdue  # the two fetches: not in the artifact cache, no history
+        return seconds
+
+    shutil.rmtree(project.path("build"))  # a fresh clone: no history, no stamps
+    shutil.rmtree(project.path("target"))
+    restores = eta_before_the_first_task()
+    assert restores < 2, restores  # five restores of a few kB: about 0.2 s each, two at a time
+    # hello changed: no entry for its new inputs, so it is a build (its manifest's time, 3 s and more), and
+    # so are app, target and images after it (their inputs are not known before hello's output)
+    project.update_recipe("hello", vars={"greeting": "changed"})
+    assert eta_before_the_first_task() > 3
 
 
 def test_a_task_past_its_usual_time_makes_the_eta_a_lower_bound_never_zero(built, tmp_path):

@@ -186,16 +186,18 @@ class ArtifactCache:
                 found[task] = float(seconds)
         return found
 
-    def local_archive_size(self, inputs: dict) -> int | None:
-        """The archive size of the entry a local cache holds for these inputs (a restore to come), or None."""
+    def local_entry(self, inputs: dict) -> tuple[int, str] | None:
+        """(archive size, output hash) of the entry a local cache holds for these inputs (a restore to
+        come), or None. Read, not verified: the restore verifies; the ETA only guesses with it."""
         manifest_key, _ = entry_keys(signature_of(inputs))
         for root in self._local_roots():
             try:
-                size = json.loads((root / manifest_key).read_bytes()).get("archive_size")
+                manifest = json.loads((root / manifest_key).read_bytes())
+                size, output_hash = manifest.get("archive_size"), manifest.get("output_hash")
             except (OSError, ValueError, AttributeError):
                 continue
-            if isinstance(size, int) and size >= 0:
-                return size
+            if isinstance(size, int) and size >= 0 and isinstance(output_hash, str):
+                return size, output_hash
         return None
 
     def _bad_entry(self, backend, step, signature: str, error: EntryError, log) -> None:
