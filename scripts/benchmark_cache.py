@@ -48,7 +48,8 @@ def fresh_clone(base: Path, origin: Path) -> Path:
 def run_build(clone: Path, cache: str, ccache_dir: Path, extra_env: dict, targets: list[str], target_llvm: int,
               settings: list[str] = ()) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLBUILD_", "CCACHE_"))}
-    env.update(PYTHONPATH=str(clone / "src"), **extra_env)
+    # verbose: restores and runs are read from the `X: restored from` and `.  task` lines
+    env.update(PYTHONPATH=str(clone / "src"), MLBUILD_VERBOSE="1", **extra_env)
     started = time.monotonic()
     result = subprocess.run([PYTHON, "-m", "doit", *targets, f"target_llvm={target_llvm}", f"cache={cache}", f"ccache_dir={ccache_dir}", *settings],
                             cwd=clone, env=env, capture_output=True, text=True)

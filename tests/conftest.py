@@ -212,12 +212,12 @@ class Project:
         return copy
 
     # running
-    def doit(self, *args: str, env: dict | None = None, timeout: float = 120) -> DoitResult:
-        return run_doit(self.root, *args, env=env, timeout=timeout)
+    def doit(self, *args: str, env: dict | None = None, timeout: float = 120, verbose: bool = True) -> DoitResult:
+        return run_doit(self.root, *args, env=env, timeout=timeout, verbose=verbose)
 
-    def doit_background(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+    def doit_background(self, *args: str, env: dict | None = None, verbose: bool = True) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "doit", *args], cwd=self.root, env=base_environment(env),
+            [sys.executable, "-m", "doit", *args], cwd=self.root, env=base_environment(_verbosely(env, verbose)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -249,10 +249,16 @@ class Project:
         return found
 
 
-def run_doit(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120) -> DoitResult:
-    """`python -m doit ARGS` in cwd; the tasks it executed ('.  ') and found up to date ('-- ')."""
+def _verbosely(env: dict | None, verbose: bool) -> dict:
+    """The engine's tests read which tasks ran and which were up to date from the lines of doit's verbose
+    output (`.  task`, `-- task`: the `verbose` key); verbose=False gives what a user sees by default."""
+    return {"MLBUILD_VERBOSE": "1", **(env or {})} if verbose else dict(env or {})
+
+
+def run_doit(cwd: Path, *args: str, env: dict | None = None, timeout: float = 120, verbose: bool = True) -> DoitResult:
+    """`python -m doit ARGS` in cwd; the tasks it executed ('.  ') and found up to date ('-- '), verbose."""
     result = subprocess.run(
-        [sys.executable, "-m", "doit", *args], cwd=cwd, env=base_environment(env),
+        [sys.executable, "-m", "doit", *args], cwd=cwd, env=base_environment(_verbosely(env, verbose)),
         capture_output=True, text=True, timeout=timeout,
     )
     executed, up_to_date = parse_tasks(result.stdout)

@@ -21,7 +21,8 @@ ARCHES = ("x86_64", "arm64")
 
 def doit(*args: str, timeout: int = 3600, **environ: str) -> tuple[int, set[str], str]:
     # The small system unless asked for more: clang in the target is hours of build.
-    env = {"MLBUILD_TARGET_LLVM": "0", **os.environ, "PYTHONPATH": str(REPO / "src"), **environ}
+    # Verbose: the tasks that ran are read from doit's `.  task` lines.
+    env = {"MLBUILD_TARGET_LLVM": "0", **os.environ, "PYTHONPATH": str(REPO / "src"), "MLBUILD_VERBOSE": "1", **environ}
     result = subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=timeout)
     executed = {line[3:].strip() for line in result.stdout.splitlines() if line.startswith(".  ")}

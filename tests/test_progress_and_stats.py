@@ -1,5 +1,6 @@
 """Seeing the build: progress in a pipe, the summary, statistics and the critical path, logs per run, sizes, the graph."""
 
+import io
 import json
 import re
 import shutil
@@ -11,17 +12,24 @@ from conftest import ALL_TASKS, SLOW_APP_SH, after_settings_line, wait_for, x86
 from mlbuild.reporting import stats
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-SUMMARY = re.compile(r"^mlbuild: (\d+) built, (\d+) restored, (\d+) up to date, (\d+) failed(?:, (\d+) not run \(a dependency failed\))?; "
-                     r"wall [^,]+, CPU [^,]+(?:, ccache (\d+) hits / (\d+) misses \(\d+ %\))?$")
+SUMMARY = re.compile(r"^mlbuild: (?P<counts>.+?); wall [^,]+, CPU [^,]+(?:, ccache (\d+) hits / (\d+) misses \(\d+ %\))?$")
+COUNT = re.compile(r"^(\d+) (fetched|built|restored|ran|up to date|failed|interrupted|not run \(a dependency failed\))$")
+SUMMARY_ORDER = ["fetched", "built", "restored", "ran", "up to date", "failed", "interrupted", "not run (a dependency failed)"]
 
 
-def summary(stdout: str) -> tuple[int, ...]:
-    """(built, restored, up to date, failed) from the summary line."""
-    lines = [line for line in stdout.splitlines() if line.startswith("mlbuild: ")]
+def summary(stdout: str) -> dict[str, int]:
+    """{what: how many} from the summary line, which names only what is not zero, in SUMMARY_ORDER."""
+    lines = [line for line in stdout.splitlines() if re.match(r"^mlbuild: (\d+ |no task)", line)]
     assert len(lines) == 1, stdout
     match = SUMMARY.match(lines[0])
     assert match, lines[0]
-    return tuple(int(match.group(i)) for i in range(1, 5))
+    counts = {}
+    for part in match["counts"].split(", "):
+        count = COUNT.match(part)
+        assert count and int(count[1]) > 0, lines[0]
+        counts[count[2]] = int(count[1])
+    assert list(counts) == [what for what in SUMMARY_ORDER if what in counts], lines[0]
+    return counts
 
 
 def newest_run(project) -> dict:
@@ -37,7 +45,7 @@ def test_progress_in_a_pipe_is_plain_lines_rate_limited_with_the_inner_step_coun
     built.write("templates/build/app.sh.j2", 'printf "\\033[32m[3/10] Building C object app.o\\033[0m\\n"\n' + SLOW_APP_SH)
     built.update_recipe("app", vars={"message": "after the wait", "gate": str(gate)})
     started = time.monotonic()
-    process = built.doit_background(env={"MLBUILD_PROGRESS_INTERVAL": "1"})
+    process = built.doit_background(env={"MLBUILD_PROGRESS_INTERVAL": "1"}, verbose=False)
     wait_for(lambda: "started" in built.path("build/logs/build_app-x86_64.log").read_text()
              if built.path("build/logs/build_app-x86_64.log").exists() else False, what="the slow script")
     time.sleep(3.5)
@@ -48,18 +56,19 @@ def test_progress_in_a_pipe_is_plain_lines_rate_limited_with_the_inner_step_coun
 
     assert not CONTROL.search(stdout.replace("\n", "")), [line for line in stdout.splitlines() if CONTROL.search(line)]
     lines = stdout.splitlines()
-    # A line when a task starts and one when it ends, in order.
-    start = lines.index(".  build:app-x86_64")
-    end = next((i for i, line in enumerate(lines) if line.startswith("ok build:app-x86_64 ")), None)
+    # One line as the task ends (none as it starts, none for the up-to-date ones), progress lines before it.
+    end = next((i for i, line in enumerate(lines) if line.startswith("built build:app-x86_64 ")), None)
     assert end is not None, stdout
-    assert start < end
-    progress = [line for line in lines[start:end] if line.startswith("progress ")]
+    assert not [line for line in lines if line.startswith((".  ", "-- "))]
+    progress = [line for line in lines[:end] if line.startswith("progress ")]
     # At most one progress line per interval (1 s here), and some while the task waited 3.5 s.
     assert 2 <= len(progress) <= elapsed / 1 + 1, progress
     for line in progress:
         # done/total, the running task with its elapsed time and its step counter, an ETA:
-        # app took well under a second in the first build, so its history says it is overdue.
-        assert re.match(r"^progress \[\d+/7\] 1 running, ETA [0-9.]+ s: build:app-x86_64 [0-9.]+ s \[3/10\]$", line), line
+        # app took well under a second in the first build, so it is past its usual time: no "ETA 0.0 s",
+        # but a lower bound (target and images still to come) or none.
+        assert re.match(r"^progress \[\d+/7\] 1 running, ETA (≥ [0-9.]+ s|unknown) \(build:app-x86_64 past its usual [0-9.]+ s\): "
+                        r"build:app-x86_64 [0-9.]+ s \[3/10\]$", line), line
 
 
 def test_progress_interval_of_thirty_seconds_prints_no_progress_line_in_a_short_build(built):
@@ -67,9 +76,173 @@ def test_progress_interval_of_thirty_seconds_prints_no_progress_line_in_a_short_
     result = built.doit()
     assert result.returncode == 0, result.stdout
     assert not [line for line in result.stdout.splitlines() if line.startswith("progress ")]
-    # one line as each task starts and one as it ends
+    # verbose (as the tests' doit runs by default): one line as each task starts and one as it ends
     assert len([line for line in result.stdout.splitlines() if line.startswith(".  ")]) == 4
     assert len([line for line in result.stdout.splitlines() if line.startswith("ok ")]) == 4
+
+
+# --- quiet by default: one line per task that ran, nothing for the up-to-date ones ------------------------
+
+LINE = re.compile(r"^(fetched|built|restored) (\S+) [0-9.]+ s(?: \((\S+)\))? \[\d+/(\d+)\]$")
+
+
+def ended(stdout: str) -> dict[str, tuple[str, str | None]]:
+    """{task: (what happened, the cache it came from)} from the lines of tasks that ended."""
+    found = {}
+    for line in stdout.splitlines():
+        if match := LINE.match(line):
+            assert match[2] not in found, stdout
+            found[match[2]] = (match[1], match[3])
+    return found
+
+
+def test_a_small_build_prints_a_line_per_task_that_ran_and_a_no_op_only_the_summary(project):
+    first = project.doit(verbose=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lines = first.stdout.splitlines()
+    assert ended(first.stdout) == {"fetch:hello": ("fetched", None), "fetch:app": ("fetched", None),
+                                   **{name: ("built", None) for name in x86("hello", "extra", "app", "target", "images")}}
+    # a line per download (where from, how much), seven task lines, then the summary (counts, the slowest
+    # tasks, where the statistics are): nothing else
+    downloads = [line for line in lines if re.match(r"^mlbuild: fetch:(hello|app): got \S+ from file://", line)]
+    assert len(downloads) == 2 and len(lines) == 12, first.stdout
+    assert [line.split(":")[0] for line in lines[-3:]] == ["mlbuild", "slowest", "stats"]
+    assert summary(first.stdout) == {"fetched": 2, "built": 5}
+    assert first.stderr == ""
+
+    nothing = project.doit(verbose=False)
+    assert nothing.returncode == 0
+    assert re.fullmatch(r"mlbuild: 7 up to date; wall [0-9.]+ s, CPU [0-9.]+ s\n", nothing.stdout), nothing.stdout
+    assert nothing.stderr == ""
+
+    # -v 2 (doit's "print everything") and the verbose key: today's detail, a line per up-to-date task
+    for detail in (project.doit("-v", "2", verbose=False), project.doit(env={"MLBUILD_VERBOSE": "1"}, verbose=False)):
+        assert detail.up_to_date == ALL_TASKS and len(detail.stdout.splitlines()) == 8, detail.stdout
+
+
+def test_a_restore_is_one_line_naming_the_cache_and_a_fresh_tree_takes_its_eta_from_the_caches_manifests(project, tmp_path):
+    cache = tmp_path / "artifacts"
+    project.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
+    project.write("templates/build/app.sh.j2", "sleep 3\n" + project.read("templates/build/app.sh.j2"))
+    assert project.doit(verbose=False).returncode == 0  # built and pushed: app's manifest says about 3 s
+
+    # A fresh tree (no build/, so no history of its own) against that cache; app changed, so it builds.
+    shutil.rmtree(project.path("build"))
+    shutil.rmtree(project.path("target"))
+    project.update_recipe("app", vars={"message": "changed"})
+    result = project.doit(env={"MLBUILD_PROGRESS_INTERVAL": "1"}, verbose=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ended(result.stdout) == {"fetch:hello": ("fetched", None), "fetch:app": ("fetched", None),
+                                    "build:hello-x86_64": ("restored", cache.as_uri()),
+                                    "build:extra-x86_64": ("restored", cache.as_uri()),
+                                    **{name: ("built", None) for name in x86("app", "target", "images")}}
+    assert ": restored from " not in result.stdout  # one line per restore, not two
+    assert summary(result.stdout) == {"fetched": 2, "built": 3, "restored": 2}
+    progress = [line for line in result.stdout.splitlines() if line.startswith("progress ") and ": build:app-x86_64 " in line]
+    assert progress, result.stdout  # app sleeps 3 s: progress lines every second
+    # app's time, and target's and images', from the manifests: an ETA, not "ETA unknown (no earlier run)"
+    # (on a loaded machine app may outlast the time its manifest says: then a lower bound, as with history)
+    assert not [line for line in progress if "no earlier run" in line], progress
+    first = re.match(r"^progress \[\d+/7\] 1 running, ETA ([0-9.]+) s: build:app-x86_64 [0-9.]+ s$", progress[0])
+    assert first and 0 < float(first[1]) < 4, progress
+    counting = [float(match[1]) for line in progress if (match := re.search(r"ETA ([0-9.]+) s:", line))]
+    assert counting == sorted(counting, reverse=True), progress  # counting down
+
+
+def test_a_fresh_tree_foresees_its_whole_chain_of_restores_from_the_caches_entries(project, tmp_path):
+    """The reporter's ETA before any task ran, in a fresh clone against a warm cache: every task is a restore
+    (each entry's output hash gives its dependents' inputs), not the build times of the manifests."""
+    from types import SimpleNamespace
+
+    from mlbuild.frontend.project import Project
+    from mlbuild.reporting.progress import reporter_for
+
+    cache = tmp_path / "artifacts"
+    project.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
+    project.write("templates/build/hello.sh.j2", "sleep 3\n" + project.read("templates/build/hello.sh.j2"))
+    assert project.doit().returncode == 0  # built and pushed: hello's manifest says 3 s and more
+
+    def eta_before_the_first_task() -> float:
+        loaded = Project(project.root, environ={})
+        reporter = reporter_for(loaded)(io.StringIO(), {})
+        tasks = {name: SimpleNamespace(task_dep=step.deps, actions=[None]) for name, step in loaded.steps.items()}
+        reporter.initialize(tasks, ["build:images-x86_64"])
+        reporter._load_history()
+        seconds, unknown, overdue = reporter.eta()
+        assert unknown == 2 and not overdue  # the two fetches: not in the artifact cache, no history
+        return seconds
+
+    shutil.rmtree(project.path("build"))  # a fresh clone: no history, no stamps
+    shutil.rmtree(project.path("target"))
+    restores = eta_before_the_first_task()
+    assert restores < 2, restores  # five restores of a few kB: about 0.2 s each, two at a time
+    # hello changed: no entry for its new inputs, so it is a build (its manifest's time, 3 s and more), and
+    # so are app, target and images after it (their inputs are not known before hello's output)
+    project.update_recipe("hello", vars={"greeting": "changed"})
+    assert eta_before_the_first_task() > 3
+
+
+def test_a_task_past_its_usual_time_makes_the_eta_a_lower_bound_never_zero(built, tmp_path):
+    gate = tmp_path / "gate"
+    built.write("templates/build/app.sh.j2", SLOW_APP_SH)
+    built.update_recipe("app", vars={"message": "later", "gate": str(gate)})
+    durations = json.loads(built.read("build/stats/durations.json"))
+    durations["build:app-x86_64"] = {"duration": 2.0, "parallel": 1}  # its history: 2 s
+    built.write("build/stats/durations.json", json.dumps(durations))
+    process = built.doit_background(env={"MLBUILD_PROGRESS_INTERVAL": "1"}, verbose=False)
+    wait_for(lambda: built.path("build/logs/build_app-x86_64.log").exists()
+             and "started" in built.path("build/logs/build_app-x86_64.log").read_text(), what="the slow script")
+    time.sleep(4.5)
+    gate.touch()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stdout + stderr
+    progress = [line for line in stdout.splitlines() if line.startswith("progress ") and ": build:app-x86_64 " in line]
+    counting = [line for line in progress if re.match(r"^progress \S+ 1 running, ETA [0-9.]+ s: ", line)]
+    overdue = [line for line in progress if re.match(r"^progress \S+ 1 running, ETA (≥ [0-9.]+ s|unknown) "
+                                                     r"\(build:app-x86_64 past its usual 2\.0 s\): ", line)]
+    assert counting and overdue and len(counting) + len(overdue) == len(progress), progress
+    assert progress.index(overdue[0]) > progress.index(counting[-1])  # first its history, then a lower bound
+    assert not [line for line in progress if "ETA 0.0 s" in line], progress
+
+
+def run_on_a_terminal(project, *args: str, env: dict) -> bytes:
+    """doit ARGS in the project with a pseudo-terminal as its stdin, stdout and stderr; what it wrote there."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from conftest import base_environment
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "doit", *args], cwd=project.root, stdin=slave, stdout=slave, stderr=slave,
+                               env=base_environment({"TERM": "xterm", "COLUMNS": "120", "LINES": "40", **env}))
+    output = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                output += os.read(master, 65536)
+            except OSError:
+                break
+        elif process.poll() is not None:
+            break
+    assert process.wait(timeout=60) == 0, output.decode(errors="replace")
+    os.close(master)
+    os.close(slave)
+    return output
+
+
+def test_the_live_panel_never_shows_a_task_that_has_ended(built):
+    # hello takes a second: the panel is drawn a few times while it runs
+    built.write("templates/build/hello.sh.j2", "sleep 1.5\n" + built.read("templates/build/hello.sh.j2"))
+    output = run_on_a_terminal(built, env={"MLBUILD_PROGRESS": "live"}).decode(errors="replace")
+    row = "  build:hello-x86_64  "  # its row in the panel (two spaces either side), not its end line
+    end = output.index("built build:hello-x86_64 ")
+    assert row in output[:end]  # the panel showed it running
+    assert row not in output[end:], output[end:]  # and never again once it ended
+    assert "mlbuild: " in output[end:]  # the summary
 
 
 # --- the summary --------------------------------------------------------------------------------
@@ -79,7 +252,7 @@ def test_the_summary_counts_built_and_up_to_date_and_names_the_slowest_tasks(bui
     result = built.doit()
     assert result.returncode == 0, result.stdout
     assert result.executed == x86("hello", "app", "target", "images")
-    assert summary(result.stdout) == (4, 0, 3, 0)
+    assert summary(result.stdout) == {"built": 4, "up to date": 3}
     # ccache's counts of this run: the sum of what the logs of the two compiling tasks say
     logged = [re.search(r"^# ccache: (\d+) hits, (\d+) misses$", built.log(f"build:{name}-x86_64"), re.M) for name in ("hello", "app")]
     hits_misses = re.search(r"ccache (\d+) hits / (\d+) misses", result.stdout)
@@ -90,7 +263,7 @@ def test_the_summary_counts_built_and_up_to_date_and_names_the_slowest_tasks(bui
                                                   for name in re.findall(r"(build:\S+) ", slowest))
 
     nothing = built.doit()
-    assert summary(nothing.stdout) == (0, 0, 7, 0)
+    assert summary(nothing.stdout) == {"up to date": 7}
     assert "slowest" not in nothing.stdout
 
 
@@ -100,7 +273,8 @@ def test_a_failure_in_the_summary_names_the_task_its_kept_log_and_shows_its_last
     result = built.doit()
     assert result.returncode != 0
     # doit stops at the failure: the up-to-date tasks are those it looked at before (2 or 3, in its order)
-    assert summary(result.stdout) == (0, 0, result.stdout.count("\n-- ") + result.stdout.startswith("-- "), 1)
+    up_to_date = result.stdout.count("\n-- ") + result.stdout.startswith("-- ")
+    assert summary(result.stdout) == ({"up to date": up_to_date} if up_to_date else {}) | {"failed": 1}
     out = result.stdout.splitlines()
     failed = next(i for i, line in enumerate(out) if line.startswith("failed: build:hello-x86_64; log "))
     log = re.match(r"failed: build:hello-x86_64; log (\S+); its last 20 lines:$", out[failed])[1]

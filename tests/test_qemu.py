@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,17 +30,20 @@ def recipe(name):
 
 COMPILER_CHECKS = recipe("clang").checks
 
-# Prints the ready marker, runs each line it reads in sh, stops at the power-off command.
+# Prints the ready marker, runs each line it reads in sh, ends at `poweroff` (as QEMU does when the guest powers off).
 FAKE_GUEST = f"""
 import subprocess, sys
 print("booting...")
 print({READY_MARKER!r}, flush=True)
 for line in sys.stdin:
-    if line.strip() in ("poweroff -f", "reboot -f"):
+    if line.strip() == "poweroff":
         break
     subprocess.run(["sh", "-c", line], stderr=subprocess.STDOUT)
     sys.stdout.flush()
 """
+# A guest whose kernel can only halt (x86_64 without ACPI): QEMU stays open after `poweroff`.
+HALTING_GUEST = FAKE_GUEST.replace("        break", "        print('reboot: System halted', flush=True)\n"
+                                                    "        import time; time.sleep(3600)")
 
 
 @pytest.fixture
@@ -54,8 +58,33 @@ def test_boot_test_runs_each_check_and_reports_the_matching_line(guest, tmp_path
     lines = boot_test("x86_64", guest, tmp_path / "serial.log", timeout=30, checks=checks)
     assert lines[0].startswith("shell ready after")
     assert lines[1:3] == ["hello: hello there", "c++: 5"]  # a name with regex characters
-    assert lines[3].startswith("powered off after")
+    assert re.fullmatch(r"poweroff: QEMU exited by itself \d+\.\d s after `poweroff` \(\d+\.\d s in all\)", lines[3]), lines[3]
     assert "hello there" in (tmp_path / "serial.log").read_text()
+
+
+def test_a_guest_that_halts_without_ending_qemu_fails_the_boot_test_and_is_killed(tmp_path):
+    script = tmp_path / "guest.py"
+    script.write_text(HALTING_GUEST)
+    report = tmp_path / "report.xml"
+    started = time.monotonic()
+    with pytest.raises(MlbuildError) as failure:
+        boot_test("x86_64", [sys.executable, str(script)], tmp_path / "serial.log", timeout=30,
+                  checks=[Check("hello", "echo hi", "^hi$")], report=report, poweroff_seconds=1.5)
+    assert 1.5 <= time.monotonic() - started < 15  # waited the power-off time, not the boot timeout
+    message = str(failure.value)
+    assert message.startswith("boottest:x86_64: QEMU was still running 1.5 s after `poweroff` (the guest halted without "
+                              "powering off the machine?)"), message
+    assert "  | reboot: System halted" in message  # what the console showed last
+    cases = {case.get("name"): case for case in ElementTree.parse(report).getroot().iter("testcase")}
+    assert cases["hello"].find("failure") is None and cases["poweroff"].find("failure") is not None
+    assert not [p for p in subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True).stdout.split()]
+
+
+def test_a_guest_that_ends_with_an_error_status_fails_the_power_off(tmp_path):
+    script = tmp_path / "guest.py"
+    script.write_text(FAKE_GUEST.replace("        break", "        sys.exit(3)"))
+    with pytest.raises(MlbuildError, match=r"^boottest:arm64: QEMU exited with status 3 after `poweroff` \(expected 0\)"):
+        boot_test("arm64", [sys.executable, str(script)], tmp_path / "serial.log", timeout=30, checks=[])
 
 
 def test_a_prompt_printed_after_the_typed_command_may_precede_the_begin_marker(tmp_path):
@@ -92,7 +121,7 @@ def test_a_slow_check_gets_its_own_time_beyond_the_boot_timeout(guest, tmp_path)
 def test_the_checks_come_from_the_recipes_in_the_target_then_the_system_then_the_user():
     own = [Check("mine", "cat /etc/hostname", r"^\S+$")]
     small = checks_for([recipe("linux"), recipe("busybox")], own)
-    assert [check.name for check in small] == ["kernel", "applets", "setuid", "file", "disk", "mine"]
+    assert [check.name for check in small] == ["kernel", "applets", "setuid", "file", "disk", "console-size", "os-release", "mine"]
     with_compiler = checks_for([recipe("linux"), recipe("busybox"), recipe("clang")], [])
     assert [check.name for check in with_compiler][3:5] == ["cc", "c++"]
     assert [check.timeout for check in with_compiler][3:5] == [600, 900]
@@ -172,3 +201,91 @@ def test_the_kernel_to_boot_is_where_its_recipe_says(project):
     project.update_recipe("hello", arch={"x86_64": {"kernel": "boot/vmlinuz"}})
     kernel, initramfs, disk = _boot_files(Project(project.root, environ={}), "x86_64")
     assert kernel.parts[-2:] == ("boot", "vmlinuz") and initramfs.name == "initramfs.cpio.zst" and disk.name == "rootfs.ext4"
+
+
+# --- the console: its size, and the user's terminal after QEMU ----------------------------------------
+
+def test_the_console_size_goes_on_the_kernel_command_line_the_boot_test_gets_a_fixed_one(tmp_path):
+    from mlbuild.boot.accel import Accelerator
+    from mlbuild.boot.qemu import HEADLESS_CONSOLE_SIZE, qemu_command
+
+    tcg = Accelerator("tcg", "tcg")
+
+    def append(**keywords):
+        command = qemu_command("x86_64", tmp_path / "bzImage", tmp_path / "initramfs", tmp_path / "disk", accelerator=tcg, **keywords)
+        return command[command.index("-append") + 1]
+
+    assert append(interactive=True, console_size=(33, 121)).endswith(" quiet mlbuild.rows=33 mlbuild.cols=121")
+    assert "mlbuild.rows" not in append(interactive=True)  # no terminal: no size
+    rows, cols = HEADLESS_CONSOLE_SIZE
+    assert append(interactive=False).endswith(f" mlbuild.rows={rows} mlbuild.cols={cols}")
+    # the check of it, as SYSTEM_CHECKS has it, matches what busybox's `stty size` prints
+    check = next(check for check in SYSTEM_CHECKS if check.name == "console-size")
+    assert re.search(check.expect, f"{rows} {cols}") and not re.search(check.expect, "24 80")
+
+
+def run_on_a_pty(code: str, rows: int = 30, cols: int = 100) -> tuple[bytes, list]:
+    """Run python code with a new pseudo-terminal as its stdin, stdout and stderr; (what it printed, the tty's termios after)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave,
+                               env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    output = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                output += os.read(master, 65536)
+            except OSError:
+                break
+        elif process.poll() is not None:
+            break
+    process.wait(timeout=30)
+    attributes = termios.tcgetattr(slave)
+    os.close(master)
+    os.close(slave)
+    return output, attributes
+
+
+# What QEMU and SeaBIOS leave behind: a raw terminal (no echo, no line editing) with autowrap off.
+MESSY_QEMU = "import sys, tty; tty.setraw(0); sys.stdout.write('\\033[?7l'); sys.stdout.flush()"
+
+
+def test_the_terminal_is_restored_after_qemu_exits_autowrap_on_and_stty_sane():
+    import termios
+
+    untouched, raw = run_on_a_pty(f"import subprocess, sys; subprocess.run([sys.executable, '-c', {MESSY_QEMU!r}])")
+    assert not raw[3] & termios.ICANON and not raw[3] & termios.ECHO  # the stand-in really leaves it raw
+    assert b"\x1b[?7h" not in untouched
+
+    output, after = run_on_a_pty("import sys\nfrom mlbuild.boot.qemu import run_interactive\n"
+                                 f"run_interactive([sys.executable, '-c', {MESSY_QEMU!r}])")
+    assert after[3] & termios.ICANON and after[3] & termios.ECHO  # stty sane
+    assert output.index(b"\x1b[?7l") < output.rindex(b"\x1b[?7h"), output  # autowrap on again, after QEMU
+
+
+def test_the_terminal_is_restored_when_qemu_fails_too_and_left_alone_without_one(tmp_path):
+    import termios
+
+    failing = MESSY_QEMU + "; sys.exit(1)"
+    output, after = run_on_a_pty("import sys\nfrom mlbuild.boot.qemu import run_interactive\n"
+                                 f"run_interactive([sys.executable, '-c', {failing!r}])")
+    assert after[3] & termios.ICANON and b"exited with status 1" in output
+    # Not a terminal (CI, a pipe): nothing written, no stty.
+    result = subprocess.run([sys.executable, "-c", "from mlbuild.boot.qemu import run_interactive\nrun_interactive(['true'])"],
+                            capture_output=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 0 and b"\x1b" not in result.stdout + result.stderr
+
+
+def test_the_terminal_size_is_the_one_of_standard_input():
+    output, _ = run_on_a_pty("from mlbuild.boot.qemu import terminal_size; print(terminal_size())", rows=37, cols=141)
+    assert b"(37, 141)" in output
+    result = subprocess.run([sys.executable, "-c", "from mlbuild.boot.qemu import terminal_size; print(terminal_size())"],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.stdout == "None\n"

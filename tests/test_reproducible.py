@@ -50,7 +50,7 @@ FAKETIME = shutil.which("faketime")
 def _build(project, builder: dict) -> None:
     clock = ["faketime", "-f", builder["clock"]] if builder.get("clock") and FAKETIME else []
     result = subprocess.run(
-        [*clock, sys.executable, "-m", "doit"], cwd=project.root, env=base_environment(builder["env"]),
+        [*clock, sys.executable, "-m", "doit"], cwd=project.root, env=base_environment({"MLBUILD_VERBOSE": "1", **builder["env"]}),
         capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(builder["umask"]),
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,9 +1,11 @@
 """Boot a target in QEMU: interactively (run:<arch>) or headless with checks (boottest:<arch>)."""
 
+import os
+import shutil
 import queue
 import re
-import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,13 +19,25 @@ from mlbuild.system.compression import unpacked_size
 
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
 PANIC = re.compile(r"Kernel panic|end Kernel panic|Attempted to kill init")
+# After `poweroff` QEMU must end by itself within this: init's shutdown (TERM, a second, KILL, a second,
+# unmount) then the kernel's power off (ACPI S5 on x86_64, PSCI on arm64). A guest that only halts fails.
+POWEROFF_SECONDS = 20
+# The console size the boot test gives the guest (and checks): wide, so that typed commands do not wrap.
+HEADLESS_CONSOLE_SIZE = (50, 200)
 
 
-# Checks of the system as a whole, whatever its components: a writable /tmp and the disk image.
+# Checks of the system as a whole, whatever its components: a writable /tmp, the disk image, the console's
+# size and /etc/os-release.
 # The components' own checks come from their recipes ([[checks]]), the user's from [[tool.mlbuild.checks]].
 SYSTEM_CHECKS = [
     GuestCheck(name="file", command="echo written-and-read-back > /tmp/check && cat /tmp/check", expect=r"^written-and-read-back$"),
     GuestCheck(name="disk", command="mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/etc/hostname && umount /mnt", expect=r"^\S+$"),
+    # templates/target/etc/init.d/rcS sets the console's size from the kernel command line (qemu_command).
+    GuestCheck(name="console-size", command="stty size",
+               expect=rf"^{HEADLESS_CONSOLE_SIZE[0]} {HEADLESS_CONSOLE_SIZE[1]}$"),
+    # templates/target/etc/os-release.j2: who the system is (steps/target.py gives the version and the build id).
+    GuestCheck(name="os-release", command='. /etc/os-release && echo "$ID $VERSION_ID $BUILD_ID"',
+               expect=r"^mlbuild [0-9a-z._-]+ [0-9a-f]{16}$"),
 ]
 
 
@@ -84,10 +98,19 @@ def check_installed(arch: Arch) -> None:
                            f"on Debian/Ubuntu: apt-get install {arch.qemu.package}")
 
 
-def qemu_command(arch: Arch, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator) -> list[str]:
-    """QEMU's command line for the arch's machine and devices (arches/<arch>.toml: qemu)."""
+def qemu_command(arch: Arch, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator,
+                 console_size: tuple[int, int] | None = None) -> list[str]:
+    """QEMU's command line for the arch's machine and devices (arches/<arch>.toml: qemu).
+
+    console_size: (rows, columns) of the user's terminal, for the guest's rcS to set with stty (a
+    serial line carries no size); headless, HEADLESS_CONSOLE_SIZE. Dotted names on the kernel command
+    line are parameters of no module to the kernel: ignored, not passed to init; rcS reads /proc/cmdline."""
     qemu = arch.qemu
     append = f"console={arch.console} rdinit=/sbin/init panic=-1 quiet"
+    if not interactive:
+        console_size = HEADLESS_CONSOLE_SIZE
+    if console_size:
+        append += f" mlbuild.rows={int(console_size[0])} mlbuild.cols={int(console_size[1])}"
     command = [qemu.system, "-M", qemu.machine, "-m", f"{guest_memory_mib(initramfs, qemu.memory >> 20)}M",
                *accelerator.qemu_options(arch)]
     if qemu.firmware:
@@ -104,9 +127,36 @@ def qemu_command(arch: Arch, kernel: Path, initramfs: Path, disk: Path, interact
     return command
 
 
-def run_interactive(command: list[str], power_off: str) -> None:
-    print(f"mlbuild: booting; leave the shell with `{power_off.split()[0]}` or QEMU with Ctrl-A X", flush=True)
-    result = subprocess.run(command)
+def terminal_size() -> tuple[int, int] | None:
+    """(rows, columns) of the terminal on standard input, or None when it is not one."""
+    try:
+        if not sys.stdin.isatty():
+            return None
+        size = os.get_terminal_size(sys.stdin.fileno())
+    except (OSError, ValueError):
+        return None
+    return (size.lines, size.columns) if size.lines > 0 and size.columns > 0 else None
+
+
+def restore_terminal() -> None:
+    """Undo what the guest's firmware and kernel left on the user's terminal: autowrap off (SeaBIOS
+    turns it off), raw mode (QEMU's -nographic). Only when standard input is a terminal."""
+    try:
+        if not sys.stdin.isatty():
+            return
+    except ValueError:
+        return
+    sys.stdout.write("\033[?7h")  # DECAWM: wrap long lines again
+    sys.stdout.flush()
+    subprocess.run(["stty", "sane"], stdin=sys.stdin, check=False)
+
+
+def run_interactive(command: list[str]) -> None:
+    print("mlbuild: booting; leave with `poweroff` or `reboot` in the guest, or Ctrl-A X (QEMU's console)", flush=True)
+    try:
+        result = subprocess.run(command)
+    finally:
+        restore_terminal()
     if result.returncode != 0:
         raise MlbuildError(f"{command[0]} exited with status {result.returncode}")
 
@@ -155,6 +205,16 @@ class SerialConsole:
             if re.search(pattern, line):
                 return collected
 
+    def drain(self) -> None:
+        """Take what the console printed and nobody waited for (after `poweroff`) into `seen`."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            if line is not None:
+                self.seen.append(line)
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -164,10 +224,13 @@ class SerialConsole:
 
 
 def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, checks: list[GuestCheck],
-              accel: str = "tcg", report: Path | None = None, power_off: str = "poweroff -f") -> list[str]:
-    """Boot, run the checks in the guest, power off (typing power_off: arches/<arch>.toml's qemu.power_off);
-    returns a line per passed check. A failure says under which accelerator, after how long, and what the
-    console showed last. With `report`, the results are also written there as JUnit XML, passed or not."""
+              accel: str = "tcg", report: Path | None = None, poweroff_seconds: float = POWEROFF_SECONDS,
+              power_off: str = "poweroff") -> list[str]:
+    """Boot, run the checks in the guest, power off; returns a line per passed check.
+    The power off is a check too: `poweroff`, as a user types it, must end QEMU by itself (exit
+    status 0) within poweroff_seconds; QEMU is killed only after that, and the test fails.
+    A failure says under which accelerator, after how long, and what the console showed last.
+    With `report`, the results are also written there as JUnit XML, passed or not."""
     console = SerialConsole(command, log_path)
     started = time.monotonic()
     deadline = started + timeout
@@ -198,16 +261,21 @@ def boot_test(arch: str, command: list[str], log_path: Path, timeout: int, check
             results.append(CheckResult(name, took))
             passed.append(f"{name}: {matched}" + (f" ({took:.1f} s)" if check.timeout else ""))
         step, step_started = "poweroff", time.monotonic()
-        console.send(power_off)
+        console.send(power_off)  # arches/<arch>.toml's qemu.power_off: what a user types
         try:
-            console.process.wait(timeout=max(5, deadline - time.monotonic()))
+            status = console.process.wait(timeout=poweroff_seconds)
         except subprocess.TimeoutExpired:
-            raise MlbuildError("the guest did not power off") from None
-        results.append(CheckResult("poweroff", time.monotonic() - step_started))
-        passed.append(f"powered off after {time.monotonic() - started:.1f} s")
+            raise MlbuildError(f"QEMU was still running {poweroff_seconds:g} s after `{power_off}` (the guest halted "
+                               "without powering off the machine?)") from None
+        if status != 0:
+            raise MlbuildError(f"QEMU exited with status {status} after `{power_off}` (expected 0)")
+        took = time.monotonic() - step_started
+        results.append(CheckResult("poweroff", took))
+        passed.append(f"poweroff: QEMU exited by itself {took:.1f} s after `{power_off}` ({time.monotonic() - started:.1f} s in all)")
         return passed
     except MlbuildError as error:
         elapsed = time.monotonic() - started
+        console.drain()
         tail = (f"last {min(20, len(console.seen))} console lines:\n" + "\n".join(f"  | {line}" for line in console.seen[-20:])
                 if console.seen else "(the console printed nothing)")
         message = f"boottest:{arch}: {error} (accel {accel}, after {elapsed:.1f} s); serial log: {log_path}\n{tail}"

@@ -10,7 +10,7 @@ from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import MlbuildError
 from mlbuild.model.graph import images_task, target_task
 from mlbuild.steps.menuconfig import run_menuconfig
-from mlbuild.boot.qemu import boot_test, check_installed, checks_for, qemu_command, run_interactive
+from mlbuild.boot.qemu import boot_test, check_installed, checks_for, qemu_command, run_interactive, terminal_size
 from mlbuild.engine.execution import execute
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
@@ -117,7 +117,8 @@ def _run(project, arch: str) -> None:
     kernel, initramfs, disk = _boot_files(project, arch)
     chosen = _accelerator(project, arch, kernel)
     facts = project.arches[arch]
-    run_interactive(qemu_command(facts, kernel, initramfs, disk, interactive=True, accelerator=chosen), facts.qemu.power_off)
+    run_interactive(qemu_command(facts, kernel, initramfs, disk, interactive=True, accelerator=chosen,
+                                 console_size=terminal_size()))
 
 
 def _boottest(project, arch: str) -> None:

@@ -110,7 +110,7 @@ class ArchQemu(Strict):
     disk: Annotated[str, StringConstraints(pattern=DISK, max_length=64)]  # the disk image's device
     nic: CommandWord | None = None  # -nic user,model=<nic>; none: the machine's default network card
     firmware: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./+-]+$", max_length=256)] | None = None  # -bios; none: the machine's default
-    power_off: Annotated[str, StringConstraints(pattern=r"^[^\n\r]+$", max_length=128)]  # what the boot test types to end the guest
+    power_off: Annotated[str, StringConstraints(pattern=r"^[^\n\r]+$", max_length=128)]  # what the boot test types to end the guest; it must end QEMU by itself
 
     @field_validator("memory")
     @classmethod
@@ -618,6 +618,9 @@ class Config(Strict):
     # What a build shows (reporting/progress.py): auto is a live panel on a terminal, plain lines elsewhere.
     progress: Literal["auto", "live", "plain"] = "auto"
     progress_interval: int = Field(default=30, ge=1)  # seconds between plain progress lines
+    # Every task as it starts and as it is found up to date, and each restore's cache on a line of its own
+    # (as doit's -v 2); off: one line per task that ran, the up-to-date ones only counted in the summary.
+    verbose: bool = False
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (boot/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"

@@ -9,7 +9,7 @@ import shlex
 from functools import cached_property
 from pathlib import Path
 
-from mlbuild.system import hooks, image_profile, overlay, users
+from mlbuild.system import hooks, image_profile, os_release, overlay, users
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.trees import check_no_link_on_the_way, merge_tree
 from mlbuild.steps.base import Step
@@ -41,6 +41,10 @@ class TargetStep(Step, kind="target"):
             "console": self.project.arches[self.arch].console,
             "versions": self.versions,
             "system": self.system_facts,
+            # /etc/os-release (templates/target/etc/os-release.j2): VERSION_ID and BUILD_ID
+            "project_version": os_release.project_version(self.project.root),
+            "build_id": os_release.build_id({step.input_name: {**step.own_inputs(), **step.code_input()}
+                                             for step in self.components}),
         }
 
     @cached_property

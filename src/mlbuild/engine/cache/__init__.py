@@ -248,6 +248,51 @@ class ArtifactCache:
                 continue
         return None
 
+    # --- what the manifests tell the progress ETA (local caches only: a remote one costs a request each) ---
+
+    def _local_roots(self) -> list[Path]:
+        from mlbuild.engine.cache.backends import FileBackend
+        return [backend.root for backend in self.backends if isinstance(backend, FileBackend) and self._usable(backend)]
+
+    def build_times(self, tasks: set[str], budget: float = 0.5) -> dict[str, float]:
+        """{task (its stamp name): how long its newest build took}, from the manifests of the local caches.
+
+        A tree without history of its own (a fresh clone) takes its ETA from them. The newest manifests
+        (last used or written) are read first, until every task is found or `budget` seconds are spent."""
+        manifests = []
+        for root in self._local_roots():
+            try:
+                manifests += [(path.stat().st_mtime, path) for path in root.glob(f"*/{MANIFEST}")]
+            except OSError:
+                continue
+        found: dict[str, float] = {}
+        deadline = time.monotonic() + budget
+        for _, path in sorted(manifests, reverse=True):
+            if found.keys() >= tasks or time.monotonic() > deadline:
+                break
+            try:
+                manifest = json.loads(path.read_bytes())
+                task, seconds = manifest.get("task"), manifest.get("build_seconds")
+            except (OSError, ValueError, AttributeError):
+                continue  # a damaged entry: the restore says so, not the ETA
+            if task in tasks and task not in found and isinstance(seconds, (int, float)) and 0 <= seconds < 1e7:
+                found[task] = float(seconds)
+        return found
+
+    def local_entry(self, inputs: dict) -> tuple[int, str] | None:
+        """(archive size, output hash) of the entry a local cache holds for these inputs (a restore to
+        come), or None. Read, not verified: the restore verifies; the ETA only guesses with it."""
+        manifest_key, _ = entry_keys(signature_of(inputs))
+        for root in self._local_roots():
+            try:
+                manifest = json.loads((root / manifest_key).read_bytes())
+                size, output_hash = manifest.get("archive_size"), manifest.get("output_hash")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(size, int) and size >= 0 and isinstance(output_hash, str):
+                return size, output_hash
+        return None
+
     def _bad_entry(self, backend, step, signature: str, error: Exception, log, archive_key: str | None = None) -> None:
         """One line; a writable cache gets this task's build in place of the entry (push), so it heals."""
         self.stats.add(backend.name, faults=1)
@@ -347,8 +392,7 @@ def restore_or_run(step, inputs: dict, staging: Path, log) -> Restored | None:
         remove_tree(staging)  # a restore unpacks into a folder that does not exist yet
         restored = cache.restore(step, inputs, staging, log)
         if restored:
-            print(f"{step.name}: restored from {restored.source}", flush=True)
-            return restored
+            return restored  # the reporter says it, from the stamp's restored_from
         staging.mkdir(parents=True, exist_ok=True)
     step.run(staging, log)
     return None
