@@ -1,7 +1,7 @@
 """offline = true: before any task runs, every source the selected tasks need is in the download cache.
 
-Otherwise the run stops at once, in one line naming each missing tarball (recipe, file name,
-sha256) and how to get it. With everything cached, fetch tasks take the cache only
+Otherwise the run stops at once with a short list: a line saying how many are missing, one
+line per missing source (recipe, file name, the start of its sha256), then how to get them. With everything cached, fetch tasks take the cache only
 (download.fetch(offline=True)): no network connection is ever opened.
 """
 
@@ -9,13 +9,14 @@ from pathlib import Path
 
 import networkx as nx
 
-from mlbuild.sources.download import HOW_TO_GET, describe_missing
+from mlbuild.sources.download import HOW_TO_GET, missing_name
 from mlbuild.errors import MlbuildError
 from mlbuild.engine.signature import is_up_to_date
 
 # doit commands that run no task: they must work offline whatever is missing.
 NOT_RUNNING = {"list", "info", "clean", "forget", "ignore", "dumpdb", "help", "strace", "tabcompletion", "reset-dep", "auto"}
 GROUPS = {"build", "fetch"}
+SHA256_SHOWN = 12  # hex digits of each missing source's sha256 in the list: enough to tell them apart
 
 
 def selected_tasks(project, argv: list[str]) -> list[str] | None:
@@ -44,7 +45,7 @@ def selected_tasks(project, argv: list[str]) -> list[str] | None:
 
 
 def check(project, tasks: list[str]) -> None:
-    """Every source that the fetch tasks still to run for these tasks need is cached; else one line."""
+    """Every source that the fetch tasks still to run for these tasks need is cached; else the list of those missing."""
     needed = set(tasks)
     for task in tasks:
         needed |= nx.ancestors(project.graph, task)
@@ -53,8 +54,14 @@ def check(project, tasks: list[str]) -> None:
     missing = [step.recipe for step in fetches
                if not any(_cached(cache, source.sha256) for source in step.recipe.sources) and not is_up_to_date(step)]
     if missing:
-        raise MlbuildError(f"offline: {len(missing)} source tarball(s) the build needs are not in the download cache "
-                           f"{cache}: " + "; ".join(describe_missing(recipe) for recipe in missing) + f"; {HOW_TO_GET}")
+        count = f"{len(missing)} source tarball{'s' if len(missing) > 1 else ''}"
+        # The first alternative of each: a fetch on a connected machine tries the others, and any name will do
+        # in the download cache (it is looked up by sha256).
+        rows = [(recipe.name, missing_name(recipe.sources[0]), recipe.sources[0].sha256[:SHA256_SHOWN]) for recipe in missing]
+        widths = [max(len(row[column]) for row in rows) for column in (0, 1)]
+        listed = "".join(f"\n  {name:<{widths[0]}}  {file:<{widths[1]}}  sha256 {sha}…" for name, file, sha in rows)
+        raise MlbuildError(f"offline: {count} the build needs {'are' if len(missing) > 1 else 'is'} not in the download cache "
+                           f"{cache}:{listed}\n{HOW_TO_GET[0].upper()}{HOW_TO_GET[1:]}")
 
 
 def _cached(cache: Path, sha256: str) -> bool:

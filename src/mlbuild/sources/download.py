@@ -135,10 +135,13 @@ HOW_TO_GET = ("get them with `doit fetch` on a connected machine (same download_
 
 def describe_missing(recipe: Recipe) -> str:
     """How a message names a recipe's source that is not cached: its file name and sha256 (each alternative)."""
-    def name(source: Source) -> str:
-        names = source_names(source) or [FALLBACK_NAME]
-        return names[0] if source.url else f"{names[0].rsplit('.', 1)[0]}.* (Debian {source.debian})"
-    return f"{recipe.name}: " + " or ".join(f"{name(source)} (sha256 {source.sha256})" for source in recipe.sources)
+    return f"{recipe.name}: " + " or ".join(f"{missing_name(source)} (sha256 {source.sha256})" for source in recipe.sources)
+
+
+def missing_name(source: Source) -> str:
+    """The name a message gives a source that is not cached: the URL's file, or Debian's orig tarball's."""
+    names = source_names(source) or [FALLBACK_NAME]
+    return names[0] if source.url else f"{names[0].rsplit('.', 1)[0]}.* (Debian {source.debian})"
 
 
 def source_names(source: Source) -> list[str]:
