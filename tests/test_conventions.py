@@ -1,13 +1,18 @@
-"""What doit users try first: list, info, forget and clean of a task, doit from a subfolder, key=value for mlbuild."""
+"""What doit users try first: list, info, forget and clean of a task, doit from a subfolder, key=value for mlbuild,
+a mistyped task, a pipe into head."""
 
+import os
 import subprocess
 import sys
+import tomllib
 
-from conftest import ALL_TASKS, base_environment, run_doit, x86
+import pytest
+
+from conftest import ALL_TASKS, REPO, base_environment, run_doit, x86
 
 # The checkout's pyproject.toml declares mlbuild's doit commands; the synthetic project gets the same lines.
-PLUGINS = ('[tool.doit.plugins.command]\nlist = "mlbuild.frontend.doit_commands:List"\n'
-           'info = "mlbuild.frontend.doit_commands:Info"\nforget = "mlbuild.frontend.doit_commands:Forget"\n\n')
+COMMANDS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["doit"]["plugins"]["command"]
+PLUGINS = "[tool.doit.plugins.command]\n" + "".join(f'{name} = "{where}"\n' for name, where in COMMANDS.items()) + "\n"
 
 
 def use_mlbuild_commands(project) -> None:
@@ -118,3 +123,71 @@ def test_mlbuild_commands_take_key_value_settings_like_doit(project):
     assert "build:hello-x86_64 would run" in result.stdout
     wrong = project.cli("explain", "build:hello-x86_64", "jobs=0")
     assert wrong.returncode != 0 and "command line" in wrong.stderr and "jobs" in wrong.stderr
+
+
+# --- a mistyped task, a closed pipe ----------------------------------------------------------------------
+
+def test_the_checkout_declares_every_command_mlbuild_extends():
+    assert set(COMMANDS) == {"run", "list", "info", "forget", "clean", "ignore", "help"}
+
+
+@pytest.mark.parametrize("command", [(), ("run",), ("list",), ("forget",), ("clean",), ("ignore",)])
+def test_a_mistyped_task_under_doit_is_one_line_naming_the_nearest_task(project, command):
+    use_mlbuild_commands(project)
+    result = project.doit(*command, "build:helo-x86_64")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        3, "", "doit: no task 'build:helo-x86_64' (did you mean build:hello-x86_64?); `doit list --all` shows them\n")
+    assert not project.path("build/state").exists() or not any(project.path("build/state").iterdir())
+
+
+def test_a_task_nothing_resembles_is_one_line_too_and_the_installed_doit_says_the_same(project):
+    use_mlbuild_commands(project)
+    result = project.doit("busybx")
+    assert (result.returncode, result.stderr) == (3, "doit: no task 'busybx'; `doit list --all` shows them\n")
+    installed = installed_doit(project.root, "build:app-x86_46")
+    assert (installed.returncode, installed.stderr) == (
+        3, "doit: no task 'build:app-x86_46' (did you mean build:app-x86_64?); `doit list --all` shows them\n")
+
+
+def into_a_closed_pipe(cwd, *arguments):
+    """python ARGUMENTS with stdout a pipe whose reader has gone, as `| head -1`'s once it has its line."""
+    read, write = os.pipe()
+    os.close(read)  # before the first byte: deterministic, whatever the pipe's buffer would have taken
+    try:
+        return subprocess.run([sys.executable, *arguments], cwd=cwd, env=base_environment(), stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("arguments", [
+    ("-m", "doit", "list"), ("-m", "doit", "info", "build:app-x86_64"), ("-m", "doit", "help"),
+    ("-m", "mlbuild.frontend.doit_entry", "list", "--all"), ("-m", "mlbuild.frontend.doit_entry", "info", "fetch:hello"),
+    ("-m", "mlbuild.frontend.cli", "explain", "build:app-x86_64"), ("-m", "mlbuild.frontend.cli", "script", "build:app-x86_64"),
+], ids=lambda arguments: " ".join(arguments[1:3]))
+def test_a_reader_that_went_away_ends_the_command_quietly(project, arguments):
+    use_mlbuild_commands(project)
+    result = into_a_closed_pipe(project.root, *arguments)
+    # 141: what a shell reports for a program SIGPIPE ended; not a word, neither traceback nor "Exception ignored".
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_pipe_into_head_gives_its_line_and_nothing_on_stderr(project):
+    use_mlbuild_commands(project)
+    for command in ("python -m doit list", "python -m mlbuild.frontend.cli script build:app-x86_64"):
+        result = subprocess.run(["bash", "-c", f"set -o pipefail; {command.replace('python', sys.executable)} | head -1"],
+                                cwd=project.root, env=base_environment(), capture_output=True, text=True, timeout=120)
+        assert result.stderr == "" and len(result.stdout.splitlines()) == 1, result
+        assert result.returncode in (0, 141)
+
+
+def test_a_broken_pipe_that_is_not_stdout_still_fails_loudly(tmp_path):
+    """A child process that died under us is a failure, not a reader that went away: it is not swallowed."""
+    program = ("from mlbuild.frontend.closed_pipe import quiet_when_the_reader_goes\n"
+               "@quiet_when_the_reader_goes\n"
+               "def main():\n"
+               "    print('some output')\n"
+               "    raise BrokenPipeError(32, 'Broken pipe')\n"
+               "main()\n")
+    result = subprocess.run([sys.executable, "-c", program], env=base_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "BrokenPipeError" in result.stderr and result.stdout == "some output\n"

@@ -6,6 +6,7 @@ What it does not know (a bug) is left to propagate with its traceback. A URL's
 credentials never reach the line (credentials.redact).
 """
 
+import difflib
 import errno
 import os
 import shutil
@@ -48,6 +49,15 @@ def one_line(error: BaseException, task: str | None = None) -> str | None:
     if task and not text.startswith(task + ":"):
         text = f"{task}: {text}"
     return redact(text)
+
+
+def no_task(name: str, names, typed: str | None = None) -> str:
+    """A mistyped task name, wherever it is typed: "no task 'X' (did you mean Y?); `doit list --all` shows them".
+
+    typed: the name as the user wrote it, when name completed it (busybx-arm64 for build:busybx-arm64)."""
+    close = difflib.get_close_matches(name, [known for known in names if not known.startswith("_")], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"no task {typed or name!r}{hint}; `doit list --all` shows them"
 
 
 def describe_os_error(error: OSError) -> str:

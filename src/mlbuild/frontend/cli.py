@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from mlbuild.engine.boundary import EXPECTED, one_line
+from mlbuild.engine.boundary import EXPECTED, no_task, one_line
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.reporting import graph_view, size, stats_report
 from mlbuild.exports import legal_info, sbom, script
@@ -14,6 +14,7 @@ from mlbuild.sources import mirror
 from mlbuild.engine.cache import commands as cache_commands
 from mlbuild.engine.signature import decide, is_up_to_date
 from mlbuild.frontend import new_recipe, rebuild, settings_commands
+from mlbuild.frontend.closed_pipe import quiet_when_the_reader_goes, stdout_closed
 from mlbuild.frontend.check import cmd_check
 from mlbuild.frontend.project import Project
 from mlbuild.engine.tree_lock import TreeLock
@@ -37,9 +38,7 @@ def cmd_explain(project: Project, args) -> int:
     name = args.task if ":" in args.task else f"build:{args.task}"
     step = project.steps.get(name)
     if step is None:
-        close = difflib.get_close_matches(name, list(project.steps), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise InputError(f"explain: no task {args.task!r}{hint}; `doit list --all` shows them")
+        raise InputError(f"explain: {no_task(name, project.steps, typed=args.task)}")
     pending = [dep for dep in _ancestors(project, name) if not is_up_to_date(project.steps[dep])]
     why = decide(step).reasons()
     if not why and not pending:
@@ -96,6 +95,7 @@ def _ancestors(project: Project, name: str) -> list[str]:
     return list(nx.topological_sort(project.graph.subgraph(nx.ancestors(project.graph, name))))
 
 
+@quiet_when_the_reader_goes  # `mlbuild explain X | head -1`: no traceback when head has read its line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlbuild", description=__doc__)
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, flush=True)
         return (getattr(args, "handler", None) or handlers[args.command])(project, args)
     except EXPECTED as error:
+        if isinstance(error, BrokenPipeError) and stdout_closed():
+            raise  # the reader of our output went away: quiet_when_the_reader_goes ends the command
         print(f"mlbuild: {one_line(error, None if isinstance(error, MlbuildError) else args.command)}", file=sys.stderr)
         return error.exit_status if isinstance(error, MlbuildError) else 1
     except KeyboardInterrupt:

@@ -2,20 +2,62 @@
 
 mlbuild's stamps, not doit's database, decide what runs (signature.py): the commands that
 read or drop doit's records (`info`, `forget`) are extended to read or drop the stamps too.
+Every one of them (run, list, info, forget, clean, ignore, help) says a mistyped task name in one
+line with the nearest task, and ends quietly when its reader went away (`doit list | head -1`).
 """
 
-import difflib
 import json
 import sys
 
+from doit.cmd_clean import Clean as DoitClean
 from doit.cmd_forget import Forget as DoitForget
+from doit.cmd_help import Help as DoitHelp
+from doit.cmd_ignore import Ignore as DoitIgnore
 from doit.cmd_info import Info as DoitInfo
 from doit.cmd_list import List as DoitList
+from doit.cmd_run import Run as DoitRun
+from doit.exceptions import InvalidCommand
 
-from mlbuild.engine.boundary import EXPECTED, one_line
+from mlbuild.engine.boundary import EXPECTED, no_task, one_line
+from mlbuild.frontend.closed_pipe import discard_stdout, flushed, stdout_closed
 
 
-class List(DoitList):
+class _Guarded:
+    """A doit command whose mistyped task is one line, not doit's "Invalid parameter", and that a closed pipe ends quietly."""
+
+    def execute(self, params, args):
+        try:
+            return flushed(super().execute(params, args))
+        except InvalidCommand as error:
+            names = [task.name for task in getattr(self, "task_list", None) or ()]
+            unknown = error.not_found or next((arg for arg in args if arg not in names and "*" not in arg), None)
+            if not names or unknown is None:  # not a task name (a loader's option, say): doit's own message
+                raise
+            print(f"doit: {no_task(unknown, names)}", file=sys.stderr, flush=True)
+            return 3  # doit's status for a command line it refuses
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            return discard_stdout()
+
+
+class Run(_Guarded, DoitRun):
+    """`doit [run] TASK…`: doit's own."""
+
+
+class Clean(_Guarded, DoitClean):
+    """`doit clean TASK…`: doit's own."""
+
+
+class Ignore(_Guarded, DoitIgnore):
+    """`doit ignore TASK…`: doit's own."""
+
+
+class Help(_Guarded, DoitHelp):
+    """`doit help [COMMAND|TASK]`: doit's own."""
+
+
+class List(_Guarded, DoitList):
     """`doit list --all build` also lists build:toolchain and the host tasks.
 
     They are top-level tasks of their own full name (so `doit build` leaves out hours of
@@ -38,7 +80,7 @@ def _project(command):
     return getattr(command.loader, "namespace", {}).get("project")
 
 
-class Info(DoitInfo):
+class Info(_Guarded, DoitInfo):
     """`doit info TASK`: doit's own, with the reasons in plain words and the task's output, stamp, log and inputs.
 
     doit would name the uptodate callable (a function repr) as the reason a task runs;
@@ -47,9 +89,7 @@ class Info(DoitInfo):
     def _execute(self, pos_args, hide_status=False):
         names = [task.name for task in self.task_list]
         if len(pos_args) == 1 and pos_args[0] not in names:  # doit's own would end in a KeyError traceback
-            close = difflib.get_close_matches(pos_args[0], names, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            print(f"mlbuild: info: no task {pos_args[0]!r}{hint}; `doit list --all` shows them", file=sys.stderr, flush=True)
+            print(f"mlbuild: info: {no_task(pos_args[0], names)}", file=sys.stderr, flush=True)
             return 3
         project = _project(self)
         self._step = project.steps.get(pos_args[0]) if project and len(pos_args) == 1 else None
@@ -86,7 +126,7 @@ class Info(DoitInfo):
             write(f" - {key}: {text if len(text) <= 100 else text[:97] + '...'}\n")
 
 
-class Forget(DoitForget):
+class Forget(_Guarded, DoitForget):
     """`doit forget TASK` also drops mlbuild's stamp: the task runs again next time.
 
     doit's forget only removes doit's record, which decides nothing here. Dependents run

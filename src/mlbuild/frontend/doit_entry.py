@@ -19,6 +19,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from mlbuild.frontend.closed_pipe import quiet_when_the_reader_goes
+
 # Options that choose the dodo file or the folder: then doit decides, as always.
 LOADER_OPTIONS = ("-f", "--file", "-d", "--dir")
 
@@ -32,6 +34,7 @@ def checkout_folder(start: Path, argv: list[str], environ=os.environ) -> Path | 
     return next((folder for folder in start.parents if (folder / "dodo.py").is_file()), None)
 
 
+@quiet_when_the_reader_goes  # `doit help | head -1`: no "Exception ignored … BrokenPipeError" at exit
 def main() -> None:
     from doit.doit_cmd import DoitMain
 
@@ -50,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
