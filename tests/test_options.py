@@ -137,6 +137,13 @@ def test_mlbuild_check_renders_every_choice_of_a_choice_option(optioned):
     optioned.write("templates/build/hello.sh.j2", HELLO_SH + '{% if options.style == "long" %}echo {{ vars.nowhere }}{% endif %}\n')
     result = optioned.cli("check")
     assert result.returncode == 2 and "templates/build/hello.sh.j2" in result.stderr and "nowhere" in result.stderr
+    # ... and says which choice it rendered with: the default's render passes.
+    assert result.stderr == ("mlbuild: templates/build/hello.sh.j2:7: build:hello-x86_64 (recipes/hello.toml): "
+                             "vars.nowhere is undefined (vars has: greeting) (rendered with style=long)\n")
+    # A mistake of the first round (every switch on, default choices) names no choice.
+    optioned.write("templates/build/hello.sh.j2", HELLO_SH + "echo {{ vars.nowhere }}\n")
+    first = optioned.cli("check")
+    assert first.returncode == 2 and "nowhere" in first.stderr and "rendered with" not in first.stderr
 
 
 def test_when_follows_a_declared_switch(optioned):

@@ -2,6 +2,7 @@
 
 Its own module: `mlbuild new` runs it on the recipe it writes, and the command line registers it."""
 
+from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import InputError
 from mlbuild.frontend.project import Project
 from mlbuild.render import environment, language_of, raw_expansion_message, raw_expansions
@@ -36,11 +37,18 @@ def cmd_check(project: Project, args) -> int:
     rendered = 0
     for index, values in enumerate(settings):
         varied = values.keys() - switches.keys()  # the choice option this round renders otherwise (none in the first)
-        checked = Project(project.root, values)
-        for step in checked.ordered_steps():
-            if varied and not varied & step.options.keys():
-                continue  # rendered in the first round already
-            rendered += step.check(fresh=True)
+        try:
+            checked = Project(project.root, values)
+            for step in checked.ordered_steps():
+                if varied and not varied & step.options.keys():
+                    continue  # rendered in the first round already
+                rendered += step.check(fresh=True)
+        except EXPECTED as error:
+            if not varied:
+                raise
+            # Only this choice reaches the mistake: say which, or the default's render (which passed) looks wrong.
+            chosen = ", ".join(f"{name}={values[name]}" for name in sorted(varied))
+            raise InputError(f"{one_line(error)} (rendered with {chosen})") from None
         project = project if index else checked  # the rest of the check looks at the first (every switch on)
     for kind in hooks.KEYS:  # each hook exists and is executable
         hooks.scripts(project, kind)
