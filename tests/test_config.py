@@ -45,10 +45,10 @@ BAD_VALUES = {
         "mlbuild: environment MLBUILD_JOBS: jobs: Input should be greater than or equal to 1"),
     "riscv-on-the-command-line": (
         ["arches=riscv"], {},
-        "mlbuild: command line: arches: unsupported arch 'riscv', expected one of: x86_64, arm64, riscv64"),
+        "mlbuild: command line: arches: unsupported arch 'riscv' (did you mean 'riscv64'?), expected one of: x86_64, arm64, riscv64"),
     "riscv-in-the-environment": (
         [], {"MLBUILD_ARCHES": "x86_64,riscv"},
-        "mlbuild: environment MLBUILD_ARCHES: arches: unsupported arch 'riscv', expected one of: x86_64, arm64, riscv64"),
+        "mlbuild: environment MLBUILD_ARCHES: arches: unsupported arch 'riscv' (did you mean 'riscv64'?), expected one of: x86_64, arm64, riscv64"),
     "no-arch-at-all": (
         ["arches="], {},
         "mlbuild: command line: arches: expected at least one arch"),
@@ -62,6 +62,14 @@ def test_a_bad_configuration_value_exits_2_with_one_line_naming_its_source(case,
     assert result.returncode == 2
     assert result.stderr == message + "\n"
     assert result.executed == set() and result.stdout == ""
+
+
+def test_a_check_of_an_unknown_arch_exits_2_with_one_line_and_a_suggestion(project):
+    project.write("pyproject.toml", project.read("pyproject.toml")
+                  + '[[tool.mlbuild.checks]]\nname = "mine"\ncommand = "true"\nexpect = "^$"\narches = ["arm46"]\n')
+    result = project.doit("list")
+    assert (result.returncode, result.stderr) == (2, "mlbuild: pyproject.toml [tool.mlbuild]: checks[0].arches: "
+                                                     "unsupported arch 'arm46' (did you mean 'arm64'?), expected one of: x86_64, arm64, riscv64\n")
 
 
 def test_an_unknown_key_in_pyproject_exits_2_with_a_suggestion(project):

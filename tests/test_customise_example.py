@@ -46,7 +46,7 @@ def test_the_documented_example_builds_into_the_tree_and_both_images(built):
     from mlbuild.boot.qemu import checks_for
     from mlbuild.frontend.tasks import _target_recipes
 
-    assert "greet" in [c.name for c in checks_for(_target_recipes(loaded, ARCH), loaded.config.checks)]
+    assert "greet" in [c.name for c in checks_for(_target_recipes(loaded, ARCH), loaded.config.checks, ARCH)]
 
     images = built.path(f"build/images/{ARCH}")
     cpio = cpio_entries(images / "initramfs.cpio")

@@ -33,7 +33,10 @@ RECIPE_ERRORS = {
         "recipes/app.toml: sources[0].size: Input should be a valid integer, got '136'"),
     "unsupported-arch-in-arches": (
         lambda p: p.update_recipe("app", arches=["x86_64", "riscv"]),
-        "recipes/app.toml: arches: unsupported arch 'riscv', expected one of: x86_64, arm64, riscv64"),
+        "recipes/app.toml: arches: unsupported arch 'riscv' (did you mean 'riscv64'?), expected one of: x86_64, arm64, riscv64"),
+    "unsupported-arch-of-a-check": (
+        lambda p: p.update_recipe("app", checks=[{"name": "app", "command": "app", "expect": "^app", "arches": ["arm46"]}]),
+        "recipes/app.toml: checks[0].arches: unsupported arch 'arm46' (did you mean 'arm64'?), expected one of: x86_64, arm64, riscv64"),
     "unsupported-arch-table": (
         lambda p: p.update_recipe("app", arch={"mips": {"vars": {"a": "b"}}}),
         "recipes/app.toml: arch: unsupported arch 'mips', expected one of: x86_64, arm64, riscv64"),

@@ -123,7 +123,7 @@ def test_an_unknown_key_or_a_bad_value_is_one_line_and_the_file_is_untouched(pro
         ("set", "jbos=2"): f"mlbuild: set: jbos: unknown configuration key (did you mean 'jobs'?); "
                            f"`mlbuild settings --all` lists them; {LOCAL} not changed\n",
         ("set", "jobs=0"): f"mlbuild: set: jobs=0: Input should be greater than or equal to 1; {LOCAL} not changed\n",
-        ("set", "arches=riscv"): f"mlbuild: set: arches=riscv: unsupported arch 'riscv', expected one of: x86_64, arm64; "
+        ("set", "arches=riscv"): f"mlbuild: set: arches=riscv: unsupported arch 'riscv' (did you mean 'riscv64'?), expected one of: x86_64, arm64, riscv64; "
                                  f"{LOCAL} not changed\n",
         ("set", "rebuild=build:hello-x86_64"): f"mlbuild: set: rebuild: a key for one run only, not kept in {LOCAL}: "
                                                "`mlbuild rebuild TASK`\n",

@@ -20,8 +20,8 @@ from mlbuild.boot.qemu import READY_MARKER, SYSTEM_CHECKS, boot_test, checks_for
 REPO = Path(__file__).resolve().parents[1]
 
 
-def Check(name, command, expect, timeout=0):
-    return GuestCheck(name=name, command=command, expect=expect, timeout=timeout)
+def Check(name, command, expect, timeout=0, arches=None):
+    return GuestCheck(name=name, command=command, expect=expect, timeout=timeout, arches=arches)
 
 
 def recipe(name):
@@ -120,21 +120,41 @@ def test_a_slow_check_gets_its_own_time_beyond_the_boot_timeout(guest, tmp_path)
 
 def test_the_checks_come_from_the_recipes_in_the_target_then_the_system_then_the_user():
     own = [Check("mine", "cat /etc/hostname", r"^\S+$")]
-    small = checks_for([recipe("linux"), recipe("busybox")], own)
+    small = checks_for([recipe("linux"), recipe("busybox")], own, "x86_64")
     assert [check.name for check in small] == ["kernel", "applets", "setuid", "file", "disk", "console-size", "os-release", "mine"]
-    with_compiler = checks_for([recipe("linux"), recipe("busybox"), recipe("clang")], [])
+    with_compiler = checks_for([recipe("linux"), recipe("busybox"), recipe("clang")], [], "x86_64")
     assert [check.name for check in with_compiler][3:5] == ["cc", "c++"]
     assert [check.timeout for check in with_compiler][3:5] == [600, 900]
 
 
 def test_two_checks_of_one_name_are_refused_naming_both_places():
     with pytest.raises(InputError, match=r"^\[tool.mlbuild\] checks: check 'disk' is declared by mlbuild already"):
-        checks_for([recipe("busybox")], [Check("disk", "true", "x")])
+        checks_for([recipe("busybox")], [Check("disk", "true", "x")], "x86_64")
     with pytest.raises(InputError, match=r"check 'applets' is declared by recipes/busybox.toml already"):
-        checks_for([recipe("busybox"), recipe("busybox")], [])
+        checks_for([recipe("busybox"), recipe("busybox")], [], "x86_64")
+
+
+def test_a_check_limited_to_some_arches_runs_only_in_their_boot_test():
+    own = [Check("mine", "true", "^$"), Check("only-arm", "uname -m", "^aarch64$", arches=["arm64"])]
+    fenced = recipe("busybox").model_copy(update={"checks": [Check("x86-only", "uname -m", "^x86_64$", arches=["x86_64"])]})
+    system = [check.name for check in SYSTEM_CHECKS]
+    assert [check.name for check in checks_for([fenced], own, "x86_64")] == ["x86-only", *system, "mine"]
+    assert [check.name for check in checks_for([fenced], own, "arm64")] == [*system, "mine", "only-arm"]
+    # A name is one check's on every arch: limiting it to another arch does not make room for a second.
+    with pytest.raises(InputError, match=r"check 'disk' is declared by mlbuild already"):
+        checks_for([], [Check("disk", "true", "x", arches=["arm64"])], "x86_64")
+
+
+def test_a_recipe_s_checks_take_arches_too():
+    data = tomllib.loads((REPO / "recipes" / "busybox.toml").read_text())
+    data["checks"][0]["arches"] = ["arm64"]
+    limited = Recipe.model_validate(data)
+    assert data["checks"][0]["name"] not in [check.name for check in checks_for([limited], [], "x86_64")]
+    assert data["checks"][0]["name"] in [check.name for check in checks_for([limited], [], "arm64")]
 
 
 @pytest.mark.parametrize("field, value, expected", [
+    ("arches", ["x86-64"], "String should match pattern"),  # which names exist is arches/'s: test_config, test_input_errors
     ("command", "echo a\necho b", "expected one line"),
     ("expect", "(unclosed", "expected a regular expression"),
     ("name", "two words", "String should match pattern"),

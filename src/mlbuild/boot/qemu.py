@@ -41,8 +41,9 @@ SYSTEM_CHECKS = [
 ]
 
 
-def checks_for(recipes: Iterable[Recipe], own: Iterable[GuestCheck]) -> list[GuestCheck]:
-    """The checks of the recipes in a target (in build order), the system's, then the user's."""
+def checks_for(recipes: Iterable[Recipe], own: Iterable[GuestCheck], arch: str) -> list[GuestCheck]:
+    """The checks of the recipes in arch's target (in build order), the system's, then the user's; those
+    limited to other arches (`arches = [...]`) left out. A name is one check's on every arch."""
     checks, origin = [], {}
     sources = [(f"recipes/{recipe.name}.toml", recipe.checks) for recipe in recipes]
     sources += [("mlbuild", SYSTEM_CHECKS), ("[tool.mlbuild] checks", own)]
@@ -51,7 +52,8 @@ def checks_for(recipes: Iterable[Recipe], own: Iterable[GuestCheck]) -> list[Gue
             if check.name in origin:
                 raise InputError(f"{where}: check {check.name!r} is declared by {origin[check.name]} already; give it another name")
             origin[check.name] = where
-            checks.append(check)
+            if check.arches is None or arch in check.arches:
+                checks.append(check)
     return checks
 
 

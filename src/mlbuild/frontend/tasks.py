@@ -127,7 +127,7 @@ def _boottest(project, arch: str) -> None:
     kernel, initramfs, disk = _boot_files(project, arch)
     chosen = _accelerator(project, arch, kernel)
     command = qemu_command(project.arches[arch], kernel, initramfs, disk, interactive=False, accelerator=chosen)
-    checks = checks_for(_target_recipes(project, arch), project.config.checks)
+    checks = checks_for(_target_recipes(project, arch), project.config.checks, arch)
     report = project.build_dir / "reports" / f"boottest-{arch}.xml"
     try:
         for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name, report=report,

@@ -61,8 +61,12 @@ class Arches(Mapping[str, Arch]):
         return list(self._by_name)
 
     def unsupported(self, name: str) -> str:
-        """What to say of a name that is no arch's."""
-        return f"unsupported arch {name!r}, expected one of: {', '.join(self._by_name)}"
+        """What to say of a name that is no arch's (with the nearest one, if any is near)."""
+        import difflib  # only for a mistake: not on every load
+
+        close = difflib.get_close_matches(name, self.names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unsupported arch {name!r}{hint}, expected one of: {', '.join(self._by_name)}"
 
     def machine_arch(self) -> str:
         """The build machine's arch in mlbuild's names: the arch whose triple starts with `uname -m`'s word

@@ -106,7 +106,12 @@ class Settings:
         return config.model_copy(update=folders)
 
     def arches(self, config: Config, known) -> list[str]:
-        """The configuration's arches checked against the known ones (model/arches.py); every one when it sets none."""
+        """The configuration's arches checked against the known ones (model/arches.py), its boot checks' too;
+        every one when it sets none."""
+        for index, check in enumerate(config.checks):
+            for name in check.arches or []:
+                if name not in known:
+                    raise InputError(f"{self.where('checks')}: checks[{index}].arches: {known.unsupported(name)}")
         chosen = config.arches
         if chosen is None:
             return known.names

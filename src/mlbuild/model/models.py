@@ -177,6 +177,9 @@ class GuestCheck(Strict):
     command: str = Field(min_length=1, max_length=4096)
     expect: str = Field(min_length=1, max_length=1024)  # a Python regular expression
     timeout: int = Field(default=0, ge=0, le=86400)  # seconds allowed beyond the boot timeout (compiling under emulation is slow)
+    # The arches whose boot test runs it; none: every arch's. Checked against arches/ once loaded
+    # (recipes.py for a recipe's, config.py for the configuration's).
+    arches: list[ArchName] | None = None
 
     @field_validator("command")
     @classmethod

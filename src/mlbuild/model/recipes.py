@@ -185,8 +185,10 @@ def _write_cache(cache_file: Path | None, key: str, recipes: dict) -> None:
 
 
 def _check_arches(recipe: Recipe, label: str, arches: Arches) -> None:
-    """The arches a recipe names are known ones (arches/<name>.toml)."""
-    for field, names in (("arches", recipe.arches or []), ("arch", recipe.arch)):
+    """The arches a recipe names are known ones (arches/<name>.toml): its own, and its checks'."""
+    fields = [("arches", recipe.arches or []), ("arch", recipe.arch)]
+    fields += [(f"checks[{index}].arches", check.arches or []) for index, check in enumerate(recipe.checks)]
+    for field, names in fields:
         for name in names:
             if name not in arches:
                 raise InputError(f"{label}: {field}: {arches.unsupported(name)}")
