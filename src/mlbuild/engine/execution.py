@@ -4,6 +4,7 @@ A task killed at any moment leaves no stamp and its old output, never a mix.
 """
 
 import time
+from pathlib import Path
 
 from mlbuild.errors import MlbuildError
 from mlbuild.engine.host_tools import check_host_tools
@@ -23,8 +24,8 @@ def execute(step) -> str | None:
         return _execute(step)
 
 
-def _execute(step) -> str | None:
-    project = step.project
+def take_tree(project) -> TreeLock:
+    """The tree lock, held from now on; when taken just now, the tree made ready for a task to run in it."""
     lock = TreeLock(project.build_dir / ".lock")
     if lock.acquire():
         # Stamps read before the lock may be stale: another run may have built this very task
@@ -32,16 +33,27 @@ def _execute(step) -> str | None:
         project.stamps.refresh()
         stop_leftovers(sorted({project.build_dir / 'work', project.target_build_dir / 'work'}), lock.previous_holder)
         check_host_tools(project)
-        if lock.waited and is_up_to_date(step) and step.name not in project.config.rebuild:
-            print(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do", flush=True)
-            return None
+    return lock
+
+
+def staging_folder(step) -> Path:
+    """Where a task's run makes its output: beside it (one rename commits it), under a name no task has."""
+    return step.output.with_name(f".{step.output.name}.staging")
+
+
+def _execute(step) -> str | None:
+    project = step.project
+    lock = take_tree(project)
+    if lock.waited and is_up_to_date(step) and step.name not in project.config.rebuild:
+        print(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do", flush=True)
+        return None
     for dep in step.deps:
         if not project.steps[dep].output.exists():
             raise MlbuildError(f"{step.name}: the output of {dep} is missing ({project.relative(project.steps[dep].output)}); run again")
     inputs = step.inputs()
     stamps = project.stamps
     stamps.forget(step.stamp)  # from here on, an interruption leaves the task "not built"
-    staging = step.output.with_name(f".{step.output.name}.staging")
+    staging = staging_folder(step)
     try:
         remove_tree(staging)
         staging.mkdir(parents=True)

@@ -39,6 +39,8 @@ def cmd_explain(project: Project, args) -> int:
     step = project.steps.get(name)
     if step is None:
         raise InputError(f"explain: {no_task(name, project.steps, typed=args.task)}")
+    if args.diff:
+        return _explain_diff(project, step)
     pending = [dep for dep in _ancestors(project, name) if not is_up_to_date(project.steps[dep])]
     why = decide(step).reasons()
     if not why and not pending:
@@ -60,6 +62,21 @@ def cmd_explain(project: Project, args) -> int:
             print(f"  - {dep}: {'; '.join(decide(project.steps[dep]).reasons()) or 'up to date'}")
     _print_options(project, step)
     return 0
+
+
+def _explain_diff(project: Project, step) -> int:
+    """--diff: the task built again aside and compared with its output; 0 when the same, 1 when files differ."""
+    from mlbuild.engine.output_diff import build_again_and_compare
+
+    print(f"{step.name}: building it again aside to compare with {project.relative(step.output)} "
+          f"(log: {project.relative(project.log_path('diff:' + step.name))})", flush=True)
+    differing = build_again_and_compare(step)
+    for line in differing or ["same"]:
+        print(line)
+    if differing:
+        print(f"{step.name}: its inputs did not change, its output did: the build reads something its signature "
+              "does not cover (the time, the machine, an undeclared file)")
+    return 1 if differing else 0
 
 
 def cmd_unpack(project: Project, args) -> int:
@@ -105,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
+    explain.add_argument("--diff", action="store_true",
+                         help="build the up-to-date task again aside (nothing committed) and list the output files that "
+                              "differ: a sign that something undeclared reached the build; exit 1 when some do")
     cache_commands.add_parser(commands)
     unpack = commands.add_parser("unpack", help=cmd_unpack.__doc__)
     unpack.add_argument("recipes", nargs="+", help="recipe names, e.g. linux (clang unpacks llvm-project, its source)")
