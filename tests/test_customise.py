@@ -232,6 +232,7 @@ create_home = false
 
 def test_users_and_groups_are_written_with_a_private_shadow_in_the_tree_and_both_images(built):
     configure(built, USERS)
+    built.write("templates/target/home/alice/.profile", "PS1='$ '\n")  # a file an overlay puts inside a home
     result = built.doit()
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.executed == x86("target", "images")
@@ -253,11 +254,14 @@ def test_users_and_groups_are_written_with_a_private_shadow_in_the_tree_and_both
     assert entries["etc/shadow"][1] == (etc / "shadow").read_bytes()
     assert ext4_mode(disk, "/etc/shadow") & 0o7777 == 0o600
     assert ext4(disk, "cat /etc/group") == (etc / "group").read_text()
-    # alice's home is hers in both images (the tree on the build machine cannot chown without root).
+    # alice's home is hers in both images (the tree on the build machine cannot chown without root); what
+    # an overlay puts inside it stays root's, as every other path (docs/usage.md, "Users and groups").
     from test_permissions import cpio_entries as owned_entries, ext4_entry
 
-    assert owned_entries(cpio)["home/alice"][1:] == (1000, 1000)
-    assert ext4_entry(disk, "/home/alice")[1:] == (1000, 1000)
+    assert owned_entries(cpio)["home/alice"] == (0o755, 1000, 1000)
+    assert ext4_entry(disk, "/home/alice") == (0o755, 1000, 1000)
+    assert owned_entries(cpio)["home/alice/.profile"] == (0o644, 0, 0)
+    assert ext4_entry(disk, "/home/alice/.profile") == (0o644, 0, 0)
     assert owned_entries(cpio)["etc"][1:] == (0, 0)
 
 
