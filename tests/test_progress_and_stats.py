@@ -312,6 +312,9 @@ def test_each_run_records_start_end_cpu_ccache_and_output_size_of_every_task_it_
     rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.split() and line.split()[0] in ALL_TASKS}
     assert set(rows) == ALL_TASKS
     assert rows["build:app-x86_64"].split()[1] == "built"
+    # peak RSS and output size in powers of 1024, named as such (app's output: a few KiB; clang's RSS: MiB)
+    assert re.search(r" \d+\.\d MiB ", rows["build:app-x86_64"]) and re.search(r" \d+\.\d KiB", rows["build:app-x86_64"])
+    assert not {"kB", "MB", "GB"} & set(table.stdout.split())
     assert "critical path" in table.stdout
 
 
@@ -386,18 +389,19 @@ def test_size_report_per_component_with_the_change_since_the_previous_build_and_
     first = built.cli("size", "x86_64")
     assert first.returncode == 0, first.stderr
     hello_bytes = built.path("target/x86_64/bin/hello").stat().st_size
-    # "  hello  15.6 kB  33.3 %  1  [change]"
+    # "  hello  15.6 KiB  33.3 %  1  [change]": powers of 1024, named as such
     rows = {line.split()[0]: line.split() for line in first.stdout.splitlines() if line.startswith("  ")}
     assert set(rows) >= {"hello", "extra", "app", "component"}
     assert rows["hello"][5] == "1"  # one file
-    assert " ".join(rows["hello"][1:3]) == f"{hello_bytes / 1024:.1f} kB"
+    assert " ".join(rows["hello"][1:3]) == f"{hello_bytes / 1024:.1f} KiB"
+    assert not {"kB", "MB", "GB"} & set(first.stdout.split())
 
     built.write("templates/build/extra.sh.j2", built.read("templates/build/extra.sh.j2")
                 + 'mkdir -p "$OUT/share"\nhead -c 5000 /dev/zero > "$OUT/share/data"\n')
     assert built.doit().executed == x86("extra", "target", "images")
     second = built.cli("size", "x86_64")
     rows = {line.split()[0]: line.split() for line in second.stdout.splitlines() if line.startswith("  ")}
-    assert rows["extra"][-2:] == ["+4.9", "kB"]  # 5000 bytes more
+    assert rows["extra"][-2:] == ["+4.9", "KiB"]  # 5000 bytes more
     assert rows["extra"][5] == "2"  # two files now
     assert len(rows["hello"]) == 6  # no change column for hello
     assert "share/data" in second.stdout

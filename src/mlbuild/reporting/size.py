@@ -78,10 +78,11 @@ def remember(project, snapshot: dict) -> dict | None:
     return kept.get("previous")
 
 
-def _human(value: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value} B" if unit == "B" else f"{value:.1f} {unit}"
+def human_size(value: float) -> str:
+    """Bytes for people in powers of 1024, named as such: 136 B, 15.6 KiB, 3.0 MiB, 1.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return "?"
 
@@ -90,31 +91,31 @@ def _change(now: int, before: int | None) -> str:
     if before is None:
         return "new" if now else ""
     delta = now - before
-    return "" if delta == 0 else ("+" if delta > 0 else "-") + _human(abs(delta))
+    return "" if delta == 0 else ("+" if delta > 0 else "-") + human_size(abs(delta))
 
 
 def report(snapshot: dict, previous: dict | None) -> list[str]:
     total = snapshot["total"]["bytes"]
     old = (previous or {}).get("components", {})
-    lines = [f"target/{snapshot['arch']}: {_human(total)} in {snapshot['total']['files']} files"
+    lines = [f"target/{snapshot['arch']}: {human_size(total)} in {snapshot['total']['files']} files"
              + (f" ({_change(total, previous['total']['bytes']) or 'unchanged'} since the previous build)" if previous else "")]
     rows = [("component", "size", "share", "files", "change")]
     for name, entry in sorted(snapshot["components"].items(), key=lambda item: -item[1]["bytes"]):
         share = f"{100 * entry['bytes'] / total:.1f} %" if total else "-"
         before = old.get(name, {}).get("bytes") if previous else entry["bytes"]
-        rows.append((name, _human(entry["bytes"]), share, str(entry["files"]), _change(entry["bytes"], before)))
+        rows.append((name, human_size(entry["bytes"]), share, str(entry["files"]), _change(entry["bytes"], before)))
     if previous:
         for name in sorted(set(old) - set(snapshot["components"])):
-            rows.append((name, "0 B", "-", "0", f"-{_human(old[name]['bytes'])} (gone)"))
+            rows.append((name, "0 B", "-", "0", f"-{human_size(old[name]['bytes'])} (gone)"))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     old_images = (previous or {}).get("images", {})
     for image, entry in snapshot["images"].items():
         change = _change(entry["bytes"], old_images.get(image, {}).get("bytes")) if previous else ""
-        lines.append(f"{image}: {_human(entry['bytes'])} ({_human(entry['allocated'])} allocated)" + (f", {change}" if change else ""))
+        lines.append(f"{image}: {human_size(entry['bytes'])} ({human_size(entry['allocated'])} allocated)" + (f", {change}" if change else ""))
     lines.append("largest files:")
     for entry in snapshot["largest"][:10]:
-        lines.append(f"  {_human(entry['bytes']):>9}  /{entry['path']}  ({entry['component']})")
+        lines.append(f"  {human_size(entry['bytes']):>9}  /{entry['path']}  ({entry['component']})")
     return lines
 
 
@@ -134,7 +135,7 @@ def chart(snapshot: dict, output: Path) -> Path:
     left.barh([name for name, _ in components], [entry["bytes"] / 2**20 for _, entry in components],
               color=[colour[name] for name, _ in components])
     left.set_xlabel("MiB")
-    left.set_title(f"target/{snapshot['arch']} by component ({_human(snapshot['total']['bytes'])})", fontsize=10)
+    left.set_title(f"target/{snapshot['arch']} by component ({human_size(snapshot['total']['bytes'])})", fontsize=10)
     largest = list(reversed(snapshot["largest"][:10]))
     right.barh([f"/{entry['path']}" for entry in largest], [entry["bytes"] / 2**20 for entry in largest],
                color=[colour.get(entry["component"], "grey") for entry in largest])

@@ -6,16 +6,11 @@ from pathlib import Path
 from mlbuild.reporting import stats
 from mlbuild.errors import InputError
 from mlbuild.reporting.progress import duration
+from mlbuild.reporting.size import human_size
 
 
 def _size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "?"
+    return "-" if value is None else human_size(value)
 
 
 def load(project, run_id: str | None) -> dict:
