@@ -102,22 +102,24 @@ def test_a_small_build_prints_a_line_per_task_that_ran_and_a_no_op_only_the_summ
     lines = first.stdout.splitlines()
     assert ended(first.stdout) == {"fetch:hello": ("fetched", None), "fetch:app": ("fetched", None),
                                    **{name: ("built", None) for name in x86("hello", "extra", "app", "target", "images")}}
-    # a line per download (where from, how much), seven task lines, then the summary (counts, the slowest
-    # tasks, where the statistics are): nothing else
+    # the settings that differ from the defaults (the test project sets some), a line per download (where
+    # from, how much), seven task lines, then the summary (counts, the slowest tasks, where the statistics
+    # are): nothing else
+    assert lines[0].startswith("settings: ")
     downloads = [line for line in lines if re.match(r"^mlbuild: fetch:(hello|app): got \S+ from file://", line)]
-    assert len(downloads) == 2 and len(lines) == 12, first.stdout
+    assert len(downloads) == 2 and len(lines) == 13, first.stdout
     assert [line.split(":")[0] for line in lines[-3:]] == ["mlbuild", "slowest", "stats"]
     assert summary(first.stdout) == {"fetched": 2, "built": 5}
     assert first.stderr == ""
 
     nothing = project.doit(verbose=False)
     assert nothing.returncode == 0
-    assert re.fullmatch(r"mlbuild: 7 up to date; wall [0-9.]+ s, CPU [0-9.]+ s\n", nothing.stdout), nothing.stdout
+    assert re.fullmatch(r"settings: [^\n]+\nmlbuild: 7 up to date; wall [0-9.]+ s, CPU [0-9.]+ s\n", nothing.stdout), nothing.stdout
     assert nothing.stderr == ""
 
     # -v 2 (doit's "print everything") and the verbose key: today's detail, a line per up-to-date task
     for detail in (project.doit("-v", "2", verbose=False), project.doit(env={"MLBUILD_VERBOSE": "1"}, verbose=False)):
-        assert detail.up_to_date == ALL_TASKS and len(detail.stdout.splitlines()) == 8, detail.stdout
+        assert detail.up_to_date == ALL_TASKS and len(detail.stdout.splitlines()) == 9, detail.stdout
 
 
 def test_a_restore_is_one_line_naming_the_cache_and_a_fresh_tree_takes_its_eta_from_the_caches_manifests(project, tmp_path):

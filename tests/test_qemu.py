@@ -232,7 +232,10 @@ def test_the_console_size_goes_on_the_kernel_command_line_the_boot_test_gets_a_f
     tcg = Accelerator("tcg", "tcg")
 
     def append(**keywords):
-        command = qemu_command("x86_64", tmp_path / "bzImage", tmp_path / "initramfs", tmp_path / "disk", accelerator=tcg, **keywords)
+        from mlbuild.model.arches import load_arches
+        from mlbuild.model.external import arch_files, trees
+
+        command = qemu_command(load_arches(arch_files(trees(REPO, [])))["x86_64"], tmp_path / "bzImage", tmp_path / "initramfs", tmp_path / "disk", accelerator=tcg, **keywords)
         return command[command.index("-append") + 1]
 
     assert append(interactive=True, console_size=(33, 121)).endswith(" quiet mlbuild.rows=33 mlbuild.cols=121")

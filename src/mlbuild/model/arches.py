@@ -60,6 +60,11 @@ class Arches(Mapping[str, Arch]):
     def names(self) -> list[str]:
         return list(self._by_name)
 
+    @property
+    def default_names(self) -> list[str]:
+        """The arches built when the configuration names none: those whose file does not say default = false."""
+        return [name for name, arch in self._by_name.items() if arch.default]
+
     def unsupported(self, name: str) -> str:
         """What to say of a name that is no arch's (with the nearest one, if any is near)."""
         import difflib  # only for a mistake: not on every load

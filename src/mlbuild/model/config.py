@@ -68,6 +68,7 @@ class Settings:
         self.project = project
         self.values: dict = {}
         self.origins: dict[str, str] = {}  # key -> PYPROJECT, LOCAL, ENVIRONMENT or COMMAND_LINE
+        self.default_arches: list[str] | None = None  # known once the arch files are loaded (arches())
         pyproject = project / "pyproject.toml"
         if pyproject.exists() or pyproject.is_symlink():
             self._set(_read_pyproject(pyproject), PYPROJECT)
@@ -113,8 +114,9 @@ class Settings:
                 if name not in known:
                     raise InputError(f"{self.where('checks')}: checks[{index}].arches: {known.unsupported(name)}")
         chosen = config.arches
+        self.default_arches = known.default_names
         if chosen is None:
-            return known.names
+            return known.default_names
         for name in chosen:
             if name not in known:
                 raise InputError(f"{self.where('arches')}: arches: {known.unsupported(name)}")
@@ -147,6 +149,8 @@ class Settings:
         for key, value in self.values.items():
             if key in Config.model_fields:
                 now, default = getattr(config, key), Config.model_fields[key].get_default(call_default_factory=True)
+                if key == "arches" and self.default_arches is not None:
+                    default = self.default_arches  # none named: the arch files' defaults (Arch.default)
                 if isinstance(default, Path) and not default.is_absolute():
                     default = (self.project / default).resolve()
             elif key in declared:

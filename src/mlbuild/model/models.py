@@ -125,6 +125,8 @@ class Arch(Strict):
 
     name: ArchName  # the file's name; in task names: build:musl-arm64
     order: int = Field(ge=0, le=1000)  # its place among the arches (lists, messages, the toolchain's sysroots); ties by name
+    # Built when the configuration names no arches: false for an arch built only on request (arches=riscv64).
+    default: bool = True
     triple: Annotated[str, StringConstraints(pattern=TRIPLE_PATTERN)]  # LLVM's and musl's target
     llvm_target: CommandWord  # LLVM's back end for it (X86, AArch64, RISCV): mlbuild's own toolchain builds every arch's
     console: CommandWord  # the serial console's device for the kernel command line: console=ttyS0
