@@ -183,7 +183,20 @@ class FileBackend(Backend):
             pass  # not empty yet
 
 
-class HttpBackend(Backend):
+class StreamingBackend(Backend):
+    """A backend whose reads stream through _get(key, write, expected, say): read and download are the same for each."""
+
+    def read(self, key: str, limit: int | None = None) -> bytes:
+        parts = []
+        self._get(key, parts.append, limit)
+        return b"".join(parts)
+
+    def download(self, key: str, destination: Path, size: int | None = None, say=None) -> int:
+        return _download(self._get, key, destination, size, say)
+
+
+
+class HttpBackend(StreamingBackend):
     """GET to read; PUT (WebDAV, e.g. nginx's dav_methods) to write. Plain HTTP has no listing."""
 
     listable = False
@@ -234,14 +247,6 @@ class HttpBackend(Backend):
             except GaveUp as error:
                 raise self._gave_up(key, error) from None
 
-    def read(self, key: str, limit: int | None = None) -> bytes:
-        parts = []
-        self._get(key, parts.append, limit)
-        return b"".join(parts)
-
-    def download(self, key: str, destination: Path, size: int | None = None, say=None) -> int:
-        return _download(self._get, key, destination, size, say)
-
     def upload(self, key: str, source: Path | bytes) -> None:
         if isinstance(source, bytes):
             self._open(key, "PUT", source, len(source)).close()
@@ -264,7 +269,7 @@ class HttpBackend(Backend):
         pass  # the server's access log is the only record of use
 
 
-class S3Backend(Backend):
+class S3Backend(StreamingBackend):
     """s3://bucket/prefix[?endpoint_url=http://host:port]; credentials from boto3's usual places (env, ~/.aws)."""
 
     def __init__(self, url: str, writable: bool, limits: Limits | None = None, say=None):
@@ -334,14 +339,6 @@ class S3Backend(Backend):
                     raise
             except GaveUp as error:
                 raise self._gave_up(key, error) from None
-
-    def read(self, key: str, limit: int | None = None) -> bytes:
-        parts = []
-        self._get(key, parts.append, limit)
-        return b"".join(parts)
-
-    def download(self, key: str, destination: Path, size: int | None = None, say=None) -> int:
-        return _download(self._get, key, destination, size, say)
 
     def upload(self, key: str, source: Path | bytes) -> None:
         if isinstance(source, bytes):

@@ -99,16 +99,23 @@ def _push(project, cache, args) -> int:
     return 0
 
 
+def _listed(backend) -> dict | None:
+    """The backend's entries by signature, or None after one line saying why it cannot list them."""
+    try:
+        return _entries(backend)
+    except BackendError as error:
+        print(f"{backend.name}: cannot list: {error}")
+        return None
+
+
 def _verify(project, cache, args) -> int:
     bad = checked = 0
     for backend in cache.backends:
         if not backend.listable:
             print(f"{backend.name}: plain HTTP cannot list its entries; verify the server's folder as file://")
             continue
-        try:
-            entries = _entries(backend)
-        except BackendError as error:
-            print(f"{backend.name}: cannot list: {error}")
+        entries = _listed(backend)
+        if entries is None:
             bad += 1
             continue
         with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=".cache-verify.") as folder:
@@ -197,10 +204,8 @@ def _sign(project, cache, args) -> int:
                    if not backend.listable else "the per-user folder needs no signatures")
             print(f"{backend.name}: skipped ({why})")
             continue
-        try:
-            entries = _entries(backend)
-        except BackendError as error:
-            print(f"{backend.name}: cannot list: {error}")
+        entries = _listed(backend)
+        if entries is None:
             bad += 1
             continue
         with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=".cache-sign.") as folder:
