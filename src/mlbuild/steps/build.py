@@ -299,7 +299,9 @@ class BuildStep(Step, kind="build"):
             "FILES": str(work / "files"),
             "JOBS": str(distcc.jobs(config)),  # more with distcc hosts
             "LLVM_BIN": str(tools),
-            "MLBUILD_PYTHON": sys.executable,
+            # The venv's folder resolved (not the interpreter link itself, which would leave the venv):
+            # a venv linked in from another checkout is then reached through the folder the sandbox binds.
+            "MLBUILD_PYTHON": str(Path(sys.executable).parent.resolve() / Path(sys.executable).name),
             "MLBUILD_TASK": self.name,
             "PREFIX_MAP_FLAGS": prefix_map_flags(self.recipe.name, source, work, work / "sysroot"),
             "PYTHONPATH": str(package_root),
