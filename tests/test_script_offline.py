@@ -39,9 +39,6 @@ def _no_python(folder):
     return folder
 
 
-@pytest.mark.xfail(reason="after this session's merges the script's rootfs.ext4 differs from mlbuild's (its initramfs.cpio "
-                          "is identical): issue 27 item 5 stays open until the ext4 step's shell form matches again",
-                   strict=False)
 def test_the_exported_script_of_the_small_system_runs_offline_elsewhere_and_gives_mlbuilds_images(tmp_path):
     code, _, output = doit("build:images-x86_64")
     assert code == 0, output[-5000:]

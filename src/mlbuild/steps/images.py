@@ -96,8 +96,9 @@ class ImagesStep(Step, kind="images"):
         # (or the declared owner), fixed times, the modes of the initramfs and the device nodes.
         commands = []
         modes, owners = self.modes, self.owners
-        for path in sorted(root.rglob("*")):
-            name = "/" + path.relative_to(root).as_posix()
+        # In byte order of the names, as the exported script's `LC_ALL=C sort` lists them: debugfs's
+        # writes, and so the superblock's lifetime-writes counter, depend on the order.
+        for name, path in sorted(("/" + path.relative_to(root).as_posix(), path) for path in root.rglob("*")):
             owner = dict(zip(("uid", "gid"), owners.get(name[1:], (0, 0))))
             commands += [f'sif "{name}" {field} {owner.get(field, value)}' for field, value in ROOT_OWNED_AT_EPOCH]
             st_mode = path.lstat().st_mode
