@@ -164,8 +164,8 @@ def test_a_fresh_tree_foresees_its_whole_chain_of_restores_from_the_caches_entri
     project.write("templates/build/hello.sh.j2", "sleep 3\n" + project.read("templates/build/hello.sh.j2"))
     assert project.doit().returncode == 0  # built and pushed: hello's manifest says 3 s and more
 
-    def eta_before_the_first_task() -> float:
-        loaded = Project(project.root, environ={})
+    def eta_before_the_first_task(command_line=None) -> float:
+        loaded = Project(project.root, command_line, environ={})
         reporter = reporter_for(loaded)(io.StringIO(), {})
         tasks = {name: SimpleNamespace(task_dep=step.deps, actions=[None]) for name, step in loaded.steps.items()}
         reporter.initialize(tasks, ["build:images-x86_64"])
@@ -178,6 +178,8 @@ def test_a_fresh_tree_foresees_its_whole_chain_of_restores_from_the_caches_entri
     shutil.rmtree(project.path("target"))
     restores = eta_before_the_first_task()
     assert restores < 2, restores  # five restores of a few kB: about 0.2 s each, two at a time
+    # rebuild= builds hello though the cache holds it: a build's time (its manifest's 3 s), not a restore's
+    assert eta_before_the_first_task({"rebuild": "build:hello-x86_64"}) > 3
     # hello changed: no entry for its new inputs, so it is a build (its manifest's time, 3 s and more), and
     # so are app, target and images after it (their inputs are not known before hello's output)
     project.update_recipe("hello", vars={"greeting": "changed"})

@@ -123,7 +123,8 @@ def _copy_source(project, component, destination: Path, log):
         shutil.copyfile(archive, copy)
     for patch in component.patches:
         shutil.copyfile(patch, destination / patch.name)
-    log(f"  {source_recipe.name}: {archive.name} and {len(component.patches)} patches")
+    count = len(component.patches)
+    log(f"  {source_recipe.name}: {archive.name} and {count} {'patch' if count == 1 else 'patches'}")
     return copy, source
 
 

@@ -359,7 +359,8 @@ class BuildReporter(ConsoleReporter):
         if name in self.restores:
             return self.restores[name]
         step = self.project.steps.get(name)
-        if step is None or not step.artifact or not self.project.config.cache:
+        # A task named by rebuild= builds though the cache holds it.
+        if step is None or not step.artifact or not self.project.config.cache or name in self.project.config.rebuild:
             self.restores[name] = None
             return None
         outputs = {}
