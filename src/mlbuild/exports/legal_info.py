@@ -4,7 +4,7 @@
       manifest.csv          one line per component: version, license, license files, source archive, site, sha256, patches
       sources/<src>-<v>/    the exact source tarball (as verified by its sha256) and the patches applied to it
       licenses/<name>-<v>/  the license texts found in the source (COPYING, LICENSE*, LICENSES/…)
-      sbom.spdx.json        the SPDX document (mlbuild sbom)
+      sbom.spdx.json        the SPDX 3.0.1 document (mlbuild sbom)
       README
 
 The folder is written beside its place and renamed into it: an interrupted run leaves the old one.
@@ -99,7 +99,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
             "manifest.csv   each component: version, license (SPDX), license files, source archive, source site, sha256, patches\n"
             "sources/       the exact source archives and the patches applied to them, as built\n"
             "licenses/      the license texts found in each source\n"
-            "sbom.spdx.json the SPDX 2.3 software bill of materials\n")
+            "sbom.spdx.json the SPDX 3.0.1 software bill of materials (JSON-LD; mlbuild sbom)\n")
         folder.parent.mkdir(parents=True, exist_ok=True)
         replace_tree(staging, folder)
     except BaseException:
