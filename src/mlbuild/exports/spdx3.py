@@ -254,8 +254,32 @@ def _validator():
 
 def problems(data: dict) -> list[str]:
     """What the official SPDX 3.0.1 JSON schema finds wrong in the data: 'path: message' each, [] when it is valid."""
-    return [f"{error.json_path}: {error.message}" for error in
-            sorted(_validator().iter_errors(data), key=lambda error: list(map(str, error.absolute_path)))]
+    found = [leaf for error in _validator().iter_errors(data) for leaf in _leaves(error)]
+    # An element's "unevaluated properties" follow from its class not matching: said only when nothing else is.
+    specific = [error for error in found if error.validator != "unevaluatedProperties"] or found
+    return [f"{error.json_path}{_element(data, error)}: {_shortened(error.message)}" for error in specific]
+
+
+def _element(data: dict, error) -> str:
+    """' (type id)' of the @graph element an error is in, to find it by."""
+    path = list(error.absolute_path)
+    if len(path) < 2 or path[0] != "@graph" or not isinstance(path[1], int):
+        return ""
+    element = data["@graph"][path[1]]
+    return f" ({element.get('type')} {element.get('spdxId', element.get('@id'))})" if isinstance(element, dict) else ""
+
+
+def _leaves(error):
+    """The errors that say what is wrong: the schema tries every class for an element (anyOf), and each class
+    but the element's own answers 'Not a <class>'; the one that matters is under its own."""
+    if error.validator == "const" and str(error.validator_value).startswith("Not a "):
+        return []
+    leaves = [leaf for inner in error.context or [] for leaf in _leaves(inner)]
+    return leaves or [error]
+
+
+def _shortened(message: str, limit: int = 200) -> str:
+    return message if len(message) <= limit else message[:limit] + "…"
 
 
 def write(project, arch: str, path: Path) -> Sbom:
