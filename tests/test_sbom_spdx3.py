@@ -161,20 +161,20 @@ def test_a_document_that_does_not_validate_is_not_written(project, monkeypatch):
 
 
 def test_element_ids_are_stable_iris_of_name_version_and_arch(project):
-    from mlbuild.exports import sbom, spdx3
+    from mlbuild.exports import materials, spdx3
     from mlbuild.frontend.project import Project
 
     assert spdx3.package_id("x86_64", "busybox", "1.35.0") == f"{NS}x86_64/package/busybox@1.35.0"
     assert spdx3.package_id("arm64", "busybox", "1:1.35.0") == f"{NS}arm64/package/busybox@1%3A1.35.0"
     assert spdx3.system_id("x86_64") == f"{NS}x86_64/system"
     loaded = Project(project.root)
-    components = sbom.components(loaded, "x86_64")
+    components = materials.components(loaded, "x86_64")
     ids = {spdx3.component_id(component, "x86_64") for component in components}
     assert ids == {f"{NS}x86_64/package/{name}@1.0" for name in ("hello", "extra", "app")}
     packages = {e["spdxId"] for e in spdx3.document(loaded, "x86_64").data["@graph"] if e["type"] == "software_Package"}
     assert ids <= packages
     # Made anew from another load of the project: the same ids (nothing of a run is in them).
-    assert {spdx3.component_id(c, "x86_64") for c in sbom.components(Project(project.root), "x86_64")} == ids
+    assert {spdx3.component_id(c, "x86_64") for c in materials.components(Project(project.root), "x86_64")} == ids
 
 
 def _source(**fields):
@@ -193,15 +193,15 @@ def _source(**fields):
     ({"url": "file:///srv/mirror/linux-6.1.176.tar.xz"}, "pkg:generic/linux@6.1.176"),
 ])
 def test_package_urls_of_source_alternatives(fields, expected):
-    from mlbuild.exports import sbom
+    from mlbuild.exports import materials
 
-    assert sbom.package_url(SimpleNamespace(name="linux", version="6.1.176"), _source(**fields)) == expected
+    assert materials.package_url(SimpleNamespace(name="linux", version="6.1.176"), _source(**fields)) == expected
 
 
 def test_a_password_in_a_url_is_not_in_its_package_url():
-    from mlbuild.exports import sbom
+    from mlbuild.exports import materials
 
-    purl = sbom.package_url(SimpleNamespace(name="app", version="2"), _source(url="https://me:hunter2@example.org/app-2.tar.gz"))
+    purl = materials.package_url(SimpleNamespace(name="app", version="2"), _source(url="https://me:hunter2@example.org/app-2.tar.gz"))
     assert "hunter2" not in purl and purl.startswith("pkg:generic/app@2?download_url=https://me:")
 
 

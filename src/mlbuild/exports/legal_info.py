@@ -18,7 +18,7 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from mlbuild.exports import sbom
+from mlbuild.exports import materials, sbom
 from mlbuild.sources.download import fetch
 from mlbuild.sources.transfer import Limits
 from mlbuild.errors import MlbuildError
@@ -65,7 +65,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     (staging / "licenses").mkdir()
     rows, copied_sources = [], {}
     try:
-        for component in sbom.components(project, arch):
+        for component in materials.components(project, arch):
             recipe, source_recipe, override = component.recipe, component.source_recipe, component.override
             source_folder = f"{source_recipe.name}-{source_recipe.version}"
             if override and source_recipe.name not in copied_sources:
@@ -88,7 +88,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
                 "package": recipe.name, "version": recipe.version, "license": recipe.license,
                 "license files": " ".join(name for name, _ in texts),
                 "source archive": f"sources/{source_folder}/{archive.name}" if archive else "",
-                "source site": sbom.download_location(source) if source else f"local override {override.text}",
+                "source site": materials.download_location(source) if source else f"local override {override.text}",
                 "sha256": source.sha256 if source else "",
                 "patches": "" if override else " ".join(patch.name for patch in component.patches),
             })

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from mlbuild.errors import MlbuildError
-from mlbuild.exports import sbom
+from mlbuild.exports import materials
 
 SPDX_VERSION = "SPDX-2.3"
 
@@ -34,7 +34,7 @@ def document(project, arch: str):
                         files_analyzed=False, primary_package_purpose=PackagePurpose.OPERATING_SYSTEM,
                         comment=f"the {arch} system built by mlbuild (target/{arch}/ and build/images/{arch}/)")]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, system_id)]
-    for component in sbom.components(project, arch):
+    for component in materials.components(project, arch):
         packages.append(_package(component))
         relationships.append(Relationship(system_id, RelationshipType.CONTAINS, packages[-1].spdx_id))
     # The namespace must be unique per document: the hash of what the document says.
@@ -56,16 +56,16 @@ def _package(component):
     recipe, source_recipe, override = component.recipe, component.source_recipe, component.override
     origin = "" if source_recipe is recipe else f"the source of recipe {source_recipe.name}; "
     common = dict(spdx_id=spdx_id(f"package-{recipe.name}"), name=recipe.name, version=recipe.version,
-                  files_analyzed=False, homepage=recipe.homepage, license_declared=sbom.license_expression(recipe),
+                  files_analyzed=False, homepage=recipe.homepage, license_declared=materials.license_expression(recipe),
                   license_concluded=SpdxNoAssertion(), copyright_text=SpdxNoAssertion(), summary=recipe.summary)
     if override:
         return Package(**common, download_location=SpdxNoAssertion(),
                        comment=f"source from a local override ({override.text}), not from its release tarball",
                        source_info=f"{origin}local override {override.text}; no patches applied")
-    applied = sbom.patches(component)
+    applied = materials.patches(component)
     source_info = origin + ("patches applied in order: " + ", ".join(f"{name} (sha256 {sha})" for name, sha in applied)
                             if applied else "no patches applied")
-    location = sbom.download_location(component.source)
+    location = materials.download_location(component.source)
     # SPDX knows http(s), ftp and VCS locations; a file:// source (a local mirror) is said in a comment.
     spdx_location = location if not location.startswith("file:") else SpdxNoAssertion()
     return Package(
@@ -73,7 +73,7 @@ def _package(component):
         comment=None if spdx_location == location else f"source from {location} (a local file: no SPDX download location)",
         checksums=[Checksum(ChecksumAlgorithm.SHA256, component.source.sha256)], source_info=source_info,
         external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", purl)
-                             for purl in sbom.package_urls(component)],
+                             for purl in materials.package_urls(component)],
     )
 
 

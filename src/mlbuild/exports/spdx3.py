@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 
 from mlbuild.errors import MlbuildError
-from mlbuild.exports import sbom
+from mlbuild.exports import materials
 from mlbuild.kconfig_check import SET, UNSET, read_symbols
 
 SPEC_VERSION = "3.0.1"
@@ -107,7 +107,7 @@ def document(project, arch: str) -> Sbom:
         graph.spdx.software_Package, _id=system_id(arch), name=f"mlbuild-system-{arch}",
         software_primaryPurpose=graph.spdx.software_SoftwarePurpose.operatingSystem,
         comment=f"the {arch} system built by mlbuild (target/{arch}/ and build/images/{arch}/)"))
-    listed = sbom.components(project, arch)
+    listed = materials.components(project, arch)
     unrecorded: list[str] = []
     contained = [graph.component(project, arch, component, unrecorded) for component in listed]
     graph.relate(system._id, "contains", system._id, contained)
@@ -159,13 +159,13 @@ class _Graph:
         """Add a component's package, source, patches, license and build; returns the package's id."""
         spdx, recipe = self.spdx, component.recipe
         package = self.unused(package_id(arch, recipe.name, recipe.version))
-        purls = sbom.package_urls(component)
+        purls = materials.package_urls(component)
         self.add(self.made(
             spdx.software_Package, _id=package, name=recipe.name, software_packageVersion=recipe.version,
             software_homePage=recipe.homepage, summary=recipe.summary,
             # Its source's package URL when it is that source's own recipe (linux-headers is not linux).
             software_packageUrl=purls[0] if purls and component.source_recipe is recipe else None))
-        expression = str(sbom.license_expression(recipe))
+        expression = str(materials.license_expression(recipe))
         license_id = self.add(self.made(spdx.simplelicensing_LicenseExpression, _id=_license_id(expression),
                                         simplelicensing_licenseExpression=expression))._id
         self.relate(package, "hasDeclaredLicense", package, [license_id])
@@ -174,7 +174,7 @@ class _Graph:
         patches = [self.add(self.made(
             spdx.software_File, _id=f"{source}/patch/{_part(Path(name).name)}", name=name,
             software_primaryPurpose=spdx.software_SoftwarePurpose.patch, verifiedUsing=[self.sha256(digest)]))._id
-            for name, digest in sbom.patches(component)]
+            for name, digest in materials.patches(component)]
         if patches:
             self.relate(package, "patchedBy", package, patches, comment="applied in this order")
         build = self.unused(_build_id(arch, recipe.name, recipe.version))
@@ -191,7 +191,7 @@ class _Graph:
         if component.override:
             return self.made(spdx.software_Package, **common,
                              comment=f"a local source override ({component.override.text}), not its release tarball")
-        location = sbom.download_location(component.source)
+        location = materials.download_location(component.source)
         local = location.startswith("file:")  # a local mirror: its path means nothing elsewhere, said in a comment
         return self.made(
             spdx.software_Package, **common, software_downloadLocation=None if local else location,
