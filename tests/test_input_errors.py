@@ -73,6 +73,13 @@ RECIPE_ERRORS = {
     "dependency-cycle": (
         lambda p: p.update_recipe("hello", depends=["app"]),
         "recipes: dependency cycle: app -> hello -> app"),
+    "kconfig-outside-the-output": (
+        lambda p: p.update_recipe("app", kconfig="../boot/config"),
+        "recipes/app.toml: kconfig: expected a relative path of letters, digits and _ . / -, got '../boot/config'"),
+    "kconfig-without-build": (
+        lambda p: p.write_recipe("srconly", {**{k: v for k, v in p.recipes["app"].items() if k not in ("build", "depends", "vars")},
+                                             "name": "srconly", "kconfig": "boot/config"}),
+        "recipes/srconly.toml: (top level): a recipe without 'build' cannot have 'kconfig' (the configuration its build installs)"),
     "reserved-name": (
         lambda p: (p.path("recipes/extra.toml").unlink(), p.write_recipe("target", {**p.recipes["extra"], "name": "target"})),
         "recipes/target.toml: name: 'target' is reserved for an aggregate task"),

@@ -1,8 +1,10 @@
-"""What was shipped under which license: mlbuild sbom (SPDX 2.3, checked by spdx-tools), mlbuild legal-info, licenses in check."""
+"""What was shipped under which license: mlbuild sbom --format spdx-2.3 (checked by spdx-tools; SPDX 3.0: test_sbom_spdx3.py),
+mlbuild legal-info, licenses in check."""
 
 import csv
 import hashlib
 import io
+import json
 
 from conftest import EXTRA_C, HELLO_C, after_settings_line
 
@@ -30,14 +32,14 @@ def licensed_hello(project) -> str:
 def test_sbom_is_valid_spdx_2_3_listing_each_component_with_version_source_sha256_license_and_patches(project):
     sha = licensed_hello(project)
     project.update_recipe("app", license="Apache-2.0 WITH LLVM-exception")
-    result = project.cli("sbom", "x86_64")
+    result = project.cli("sbom", "x86_64", "--format", "spdx-2.3")
     assert result.returncode == 0, result.stderr
-    assert after_settings_line(result.stdout) == "build/sbom/x86_64.spdx.json: SPDX 2.3, 3 components, validated\n"
+    assert after_settings_line(result.stdout) == "build/sbom/x86_64.spdx-2.3.json: SPDX 2.3, 3 components, validated\n"
 
     from spdx_tools.spdx.parser.parse_anything import parse_file
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-    document = parse_file(str(project.path("build/sbom/x86_64.spdx.json")))
+    document = parse_file(str(project.path("build/sbom/x86_64.spdx-2.3.json")))
     assert validate_full_spdx_document(document) == []
     assert document.creation_info.spdx_version == "SPDX-2.3"
     packages = {package.name: package for package in document.packages}
@@ -52,6 +54,7 @@ def test_sbom_is_valid_spdx_2_3_listing_each_component_with_version_source_sha25
     assert extra.source_info.startswith("the source of recipe hello; patches applied in order: recipes/hello/0001-comment.patch")
     assert app.source_info == "no patches applied"
     assert "file://" in hello.comment  # a local source: said in a comment, no SPDX download location
+    assert [(ref.reference_type, ref.locator) for ref in hello.external_references] == [("purl", "pkg:generic/hello@1.0")]
     contained = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in document.relationships}
     assert ("SPDXRef-system-x86-64", "CONTAINS", "SPDXRef-package-hello") in contained
     assert ("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-system-x86-64") in contained
@@ -86,7 +89,8 @@ def test_legal_info_collects_the_exact_tarballs_patches_and_license_texts_with_a
     assert rows["extra"]["source archive"] == f"sources/hello-1.0/{tarball.name}"
     assert rows["app"]["license files"] == ""
     assert "warning: app: no license text found" in result.stdout
-    assert (folder / "sbom.spdx.json").exists() and (folder / "README").exists()
+    assert json.loads((folder / "sbom.spdx.json").read_text())["@context"] == "https://spdx.org/rdf/3.0.1/spdx-context.jsonld"
+    assert (folder / "README").exists()
     assert not list(project.path("build/legal-info").glob(".*staging"))
 
 

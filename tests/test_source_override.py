@@ -217,7 +217,19 @@ def test_a_fifo_in_the_override_fails_the_fetch_in_one_line(overridden):
 def test_sbom_and_legal_info_say_local_override(overridden):
     result = overridden.cli("sbom", "x86_64")
     assert result.returncode == 0, result.stderr
-    packages = {p["name"]: p for p in json.loads(overridden.read("build/sbom/x86_64.spdx.json"))["packages"]}
+    graph = json.loads(overridden.read("build/sbom/x86_64.spdx.json"))["@graph"]
+    sources = {e["name"]: e for e in graph if e.get("software_primaryPurpose") == "source"}
+    assert sources["hello"]["comment"] == "a local source override (../hello-src), not its release tarball"
+    assert sources["hello"]["spdxId"].endswith("/source/hello@1.0/local-override")
+    assert not {"software_downloadLocation", "verifiedUsing", "software_packageUrl"} & set(sources["hello"])
+    assert "verifiedUsing" in sources["app"] and "override" not in sources["app"]["comment"]  # not overridden: as before
+    generated = {(e["from"], e["to"][0]) for e in graph if e["type"] == "Relationship" and e["relationshipType"] == "generates"}
+    assert (sources["hello"]["spdxId"], "https://mlbuild.invalid/spdx/x86_64/package/extra@1.0") in generated
+    assert not any(e["type"] == "software_File" for e in graph)  # no patches applied
+
+    result = overridden.cli("sbom", "x86_64", "--format", "spdx-2.3")
+    assert result.returncode == 0, result.stderr
+    packages = {p["name"]: p for p in json.loads(overridden.read("build/sbom/x86_64.spdx-2.3.json"))["packages"]}
     assert packages["hello"]["sourceInfo"] == "local override ../hello-src; no patches applied"
     assert packages["hello"]["downloadLocation"] == "NOASSERTION" and "checksums" not in packages["hello"]
     assert packages["extra"]["sourceInfo"] == "the source of recipe hello; local override ../hello-src; no patches applied"

@@ -111,7 +111,7 @@ def test_a_new_kind_of_step_is_in_the_exported_script_and_the_sbom_without_a_cha
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("stamp_kind")
-    from mlbuild.exports import sbom, script
+    from mlbuild.exports import script, spdx3
     from mlbuild.frontend.project import Project
     from mlbuild.steps.base import Step
 
@@ -123,8 +123,10 @@ def test_a_new_kind_of_step_is_in_the_exported_script_and_the_sbom_without_a_cha
     exported = script.export(loaded, "build:target-x86_64")
     assert "# build:stamp: write a build stamp into the system" in exported
     assert "echo 'built by mlbuild' > \"$ROOT\"/out/stamp/etc/stamp" in exported
-    names = [package.name for package in sbom.document(loaded, "x86_64").packages]
+    graph = spdx3.document(loaded, "x86_64").data["@graph"]
+    names = [e["name"] for e in graph if e["type"] == "software_Package" and e.get("software_primaryPurpose") != "source"]
     assert names.count("hello") == 2  # hello's own build, and the new kind's component
+    assert spdx3.problems({"@context": spdx3.CONTEXT, "@graph": graph}) == []  # each with its own id
     Step.kinds.pop("stamp")
     sys.modules.pop("stamp_kind", None)
 

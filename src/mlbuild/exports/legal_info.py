@@ -4,7 +4,7 @@
       manifest.csv          one line per component: version, license, license files, source archive, site, sha256, patches
       sources/<src>-<v>/    the exact source tarball (as verified by its sha256) and the patches applied to it
       licenses/<name>-<v>/  the license texts found in the source (COPYING, LICENSE*, LICENSES/…)
-      sbom.spdx.json        the SPDX document (mlbuild sbom)
+      sbom.spdx.json        the SPDX 3.0.1 document (mlbuild sbom)
       README
 
 The folder is written beside its place and renamed into it: an interrupted run leaves the old one.
@@ -18,7 +18,7 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from mlbuild.exports import sbom
+from mlbuild.exports import materials, sbom
 from mlbuild.sources.download import fetch
 from mlbuild.sources.transfer import Limits
 from mlbuild.errors import MlbuildError
@@ -65,7 +65,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
     (staging / "licenses").mkdir()
     rows, copied_sources = [], {}
     try:
-        for component in sbom.components(project, arch):
+        for component in materials.components(project, arch):
             recipe, source_recipe, override = component.recipe, component.source_recipe, component.override
             source_folder = f"{source_recipe.name}-{source_recipe.version}"
             if override and source_recipe.name not in copied_sources:
@@ -88,7 +88,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
                 "package": recipe.name, "version": recipe.version, "license": recipe.license,
                 "license files": " ".join(name for name, _ in texts),
                 "source archive": f"sources/{source_folder}/{archive.name}" if archive else "",
-                "source site": sbom.download_location(source) if source else f"local override {override.text}",
+                "source site": materials.download_location(source) if source else f"local override {override.text}",
                 "sha256": source.sha256 if source else "",
                 "patches": "" if override else " ".join(patch.name for patch in component.patches),
             })
@@ -99,7 +99,7 @@ def collect(project, arch: str, folder: Path, log=print) -> list[dict]:
             "manifest.csv   each component: version, license (SPDX), license files, source archive, source site, sha256, patches\n"
             "sources/       the exact source archives and the patches applied to them, as built\n"
             "licenses/      the license texts found in each source\n"
-            "sbom.spdx.json the SPDX 2.3 software bill of materials\n")
+            "sbom.spdx.json the SPDX 3.0.1 software bill of materials (JSON-LD; mlbuild sbom)\n")
         folder.parent.mkdir(parents=True, exist_ok=True)
         replace_tree(staging, folder)
     except BaseException:

@@ -362,6 +362,9 @@ class Recipe(Strict):
     # The recipe is built only when a switch is on (`when = "target_llvm"`) or a choice has a value (`when = "userland=toybox"`).
     when: Condition | None = None
     kernel: TemplatePath | None = None  # the bootable kernel image it installs (per arch: [arch.<arch>] kernel)
+    # Where its output holds its final Kconfig configuration (a .config); its files are then the fragments merged
+    # into it. The SBOM records the file's sha256 and the value each fragment symbol got.
+    kconfig: TemplatePath | None = None
     checks: list[GuestCheck] = []  # what the boot test runs in the guest when this recipe is in the target
     # Modes and owners of installed files ([[permissions]]): inputs of the target and the images, not of its build.
     permissions: list[Permission] = []
@@ -380,7 +383,7 @@ class Recipe(Strict):
             raise ValueError("only a recipe that installs into the target (build, target = true, not host) declares permissions")
         return _paths_once(value)
 
-    _kernel_inside = field_validator("kernel")(_relative_path)
+    _kernel_inside = field_validator("kernel", "kconfig")(_relative_path)
     tools: list[Name] = []  # programs of the build machine its script runs (make, flex…): checked before the build starts
     # Configuration options it reacts to: set like mlbuild's own keys, its templates read them as options.<name>.
     options: dict[OptionName, Option] = {}
@@ -415,14 +418,18 @@ class Recipe(Strict):
             raise ValueError("'patches' belong to the recipe that owns the source")
         if not self.build and self.depends:
             raise ValueError("a recipe without 'build' cannot have 'depends'")
+        if not self.build and self.kconfig:
+            raise ValueError("a recipe without 'build' cannot have 'kconfig' (the configuration its build installs)")
         if any(extra.permissions for extra in self.arch.values()) and (self.host or not self.target or not self.build):
             raise ValueError("arch.<arch>.permissions: only a recipe that installs into the target (build, target = true, not host) declares permissions")
         return self
 
     # Fields that only document the recipe: changing them rebuilds nothing.
     # The kernel's location and the guest checks are read by the boot, the image profile by the
-    # images, not the build; options act through their values, in the rendered script and files.
-    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks", "options", "image_profile"})
+    # images, not the build; options act through their values, in the rendered script and files; the
+    # configuration's place is read by the SBOM.
+    DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks", "options", "image_profile",
+                                                 "kconfig"})
 
     @property
     def condition(self) -> tuple[str, str | None] | None:

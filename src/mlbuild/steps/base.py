@@ -26,6 +26,10 @@ class Component:
     source: object | None  # the source alternative in use (models.Source); None when built from a local override
     patches: tuple[Path, ...]  # applied in order
     override: object | None  # the local source override (sources/override.py), or None
+    options: tuple[tuple[str, str], ...] = ()  # the recipe's options and the values it is built with
+    # Its final Kconfig configuration (recipe `kconfig`), there once the step has run, and the fragments merged into it.
+    configuration: Path | None = None
+    fragments: tuple[str, ...] = ()  # the fragments' texts, in the order they are merged (a later one wins)
 
 
 class Step(ABC):

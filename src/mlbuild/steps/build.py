@@ -1,6 +1,7 @@
 """build:<recipe>-<arch>: a recipe rendered into a build spec (build_spec.py runs it); its inputs."""
 
 import hashlib
+import json
 import shlex
 import sys
 import tempfile
@@ -312,8 +313,13 @@ class BuildStep(Step, kind="build"):
     def bill_of_materials(self) -> list[Component]:
         source = self.source
         override = source.override
+        kconfig = self.recipe.kconfig
         return [Component(self.recipe, source.recipe, None if override else source.source_in_use,
-                          () if override else source.patches, override)]
+                          () if override else source.patches, override,
+                          options=tuple((name, value if isinstance(value, str) else json.dumps(value))
+                                        for name, value in sorted(self.options.items())),
+                          configuration=self.output / kconfig if kconfig else None,
+                          fragments=tuple(self.files.values()) if kconfig else ())]
 
     def shell(self, script) -> str:
         project = self.project
