@@ -19,13 +19,14 @@ from mlbuild.trees import hash_tree
 
 @dataclass(frozen=True)
 class Component:
-    """What a step puts into a system, as an SBOM and legal-info describe it."""
+    """What a step puts into a system, as an SBOM, legal-info and the CVE report describe it."""
 
     recipe: object  # the recipe built: name, version, license, homepage, summary
     source_recipe: object  # the recipe whose source it is built from (itself, or the one `source =` names)
     source: object | None  # the source alternative in use (models.Source); None when built from a local override
     patches: tuple[Path, ...]  # applied in order
     override: object | None  # the local source override (sources/override.py), or None
+    output: Path | None = None  # the folder the step made (its build records: share/mlbuild/<recipe>/, mlbuild cve)
 
 
 class Step(ABC):

@@ -313,7 +313,7 @@ class BuildStep(Step, kind="build"):
         source = self.source
         override = source.override
         return [Component(self.recipe, source.recipe, None if override else source.source_in_use,
-                          () if override else source.patches, override)]
+                          () if override else source.patches, override, self.output)]
 
     def shell(self, script) -> str:
         project = self.project
