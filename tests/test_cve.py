@@ -193,3 +193,39 @@ def test_files_named_in_descriptions():
     assert cve_records.files_in_text("a stack overflow in ash.c:6030 in busybox") == ["ash.c"]
     assert cve_records.files_in_text("in the awk.c copyvar function and drivers/net/xyz.c") == ["awk.c", "drivers/net/xyz.c"]
     assert cve_records.files_in_text("BusyBox v.1.36.1 allows") == []
+
+
+def test_the_compiled_file_list_holds_what_the_archives_link_not_stale_objects(tmp_path):
+    """mlbuild/compiled_files.py on archives made by the real llvm-ar, as Kbuild makes them: thin ones
+    nested and flattened (the kernel's built-in.a, vmlinux.a), a plain one (busybox's lib.a)."""
+    import subprocess
+    import sys
+
+    source, build = tmp_path / "src", tmp_path / "build"
+    for name in ("init/main.c", "drivers/net/xyz.c", "arch/x86/entry.S", "lib/string.c", "editors/awk.c",
+                 "drivers/gpu/old.c", "arch/x86/boot/header.S"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("/* source */\n")
+    for name in ("init/main.o", "drivers/net/xyz.o", "arch/x86/entry.o", "lib/string.o", "editors/awk.o",
+                 "drivers/gpu/old.o",  # an object of an older configuration: in no archive any more
+                 "usr/gen.o", "arch/x86/boot/header.o"):
+        (build / name).parent.mkdir(parents=True, exist_ok=True)
+        (build / name).write_bytes(b"\x7fELF object " + name.encode())
+    (build / "usr/gen.c").write_text("/* generated */\n")
+
+    def ar(*args):
+        subprocess.run(["llvm-ar", *args], cwd=build, check=True)
+    ar("cDPrST", "drivers/built-in.a", "drivers/net/xyz.o")
+    ar("cDPrST", "vmlinux.a", "init/main.o", "drivers/built-in.a", "arch/x86/entry.o", "usr/gen.o")
+    ar("cDPrST", "lib/lib.a", "lib/string.o")
+    ar("rcS", "editors/lib.a", "editors/awk.o")  # busybox's: a plain archive, member names only (S: these fake objects have no symbols)
+    result = subprocess.run([sys.executable, "-m", "mlbuild.compiled_files", str(source), str(build),
+                             "vmlinux.a", "lib/lib.a", "**/editors/lib.a", "--folder", "arch/x86/boot", "arch/x86/realmode"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["arch/x86/boot/header.S", "arch/x86/entry.S", "drivers/net/xyz.c",
+                                          "editors/awk.c", "init/main.c", "lib/string.c", "usr/gen.c"]
+    missing = subprocess.run([sys.executable, "-m", "mlbuild.compiled_files", str(source), str(build), "vmlinux.a", "nothing/lib.a"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr == f"mlbuild: the compiled-file list: {build}/nothing/lib.a: no such file (the build made no nothing/lib.a)\n"
