@@ -222,6 +222,10 @@ def cmd_cve(project, args) -> int:
         vex_path.unlink(missing_ok=True)  # OpenVEX has no empty document: no statement, no file (not an older one)
     _write(table_path, report)
     print(report, end="")
+    for component in parts:
+        if component.recipe.cve is not None and component.output is not None and not component.output.is_dir():
+            print(f"{component.recipe.name}: not built ({project.relative(component.output)}/ is missing): "
+                  "its records are judged by version and patches only")
     counts = {status: sum(1 for f in findings if f.status == status) for status in STATUS_WORDS}
     unmatched = len({r.id for r in records} - {f.record.id for f in findings})
     said = ", ".join(f"{n} {STATUS_WORDS[s]}" for s, n in counts.items() if n)
