@@ -6,6 +6,7 @@ busybox 1.36.1; their compiled-file lists are written by hand where a real build
 records are real ones (tests/data/cve/README.md). tests/test_distribution.py runs it on the real system.
 """
 
+import gzip
 import json
 import zipfile
 from pathlib import Path
@@ -144,7 +145,9 @@ def test_osv_zip_exports_and_the_summary_line(project, tmp_path):
     with zipfile.ZipFile(export, "w") as archive:
         for record in json.loads((DATA / "linux-osv.json").read_text()):
             archive.writestr(f"{record['id']}.json", json.dumps(record))
-    result = project.cli("cve", "x86_64", "--feed", str(export), str(DATA / "userland-nvd.json"))
+    nvd = tmp_path / "nvdcve-2.0-userland.json.gz"  # NVD's feeds come gzip-compressed
+    nvd.write_bytes(gzip.compress((DATA / "userland-nvd.json").read_bytes()))
+    result = project.cli("cve", "x86_64", "--feed", str(export), str(nvd))
     assert result.returncode == 0, result.stderr
     assert after_settings_line(result.stdout).splitlines()[-1] == (
         "build/cve/x86_64.openvex.json (OpenVEX) and build/cve/x86_64.txt: 10 records read, 9 statements: "
@@ -190,7 +193,10 @@ def test_versions_compare_by_number_and_branches_decide_only_where_the_recipe_sa
     # Plain version order, as for a component without stable branches: 6.1.176 < 6.6.142.
     assert judge("6.1.176", affects, stable_branches=False).status == "affected"
     only_commits = Affects(commit_ranges=True)
-    assert judge("6.1.176", only_commits, stable_branches=True).status == "under_investigation"
+    assert judge("6.1.176", only_commits, stable_branches=True).reason == "the record gives commit ranges only, which cannot be judged offline"
+    other_branch = Affects([Interval("5.15.100", True, "5.15.120", False)], commit_ranges=True)  # a 5.15 backport's bug
+    assert judge("6.1.176", other_branch, stable_branches=True).reason == (
+        "the record gives no range that ends on the 6.1 branch or the main line")
 
 
 def test_files_named_in_descriptions():

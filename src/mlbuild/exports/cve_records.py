@@ -2,11 +2,13 @@
 and the decision of a version against the ranges a record gives, per stable branch where a component has them.
 
 OSV: one record, a list of records, an API answer ({"vulns": […]}) or a zip of records (osv.dev's
-exports). NVD: the API's or the feeds' 2.0 form, {"vulnerabilities": [{"cve": {…}}]}. Commit ranges
+exports). NVD: the API's or the feeds' 2.0 form, {"vulnerabilities": [{"cve": {…}}]}, gzip-compressed
+or not. Commit ranges
 (OSV's GIT ranges, the CVE records' git versions) cannot be judged offline without the history: the
 version ranges decide, and a record with commit ranges only is "under investigation".
 """
 
+import gzip
 import json
 import re
 import zipfile
@@ -134,11 +136,11 @@ def judge(version: str, affects: Affects, stable_branches: bool) -> Verdict:
     if considered or affects.versions:
         listed = ", ".join([str(i) for i in considered] + affects.versions)
         return Verdict("not_affected", f"{version} is outside the affected versions ({listed})")
-    if affects.commit_ranges:
-        return Verdict("under_investigation", "the record gives commit ranges only, which cannot be judged offline")
     if affects.intervals:
         return Verdict("under_investigation", f"the record gives no range that ends on the {'.'.join(map(str, branch(version)))} "
                                               "branch or the main line")
+    if affects.commit_ranges:
+        return Verdict("under_investigation", "the record gives commit ranges only, which cannot be judged offline")
     return Verdict("affected", "the record gives no versions: every version counts as affected")
 
 
@@ -152,12 +154,19 @@ def read_feeds(paths: list[Path]) -> list[Record]:
 
 
 def read_feed(path: Path) -> list[Record]:
-    if zipfile.is_zipfile(path):
-        return _read_zip(path)
+    """One file: JSON, gzip-compressed JSON (NVD's feeds: nvdcve-2.0-2026.json.gz) or a zip of JSON files."""
     try:
-        data = json.loads(path.read_bytes())
+        if zipfile.is_zipfile(path):
+            return _read_zip(path)
+        raw = path.read_bytes()
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        data = json.loads(raw)
+    except (OSError, EOFError) as error:  # gzip's: a damaged or truncated file
+        raise InputError(f"{path}: not gzip-compressed JSON ({error})") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not JSON ({error})") from None
     return parse(data, str(path))
