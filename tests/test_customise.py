@@ -297,11 +297,12 @@ def test_the_runtime_profile_leaves_headers_static_libraries_maps_and_the_kernel
     built.write("dev-files/lib/pkgconfig/hello.pc", "Name: hello\n")
     built.write("dev-files/boot/System.map", "ffffffff T _start\n")
     built.write("dev-files/usr/share/data.txt", "kept\n")
+    built.write("dev-files/share/mlbuild/hello/compiled-files.txt", "hello.c\n")  # a build's record, for mlbuild cve
     configure(built, 'overlays = ["dev-files"]\nimage_profile = "full"\n')
     assert built.doit().returncode == 0
     cpio, disk = images(built)
     full = cpio_entries(cpio)
-    assert {"usr/include/hello.h", "lib/libhello.a", "boot/System.map", "lib/crt1.o"} <= set(full)
+    assert {"usr/include/hello.h", "lib/libhello.a", "boot/System.map", "lib/crt1.o", "share/mlbuild/hello/compiled-files.txt"} <= set(full)
 
     built.edit("pyproject.toml", 'image_profile = "full"', 'image_profile = "runtime"')
     result = built.doit()
@@ -309,7 +310,7 @@ def test_the_runtime_profile_leaves_headers_static_libraries_maps_and_the_kernel
     assert built.path(f"target/{ARCH}/usr/include/hello.h").exists()
     runtime = cpio_entries(cpio)
     for gone in ("usr/include", "usr/include/hello.h", "usr/lib/clang/19/include", "lib/libhello.a", "lib/crt1.o",
-                 "lib/pkgconfig", "boot/System.map", "boot"):
+                 "lib/pkgconfig", "boot/System.map", "boot", "share/mlbuild", "share/mlbuild/hello/compiled-files.txt"):
         assert gone not in runtime, gone
     for kept in ("bin/hello", "bin/app", "usr/share/data.txt", "etc/hostname", "tmp", "proc", "dev/console"):
         assert kept in runtime, kept

@@ -5,6 +5,7 @@ It builds in the repository's own build/ and target/ folders, as a user would.
 """
 
 import functools
+import json
 import os
 import re
 import subprocess
@@ -118,6 +119,33 @@ def test_kvm_boots_the_system_where_the_host_runs_kvm_guests(built_system):
     code, _, output = doit("boottest:x86_64", "accel=kvm", timeout=900)
     assert code == 0, output[-5000:]
     assert "mlbuild: kvm: as configured (accel=kvm)" in output and "poweroff: QEMU exited by itself" in output
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_cve_report_of_the_real_system_says_what_its_build_did_not_compile(built_system, arch):
+    """mlbuild cve against real records (tests/data/cve): the kernel's and busybox's compiled-file lists are
+    in their outputs, the radeon driver the small configuration does not build is not affected with that
+    evidence, a 6.1 fix below 6.1.176 is fixed, core code fixed only later on the branch is affected."""
+    kernel_list = REPO / "build" / "out" / f"linux-{arch}" / "share" / "mlbuild" / "linux" / "compiled-files.txt"
+    compiled = kernel_list.read_text().splitlines()
+    assert compiled == sorted(compiled) and len(compiled) > 500
+    assert {"kernel/time/posix-cpu-timers.c", "kernel/irq_work.c", "init/main.c"} <= set(compiled)
+    assert "drivers/gpu/drm/radeon/radeon_gem.c" not in compiled
+    busybox_list = REPO / "build" / "out" / f"busybox-{arch}" / "share" / "mlbuild" / "busybox" / "compiled-files.txt"
+    assert {"shell/ash.c", "editors/awk.c", "libbb/xfuncs_printf.c"} <= set(busybox_list.read_text().splitlines())
+    assert not (REPO / "build" / "images" / arch / "rootfs.ext4").read_bytes().count(b"compiled-files.txt")
+    feeds = sorted(str(path) for path in (REPO / "tests" / "data" / "cve").glob("*.json"))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MLBUILD_TARGET_LLVM": "0"}
+    result = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "cve", arch, "--feed", *feeds], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("CVE-")}
+    assert "not affected: code not compiled" in rows["CVE-2026-74417"] and "radeon_gem.c not compiled" in rows["CVE-2026-74417"]
+    assert "fixed in 6.1.175 on the 6.1 branch" in rows["CVE-2026-64073"]
+    assert rows["CVE-2026-64370"].split()[1:4] == ["linux", "6.1.176", "affected"]
+    assert rows["CVE-2025-26519"].split()[1:4] == ["musl", "1.2.3", "affected"]  # no compiled list: never "not compiled"
+    document = json.loads((REPO / "build" / "cve" / f"{arch}.openvex.json").read_text())
+    assert {s["vulnerability"]["name"] for s in document["statements"]} == set(rows)
 
 
 def test_a_second_build_runs_nothing(built_system):

@@ -9,7 +9,7 @@ from pathlib import Path
 from mlbuild.engine.boundary import EXPECTED, no_task, one_line
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.reporting import graph_view, size, stats_report
-from mlbuild.exports import legal_info, sbom, script
+from mlbuild.exports import cve, legal_info, sbom, script
 from mlbuild.sources import mirror
 from mlbuild.engine.cache import commands as cache_commands
 from mlbuild.engine.signature import decide, is_up_to_date
@@ -23,7 +23,7 @@ from mlbuild.steps.build import option_text
 
 # Commands whose answer depends on what would be built: their first line names the settings that differ
 # from the defaults and where each comes from, as a doit run's does (model/config.py, Settings.line).
-SHOWS_SETTINGS = frozenset({"explain", "graph", "size", "sbom"})
+SHOWS_SETTINGS = frozenset({"explain", "graph", "size", "sbom", "cve"})
 
 
 def find_root(start: Path) -> Path:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    for module in (graph_view, stats_report, size, script, sbom, legal_info, mirror, new_recipe):
+    for module in (graph_view, stats_report, size, script, sbom, cve, legal_info, mirror, new_recipe):
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")

@@ -332,6 +332,27 @@ class Option(Strict):
         return f"expected a boolean ({words})" if from_text else "expected true or false"
 
 
+CPE_NAME = r"^[a-z0-9_][a-z0-9_.+~!-]*:[a-z0-9_][a-z0-9_.+~!-]*$"
+PATTERN_HINTS[CPE_NAME] = 'expected VENDOR:PRODUCT as CPE 2.3 names them, such as "linux:linux_kernel"'
+
+
+class OsvPackage(Strict):
+    """A package as OSV records name it: {ecosystem = "Linux", name = "Kernel"}."""
+
+    ecosystem: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CveNames(Strict):
+    """How vulnerability records name a component ([cve] in its recipe), for `mlbuild cve`."""
+
+    cpe: list[Annotated[str, StringConstraints(pattern=CPE_NAME)]] = []  # NVD's CPE vendor:product
+    osv: list[OsvPackage] = []  # OSV's affected[].package
+    # Maintained in stable branches named by the version's first two numbers (the kernel's 6.1.y):
+    # a record's fixed points are read per branch, and a fix on another branch says nothing of this one.
+    stable_branches: bool = False
+
+
 class Merged(NamedTuple):
     depends: list[str]
     files: list[str]
@@ -393,6 +414,8 @@ class Recipe(Strict):
     # Facts the component gives the system, for templates/target ({{ system.<name> }}): e.g. a userland's
     # `init = "inittab"` (its init reads /etc/inittab). Two components of a target may not disagree on one.
     system: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")], VarValue] = {}
+    # How CVE records name it (mlbuild cve); none: no record is matched to it.
+    cve: CveNames | None = None
 
     @field_validator("options")
     @classmethod
@@ -429,7 +452,7 @@ class Recipe(Strict):
     # images, not the build; options act through their values, in the rendered script and files; the
     # configuration's place is read by the SBOM.
     DOC_FIELDS: ClassVar[frozenset] = frozenset({"summary", "homepage", "license", "kernel", "checks", "options", "image_profile",
-                                                 "kconfig"})
+                                                 "kconfig", "cve"})
 
     @property
     def condition(self) -> tuple[str, str | None] | None:

@@ -19,7 +19,7 @@ from mlbuild.trees import hash_tree
 
 @dataclass(frozen=True)
 class Component:
-    """What a step puts into a system, as an SBOM and legal-info describe it."""
+    """What a step puts into a system, as an SBOM, legal-info and the CVE report describe it."""
 
     recipe: object  # the recipe built: name, version, license, homepage, summary
     source_recipe: object  # the recipe whose source it is built from (itself, or the one `source =` names)
@@ -30,6 +30,7 @@ class Component:
     # Its final Kconfig configuration (recipe `kconfig`), there once the step has run, and the fragments merged into it.
     configuration: Path | None = None
     fragments: tuple[str, ...] = ()  # the fragments' texts, in the order they are merged (a later one wins)
+    output: Path | None = None  # the folder the step made (its build records: share/mlbuild/<recipe>/, mlbuild cve)
 
 
 class Step(ABC):

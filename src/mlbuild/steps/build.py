@@ -319,7 +319,8 @@ class BuildStep(Step, kind="build"):
                           options=tuple((name, value if isinstance(value, str) else json.dumps(value))
                                         for name, value in sorted(self.options.items())),
                           configuration=self.output / kconfig if kconfig else None,
-                          fragments=tuple(self.files.values()) if kconfig else ())]
+                          fragments=tuple(self.files.values()) if kconfig else (),
+                          output=self.output)]
 
     def shell(self, script) -> str:
         project = self.project

@@ -4,7 +4,8 @@ target/<arch>/ is always the complete sysroot (headers and static libraries incl
 what a compiler inside, or a chroot build, needs). A system without a compiler runs none of
 that, so the runtime profile leaves out of the images what only a compiler or the boot loader
 reads: headers, static libraries and objects, libtool/pkg-config/CMake files, linker maps
-(System.map), manuals, and the kernel image itself (QEMU is handed it with -kernel).
+(System.map), manuals, the build records of share/mlbuild/ (what mlbuild cve reads on the build
+machine), and the kernel image itself (QEMU is handed it with -kernel).
 """
 
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 PROFILES = ("runtime", "full")
 # Left out of a runtime image: folders (with all they hold) and file name patterns.
 DEVELOPMENT_FOLDERS = ("include", "lib/pkgconfig", "lib/cmake", "share/pkgconfig", "share/aclocal",
-                       "share/man", "share/doc", "share/info")
+                       "share/man", "share/doc", "share/info", "share/mlbuild")
 DEVELOPMENT_FILES = ("*.a", "*.o", "*.la", "*.map", "*.prl")
 
 
