@@ -4,6 +4,7 @@ import base64
 import binascii
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
@@ -508,11 +509,11 @@ PATTERN_HINTS[CACHE_URL] = "expected a cache URL: file:///folder, http(s)://host
 def cache_identity(spec: str) -> str:
     """Which cache a configured item names, as mlbuild shows it: without ro:, user:password@, an S3 URL's query
     (its endpoint) and a trailing slash; so cache_trust_unsigned may name a cache the way its lines show it."""
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(spec.removeprefix("ro:"))
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"),
                                     "" if parts.scheme == "s3" else parts.query, ""))
+
+
 CCACHE_REMOTE = r"^((redis|redis\+unix|https?|file):\S+( |$))*$"
 PATTERN_HINTS[CCACHE_REMOTE] = "expected ccache remote_storage URLs (redis://host:port, http://host/path), space-separated"
 

@@ -9,10 +9,12 @@ base64, signatures with keyid = the key's NAME) stored beside the archive as
 one signature never pair a manifest with another push's envelope.
 
 A restore from a cache that requires signatures (every one but the per-user folder, unless
-cache_require_signatures = false, or the cache is one of cache_trust_unsigned) reads the envelope before it downloads the archive and refuses
-the entry (Refused, with a reason) unless a key of cache_trusted_keys that is not revoked signed
-it and the statement names this entry's archive (sha256 and size), this task's signature and the
-manifest's output hash: a valid envelope copied to another entry (a replay) names another one.
+cache_require_signatures = false or the cache is one of cache_trust_unsigned) reads the envelope
+before it downloads the archive and refuses the entry (Refused, with a reason) unless a key of
+cache_trusted_keys that is not revoked signed it and the statement names this entry's archive
+(sha256 and size), this task's signature and the manifest's output hash: a valid envelope copied
+to another entry (a replay) names another one. `mlbuild graph` and the ETA count an entry as a
+restore to come by the same checks (ArtifactCache.accepted), without the archive.
 The output is then fully vouched for: the archive's bytes are the signed ones, every file is checked
 against the manifest, and the unpacked tree (names, modes, contents) must hash to the signed output hash.
 
