@@ -8,7 +8,9 @@ test key conftest gives every project), and nginx's WebDAV and SeaweedFS's S3 on
 import base64
 import hashlib
 import json
+import io
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -401,12 +403,138 @@ def test_the_per_user_folder_needs_no_signature_and_gets_no_envelope(tmp_path):
     assert restored(result) == CACHED and faults(result) == [], result.stderr
 
 
+def unchecked_warning(why: str, cache: str) -> str:
+    return (f"artifact cache: warning: {why}: {cache} restores entries without checking who signed them; "
+            "whoever can write there can put outputs into your builds")
+
+
 def test_cache_require_signatures_false_restores_unsigned_entries_with_one_warning_line(unsigned_cache, fresh):
     result = fresh.doit(f"cache={unsigned_cache.as_uri()}", "cache_require_signatures=false")
     assert restored(result) == CACHED, result.stdout + result.stderr
     [line] = faults(result)
-    assert line == (f"artifact cache: warning: cache_require_signatures = false: {unsigned_cache.as_uri()} restore entries "
-                    "without checking who signed them; whoever can write there can put outputs into your builds")
+    assert line == unchecked_warning("cache_require_signatures = false", unsigned_cache.as_uri())
+
+
+def test_cache_trust_unsigned_exempts_only_the_caches_it_names_with_one_warning_line_each(unsigned_cache, fresh, tmp_path):
+    """Two caches of the same unsigned entries, tried in order: the first (not named) refuses them, the second
+    (named, with a trailing slash and ro: as a user may write it) restores them without a check, and says so."""
+    other = tmp_path / "other-unsigned"
+    shutil.copytree(unsigned_cache, other)
+    exempt = unsigned_cache.as_uri()
+    result = fresh.doit(f"cache=ro:{other.as_uri()},ro:{exempt}", f"cache_trust_unsigned=ro:{exempt}/")
+    assert result.returncode == 0 and restored(result) == CACHED, result.stdout + result.stderr
+    warning, refused = faults(result)
+    assert warning == unchecked_warning("cache_trust_unsigned", exempt)
+    assert refused.startswith("build:") and f" in {other.as_uri()} not trusted: it is not signed" in refused, refused
+    assert set(ended_from(result)) == {exempt}
+    # the list is of exceptions: a cache it does not name still requires signatures, so nothing restores
+    shutil.rmtree(fresh.path("build"))
+    alone = fresh.doit(f"cache=ro:{other.as_uri()}", "cache_trust_unsigned=")
+    assert alone.returncode == 0 and restored(alone) == set() and len(trust_lines(alone)) == 1, alone.stderr
+
+
+def ended_from(result) -> list[str]:
+    """The caches the restores came from (one line each: `TASK: restored from CACHE`)."""
+    return [line.split(": restored from ")[1].split(" ")[0] for line in result.stdout.splitlines() if ": restored from " in line]
+
+
+@pytest.mark.parametrize("given, hint", [
+    ("file:///nowhere/at-all", ""),
+    ("{cache}x", " (did you mean '{cache}'?)"),
+])
+def test_a_cache_trust_unsigned_that_names_no_configured_cache_is_one_line_with_did_you_mean(unsigned_cache, fresh, given, hint):
+    url = unsigned_cache.as_uri()
+    given, hint = given.format(cache=url), hint.format(cache=url)
+    result = fresh.doit(f"cache={url}", f"cache_trust_unsigned={given}")
+    assert result.returncode != 0 and result.executed == set(), result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"mlbuild: command line: cache_trust_unsigned: {given!r} is not one of the caches{hint}; "
+        f"expected a URL of cache (command line): {url}"], result.stderr
+    # `cache=` turns every cache off: the exceptions exempt nothing then, and are no error
+    assert fresh.doit("cache=", f"cache_trust_unsigned={given}").returncode == 0
+
+
+# --- what `mlbuild graph` and the ETA count as a restore: what the restore would take ---------------------
+
+EXTRA = "build:extra-x86_64"
+GRAPH_COLOUR = re.compile(r'"([^"]+)" \[shape=\w+, style=filled, fillcolor="(#[0-9a-f]+)"\]')
+RESTORE_COLOUR, RUN_COLOUR = "#9ecae1", "#fdae6b"
+
+
+def slow_extra(project):
+    """extra takes 3 s to build: its manifest says so, and an ETA that counts its build shows it."""
+    project.write("templates/build/extra.sh.j2", "sleep 3\n" + project.read("templates/build/extra.sh.j2"))
+    return project
+
+
+@pytest.fixture
+def slow_cache(tmp_path) -> Path:
+    """A cache signed by the test key, of a project whose extra takes 3 s to build; extra's envelope removed (unsigned)."""
+    cache = tmp_path / "slow-cache"
+    writer = slow_extra(make_project(tmp_path / "writer"))
+    result = writer.doit(f"cache={cache.as_uri()}")
+    assert result.returncode == 0 and len(manifests(cache)) == len(CACHED), result.stderr
+    assert manifests(cache)[EXTRA]["build_seconds"] >= 3
+    return cache
+
+
+def graph(project, *settings) -> tuple[str, dict[str, str], str]:
+    """(the counts line, {task: colour}, stderr) of `mlbuild graph`."""
+    result = project.cli("graph", *settings)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = [line for line in result.stdout.splitlines() if line.startswith("next build: ")]
+    return counts[0], dict(GRAPH_COLOUR.findall(project.read("build/graph.dot"))), result.stderr
+
+
+def test_graph_paints_restore_only_an_entry_whose_signature_the_restore_would_accept(slow_cache, tmp_path):
+    reader = slow_extra(make_project(tmp_path / "reader"))
+    setting = f"cache=ro:{slow_cache.as_uri()}"
+    assert restored(reader.doit(setting)) == CACHED
+    for task in (HELLO, EXTRA):  # to run again, their dependency (fetch:hello) up to date: the graph asks the cache
+        assert reader.doit("clean", task).returncode == 0
+    line, colour, _ = graph(reader, setting)
+    assert line == "next build: 2 up to date, 3 run if a dependency's output changes, 2 restore from cache", line
+    envelope_of(slow_cache, EXTRA).unlink()  # extra's entry unsigned: the restore would refuse it and build
+    line, colour, said = graph(reader, setting)
+    assert line == "next build: 2 up to date, 1 run, 3 run if a dependency's output changes, 1 restore from cache", line
+    assert (colour[HELLO], colour[EXTRA]) == (RESTORE_COLOUR, RUN_COLOUR) and said == "", said
+    build = reader.doit(setting)  # and so it is: hello restored, extra built
+    assert restored(build) == {HELLO} and EXTRA in build.executed and len(trust_lines(build)) == 1, build.stdout + build.stderr
+    for task in (HELLO, EXTRA):
+        assert reader.doit("clean", task).returncode == 0
+    # hello's key no longer trusted: a run, at once (nothing of the last verdict was kept)
+    assert graph(reader, setting, "cache_trusted_keys=")[1][HELLO] == RUN_COLOUR
+    assert graph(reader, setting)[1][HELLO] == RESTORE_COLOUR
+    # extra's cache exempted from signatures (cache_trust_unsigned): a restore again, with the warning line
+    line, colour, said = graph(reader, setting, f"cache_trust_unsigned={slow_cache.as_uri()}")
+    assert colour[EXTRA] == RESTORE_COLOUR and said.strip() == unchecked_warning("cache_trust_unsigned", slow_cache.as_uri())
+
+
+def test_the_eta_counts_the_build_of_an_entry_the_restore_would_refuse(slow_cache, tmp_path):
+    """A fresh clone's ETA before its first task (as tests/test_progress_and_stats.py takes it): extra's signed entry is
+    a restore (about 0.2 s), its unsigned one a build (its manifest's 3 s), unless its cache is exempted."""
+    from types import SimpleNamespace
+
+    from mlbuild.frontend.project import Project
+    from mlbuild.reporting.progress import reporter_for
+
+    fresh = slow_extra(make_project(tmp_path / "fresh"))
+
+    def eta_before_the_first_task(**environ) -> float:
+        loaded = Project(fresh.root, environ={"MLBUILD_CACHE": f"ro:{slow_cache.as_uri()}", **environ})
+        reporter = reporter_for(loaded)(io.StringIO(), {})
+        tasks = {name: SimpleNamespace(task_dep=step.deps, actions=[None]) for name, step in loaded.steps.items()}
+        reporter.initialize(tasks, ["build:images-x86_64", EXTRA])
+        reporter._load_history()
+        seconds, unknown, overdue = reporter.eta()
+        assert unknown == 2 and not overdue  # the two fetches: not in the artifact cache, no history
+        return seconds
+
+    assert eta_before_the_first_task() < 2  # every task a restore of a few kB
+    envelope_of(slow_cache, EXTRA).unlink()
+    assert eta_before_the_first_task() >= 3  # extra is built: its 3 s count
+    assert eta_before_the_first_task(MLBUILD_CACHE_TRUST_UNSIGNED=slow_cache.as_uri()) < 2
+    assert eta_before_the_first_task(MLBUILD_CACHE_TRUSTED_KEYS="") >= 3  # no key trusted: every task a build
 
 
 def test_keygen_writes_a_secret_file_of_its_own_prints_the_public_key_and_never_overwrites(fresh, tmp_path):
@@ -645,6 +773,40 @@ def test_server_a_missing_signing_key_skips_the_push_in_one_line(remote, tmp_pat
     [line] = faults(result)
     assert "which requires signatures: cache_signing_key (" in line and "cannot read it: No such file or directory" in line, line
     assert remote.keys(prefix) == []
+
+
+def test_server_cache_trust_unsigned_exempts_the_cache_named_as_its_lines_show_it(remote, entries, tmp_path):
+    """Unsigned entries on the server: refused, until cache_trust_unsigned names the cache (an S3 URL without its
+    endpoint query, as every line shows it); a name that is not the cache's is one line with did-you-mean."""
+    for key in remote.keys(entries):
+        if key.endswith(".dsse.json"):
+            remote.delete(entries, key)
+    url, shown = remote.url(entries), remote.url(entries).split("?")[0]
+    fresh = make_project(tmp_path / "fresh")
+    refused = fresh.doit(f"cache=ro:{url}", env=remote.env)
+    assert refused.returncode == 0 and restored(refused) == set() and len(trust_lines(refused)) == 1, refused.stderr
+    shutil.rmtree(fresh.path("build"))
+    exempt = fresh.doit(f"cache=ro:{url}", f"cache_trust_unsigned={shown}", env=remote.env)
+    assert exempt.returncode == 0 and restored(exempt) == CACHED, exempt.stdout + exempt.stderr
+    assert faults(exempt) == [unchecked_warning("cache_trust_unsigned", shown)]
+    typo = fresh.doit(f"cache=ro:{url}", f"cache_trust_unsigned={shown}-old", env=remote.env)
+    [line] = typo.stderr.strip().splitlines()
+    assert typo.returncode != 0 and f"is not one of the caches (did you mean '{shown}'?)" in line, typo.stderr
+
+
+def test_server_graph_paints_restore_only_an_entry_whose_signature_the_restore_would_accept(remote, entries, tmp_path):
+    fresh = make_project(tmp_path / "fresh")
+    setting = f"cache=ro:{remote.url(entries)}"
+    assert restored(read_as(fresh, remote, entries, OLD_PUBLIC)) == CACHED
+    for task in (HELLO, EXTRA):
+        assert fresh.doit("clean", task).returncode == 0
+    extra = remote.manifests(entries)[EXTRA]
+    remote.delete(entries, envelope_key(extra["signature"], extra["archive_sha256"]))
+    result = fresh.cli("graph", setting, *trusting(OLD_PUBLIC), env=remote.env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "next build: 2 up to date, 1 run, 3 run if a dependency's output changes, 1 restore from cache" in result.stdout
+    colour = dict(GRAPH_COLOUR.findall(fresh.read("build/graph.dot")))
+    assert (colour[HELLO], colour[EXTRA]) == (RESTORE_COLOUR, RUN_COLOUR)
 
 
 def test_server_s3_cache_sign_and_verify(s3, tmp_path):

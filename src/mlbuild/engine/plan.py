@@ -59,7 +59,8 @@ def next_actions(project, names=None, consult_cache: bool = True) -> dict[str, s
 
 
 def _restorable(step) -> bool:
-    """Whether a configured artifact cache holds this task's output for its current inputs."""
+    """Whether a configured artifact cache holds this task's output for its current inputs, and the restore would
+    take it: an entry whose signature it would refuse is a build (ArtifactCache.holder checks it as the restore does)."""
     if not step.artifact or not step.project.config.cache:
         return False
     try:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mlbuild.credentials import redact
 from mlbuild.errors import InputError
-from mlbuild.model.models import FALSE_WORDS, PATTERN_HINTS, TRUE_WORDS, Config
+from mlbuild.model.models import FALSE_WORDS, PATTERN_HINTS, TRUE_WORDS, Config, cache_identity
 from mlbuild.model.validation import describe
 
 ENV_PREFIX = "MLBUILD_"
@@ -99,12 +99,28 @@ class Settings:
         except ValidationError as error:
             key = str(error.errors()[0]["loc"][0]) if error.errors()[0]["loc"] else ""
             raise InputError(describe(error, self.where(key), Config, PATTERN_HINTS)) from None
+        self._check_trust_unsigned(config)
         folders = {
             name: (self.project / value).resolve() if not value.is_absolute() else value
             for name, value in config.model_dump().items()
             if isinstance(value, Path)
         }
         return config.model_copy(update=folders)
+
+    def _check_trust_unsigned(self, config: Config) -> None:
+        """Each cache of cache_trust_unsigned is one of `cache`: a misspelt one would exempt nothing (every entry
+        refused, fail-closed) and leave the user wondering why. With `cache=` (no cache) there is nothing to exempt."""
+        caches = [cache_identity(spec) for spec in config.cache]  # as the cache's lines show it, never a password
+        for item in config.cache_trust_unsigned:
+            if not caches or cache_identity(item) in caches:
+                continue
+            import difflib
+
+            close = difflib.get_close_matches(cache_identity(item), caches, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            origin = self.where("cache") if "cache" in self.origins else "its default"
+            raise InputError(f"{self.where('cache_trust_unsigned')}: cache_trust_unsigned: {redact(item)!r} is not one of "
+                             f"the caches{hint}; expected a URL of cache ({origin}): {', '.join(caches)}")
 
     def arches(self, config: Config, known) -> list[str]:
         """The configuration's arches checked against the known ones (model/arches.py), its boot checks' too;

@@ -4,6 +4,7 @@ import base64
 import binascii
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
@@ -533,6 +534,16 @@ class Group(Strict):
 # Artifact caches (docs/ci.md): file://, http(s):// (WebDAV PUT to write), s3://bucket/prefix; ro: in front, read only.
 CACHE_URL = r"^(ro:)?(file|https?|s3)://[^\s,]+$"
 PATTERN_HINTS[CACHE_URL] = "expected a cache URL: file:///folder, http(s)://host/path, s3://bucket/prefix, optionally ro: in front"
+
+
+def cache_identity(spec: str) -> str:
+    """Which cache a configured item names, as mlbuild shows it: without ro:, user:password@, an S3 URL's query
+    (its endpoint) and a trailing slash; so cache_trust_unsigned may name a cache the way its lines show it."""
+    parts = urllib.parse.urlsplit(spec.removeprefix("ro:"))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"),
+                                    "" if parts.scheme == "s3" else parts.query, ""))
+
+
 CCACHE_REMOTE = r"^((redis|redis\+unix|https?|file):\S+( |$))*$"
 PATTERN_HINTS[CCACHE_REMOTE] = "expected ccache remote_storage URLs (redis://host:port, http://host/path), space-separated"
 
@@ -637,11 +648,16 @@ class Config(Strict):
     cache: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = Field(default_factory=lambda: [per_user_artifact_cache().as_uri()])
     # Signed entries (engine/cache/signing.py; docs/ci.md, "Trust"): every cache but the per-user folder restores only
     # entries signed by a trusted key that is not revoked; a push signs with the secret key (its file, ~ and relative
-    # to the project allowed, or env:VARIABLE; never shown). cache_require_signatures = false: no check, one warning.
+    # to the project allowed, or env:VARIABLE; never shown). cache_require_signatures = false: no check (every cache),
+    # one warning line per cache and run.
     cache_signing_key: Annotated[str, AfterValidator(_signing_key_place)] = ""
     cache_trusted_keys: list[PublicKeyText] = []
     cache_revoked_keys: list[RevokedKeyText] = []
     cache_require_signatures: bool = True
+    # Exceptions to cache_require_signatures, cache by cache (as Nix's per-substituter trusted=1): these caches of
+    # `cache` restore entries without a signature check, with one warning line each per run (Settings.config checks
+    # that each names a configured cache: as written there, or as shown, without ro: and credentials).
+    cache_trust_unsigned: list[Annotated[str, StringConstraints(pattern=CACHE_URL)]] = []
     ccache_remote_storage: Annotated[str, StringConstraints(pattern=CCACHE_REMOTE)] = ""  # ccache's remote_storage for every compile
     distcc_hosts: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@:/,._+=\[\] -]*$")] = ""  # compile on distccd there, behind ccache
     fragments: dict[Name, list[str]] = {}  # extra config fragments per recipe, paths relative to the project

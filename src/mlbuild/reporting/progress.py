@@ -11,7 +11,8 @@ it ends with a summary and its statistics in build/stats/.
 
 The ETA takes each task's time from this tree's earlier runs, else from the artifact cache's
 manifests (the build time of whoever pushed it; a task the cache holds for its current inputs
-is a restore); a task running past its usual time makes it a lower bound ("ETA ≥ 2m00s").
+is a restore, if the restore would take it: its signature checked as the restore checks it);
+a task running past its usual time makes it a lower bound ("ETA ≥ 2m00s").
 
 The configuration keys `progress` (auto, live, plain) and `progress_interval` (seconds
 between plain progress lines) choose; like every key they can be set as MLBUILD_PROGRESS=plain

@@ -93,6 +93,9 @@ class ArtifactCache:
         self._unusable: dict[tuple[str, str], str | None] = {}  # (backend, signature): the bad entry's archive key
         self._said: set[tuple[str, str]] = set()  # (backend, reason) said once per run; never kept beyond it
         self._signer: tuple | None = None  # (Signer or None, why not): loaded at the first push that signs
+        # (backend, signature): the entry's manifest if a restore would accept it, else None; for the plan and the ETA.
+        # In memory only: a verdict must never outlive the run (a fixed key list restores at once).
+        self._verdicts: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
         for spec in specs:
             try:
@@ -100,10 +103,11 @@ class ArtifactCache:
             except BackendError as error:
                 raise MlbuildError(f"configuration: cache: {error}") from None
         self.stats = Stats(stats_path)
-        unchecked = [b.name for b in self.backends if not self.trust.require and not self.trust.is_per_user_folder(b)]
-        if unchecked:
-            self.say(f"artifact cache: warning: cache_require_signatures = false: {', '.join(unchecked)} restore entries "
-                     "without checking who signed them; whoever can write there can put outputs into your builds")
+        for backend in self.backends:  # one line per cache and run: what is not checked must not go unnoticed
+            why = None if self.trust.is_per_user_folder(backend) else self.trust.unchecked_by(backend)
+            if why:
+                self.say(f"artifact cache: warning: {why}: {backend.name} restores entries without checking who signed "
+                         "them; whoever can write there can put outputs into your builds")
 
     def __bool__(self):
         return bool(self.backends)
@@ -235,24 +239,55 @@ class ArtifactCache:
         self.say(line)
 
     def holder(self, inputs: dict) -> str | None:
-        """The first backend that has an entry for these inputs (its manifest only: nothing is downloaded), or None.
+        """The first backend a restore would take this task's entry from, or None; for `mlbuild graph`.
 
-        For `mlbuild graph` and the progress ETA: a fault counts as not there, quietly."""
+        Nothing is downloaded but what decides it: a cache that requires signatures is asked for the manifest and
+        the signature envelope, checked as the restore checks them (a refused entry is not a restore to come);
+        another (the per-user folder) whether the manifest exists. A fault counts as not there, quietly."""
         from mlbuild.engine.cache.backends import BackendError
-        manifest_key, _ = entry_keys(signature_of(inputs))
+        signature = signature_of(inputs)
+        manifest_key, _ = entry_keys(signature)
         for backend in self.backends:
             try:
-                if self._usable(backend) and backend.exists(manifest_key):
+                if not self._usable(backend):
+                    continue
+                if self.trust.requires(backend):
+                    if self.accepted(backend, signature) is not None:
+                        return backend.name
+                elif backend.exists(manifest_key):
                     return backend.name
             except BackendError:
                 continue
         return None
 
+    def accepted(self, backend, signature: str):
+        """The entry's manifest if a restore from this cache would accept it (its manifest well formed and, where
+        signatures are required, signed for this very entry by a trusted key that is not revoked), else None.
+
+        The restore's own checks (_vouched_for), without the archive; decided once per run, remembered in memory only."""
+        from mlbuild.engine.cache.backends import BackendError, Missing, Unusable
+        from mlbuild.engine.cache.manifest import parse_manifest
+        from mlbuild.engine.cache.signing import Refused
+
+        key = (backend.name, signature)
+        with self._lock:
+            if key in self._verdicts:
+                return self._verdicts[key]
+        try:
+            manifest = parse_manifest(backend.read(entry_keys(signature)[0], MANIFEST_MAX), signature)
+            if self.trust.requires(backend):
+                self._vouched_for(backend, signature, manifest)
+        except (Missing, BackendError, EntryError, Unusable, Refused):
+            manifest = None  # the restore says why, once, when it meets the entry
+        with self._lock:
+            self._verdicts[key] = manifest
+        return manifest
+
     # --- what the manifests tell the progress ETA (local caches only: a remote one costs a request each) ---
 
-    def _local_roots(self) -> list[Path]:
+    def _local_backends(self) -> list:
         from mlbuild.engine.cache.backends import FileBackend
-        return [backend.root for backend in self.backends if isinstance(backend, FileBackend) and self._usable(backend)]
+        return [backend for backend in self.backends if isinstance(backend, FileBackend) and self._usable(backend)]
 
     def build_times(self, tasks: set[str], budget: float = 0.5) -> dict[str, float]:
         """{task (its stamp name): how long its newest build took}, from the manifests of the local caches.
@@ -260,9 +295,9 @@ class ArtifactCache:
         A tree without history of its own (a fresh clone) takes its ETA from them. The newest manifests
         (last used or written) are read first, until every task is found or `budget` seconds are spent."""
         manifests = []
-        for root in self._local_roots():
+        for backend in self._local_backends():
             try:
-                manifests += [(path.stat().st_mtime, path) for path in root.glob(f"*/{MANIFEST}")]
+                manifests += [(path.stat().st_mtime, path) for path in backend.root.glob(f"*/{MANIFEST}")]
             except OSError:
                 continue
         found: dict[str, float] = {}
@@ -280,12 +315,20 @@ class ArtifactCache:
         return found
 
     def local_entry(self, inputs: dict) -> tuple[int, str] | None:
-        """(archive size, output hash) of the entry a local cache holds for these inputs (a restore to
-        come), or None. Read, not verified: the restore verifies; the ETA only guesses with it."""
-        manifest_key, _ = entry_keys(signature_of(inputs))
-        for root in self._local_roots():
+        """(archive size, output hash) of the entry a local cache holds for these inputs and a restore would take
+        (a restore to come), or None. Where signatures are required, the entry is checked as the restore checks
+        it (accepted): one the restore would refuse is a build, and its time counts. Elsewhere (the per-user
+        folder) the manifest is read, not verified: the ETA only guesses with it."""
+        signature = signature_of(inputs)
+        manifest_key, _ = entry_keys(signature)
+        for backend in self._local_backends():
+            if self.trust.requires(backend):
+                manifest = self.accepted(backend, signature)
+                if manifest is not None:
+                    return manifest.archive_size, manifest.output_hash
+                continue
             try:
-                manifest = json.loads((root / manifest_key).read_bytes())
+                manifest = json.loads((backend.root / manifest_key).read_bytes())
                 size, output_hash = manifest.get("archive_size"), manifest.get("output_hash")
             except (OSError, ValueError, AttributeError):
                 continue

@@ -9,10 +9,12 @@ base64, signatures with keyid = the key's NAME) stored beside the archive as
 one signature never pair a manifest with another push's envelope.
 
 A restore from a cache that requires signatures (every one but the per-user folder, unless
-cache_require_signatures = false) reads the envelope before it downloads the archive and refuses
-the entry (Refused, with a reason) unless a key of cache_trusted_keys that is not revoked signed
-it and the statement names this entry's archive (sha256 and size), this task's signature and the
-manifest's output hash: a valid envelope copied to another entry (a replay) names another one.
+cache_require_signatures = false or the cache is one of cache_trust_unsigned) reads the envelope
+before it downloads the archive and refuses the entry (Refused, with a reason) unless a key of
+cache_trusted_keys that is not revoked signed it and the statement names this entry's archive
+(sha256 and size), this task's signature and the manifest's output hash: a valid envelope copied
+to another entry (a replay) names another one. `mlbuild graph` and the ETA count an entry as a
+restore to come by the same checks (ArtifactCache.accepted), without the archive.
 The output is then fully vouched for: the archive's bytes are the signed ones, every file is checked
 against the manifest, and the unpacked tree (names, modes, contents) must hash to the signed output hash.
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlbuild.errors import InputError
-from mlbuild.model.models import PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, KEY_NAME, parse_key_text, per_user_artifact_cache
+from mlbuild.model.models import PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, KEY_NAME, cache_identity, parse_key_text, per_user_artifact_cache
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -244,8 +246,9 @@ class Trust:
     """Which caches need signatures, which keys are trusted and revoked, and this run's signing key."""
 
     def __init__(self, trusted: list[str] = (), revoked: list[str] = (), require: bool = True,
-                 signing_key: str = "", root: Path | None = None):
+                 signing_key: str = "", root: Path | None = None, unsigned: list[str] = ()):
         self.require = require
+        self.unsigned = {cache_identity(spec) for spec in unsigned}  # cache_trust_unsigned: exceptions, cache by cache
         self.signing_key, self.root = signing_key, root or Path.cwd()
         self.trusted: dict[str, bytes] = dict(parse_key_text(text, PUBLIC_KEY_BYTES) for text in trusted)
         self.revoked_names = {text for text in revoked if ":" not in text}
@@ -257,7 +260,7 @@ class Trust:
     @classmethod
     def of(cls, config, root: Path) -> "Trust":
         return cls(config.cache_trusted_keys, config.cache_revoked_keys, config.cache_require_signatures,
-                   config.cache_signing_key, root)
+                   config.cache_signing_key, root, config.cache_trust_unsigned)
 
     def is_per_user_folder(self, backend) -> bool:
         """The per-user local folder: trusted as ~/.cache/mlbuild itself is, without signatures (fast, unchanged)."""
@@ -271,8 +274,14 @@ class Trust:
 
     def requires(self, backend) -> bool:
         if backend.name not in self._requires:
-            self._requires[backend.name] = self.require and not self.is_per_user_folder(backend)
+            self._requires[backend.name] = not self.is_per_user_folder(backend) and self.unchecked_by(backend) is None
         return self._requires[backend.name]
+
+    def unchecked_by(self, backend) -> str | None:
+        """The setting that lets this cache restore without a signature check (for its warning line), or None."""
+        if not self.require:
+            return "cache_require_signatures = false"
+        return "cache_trust_unsigned" if cache_identity(backend.url) in self.unsigned else None
 
     def signer(self) -> Signer:
         """This run's signing key; InputError (one line, never the key) when it is not set or not usable."""
