@@ -253,8 +253,8 @@ def cmd_cve(project, args) -> int:
     counts = {status: sum(1 for f in findings if f.status == status) for status in STATUS_WORDS}
     unmatched = len({r.id for r in records} - {f.record.id for f in findings})
     said = ", ".join(f"{n} {STATUS_WORDS[s]}" for s, n in counts.items() if n)
-    written = "".join(f"{project.relative(paths[format])} ({FORMATS[format][0]}), " for format in documents)
-    written = written[:-2] + " and " if written else ""
+    written = ", ".join(f"{project.relative(paths[format])} ({FORMATS[format][0]})" for format in documents)
+    written += " and " if written else ""
     print(f"{written}{project.relative(table_path)}: {len(records)} records read, {len(findings)} statements"
           f"{': ' + said if said else ''}; {unmatched} records name no component of the {args.arch} system")
     return 0
