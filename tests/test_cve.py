@@ -101,7 +101,7 @@ def test_each_record_is_judged_per_stable_branch_by_compiled_code_and_by_the_pat
         "CVE-2024-26898": "fixed",  # 6.1.83 on the 6.1 branch; by plain order 6.1.176 < 6.9 would be affected
         "CVE-2026-52928": "affected",  # af_unix.c compiled, fixed in 6.1.177
         # busybox 1.36.1
-        "CVE-2022-48174": "fixed",  # before 1.35.0
+        "CVE-2022-48174": "affected",  # through 1.36.1 (NVD's analysis since 2025), ash.c compiled
         "CVE-2022-30065": "not_affected",  # 1.35.0 only
         "CVE-2023-42363": "affected",  # xfuncs_printf.c is compiled
         "CVE-2023-42364": "fixed",  # the recipe's patch names it
@@ -113,6 +113,7 @@ def test_each_record_is_judged_per_stable_branch_by_compiled_code_and_by_the_pat
         "Vulnerable code not present: drivers/gpu/drm/radeon/radeon_gem.c not compiled in this configuration "
         "(not in hello's compiled-file list, share/mlbuild/hello/compiled-files.txt, 3 files)")
     assert radeon["products"] == [{"@id": "pkg:generic/mlbuild-system-x86_64", "subcomponents": [{"@id": "pkg:generic/hello@6.1.176"}]}]
+    assert statements["CVE-2022-48174"]["status_notes"] == "1.36.1 is in (-inf, 1.36.1]"
     assert "CONFIG_AWK is not set" in statements["CVE-2023-42366"]["impact_statement"]
     assert "awk.c not compiled" in statements["CVE-2023-42366"]["impact_statement"]
     timers = statements["CVE-2026-64370"]
@@ -151,7 +152,7 @@ def test_osv_zip_exports_and_the_summary_line(project, tmp_path):
     assert result.returncode == 0, result.stderr
     assert after_settings_line(result.stdout).splitlines()[-1] == (
         "build/cve/x86_64.openvex.json (OpenVEX) and build/cve/x86_64.txt: 10 records read, 9 statements: "
-        "2 affected, 4 not affected, 3 fixed; 1 records name no component of the x86_64 system")
+        "3 affected, 4 not affected, 2 fixed; 1 records name no component of the x86_64 system")
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -1,5 +1,6 @@
 """`mlbuild cve <arch> --feed FILE…`: which of the downloaded vulnerability records concern the arch's
-system, decided offline, as an OpenVEX document and a readable table.
+system, decided offline, as a VEX document (OpenVEX, the default; SPDX 3.0.1's security profile with
+`--format spdx-3.0`, spdx3_vex.py; both when both are asked for) and a readable table.
 
 Each component (the Step protocol's bill_of_materials, as the SBOM reads them) is matched to records
 by the names its recipe's [cve] table gives (NVD's CPE vendor:product, OSV's ecosystem and package),
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mlbuild.errors import MlbuildError
+from mlbuild.exports import spdx3_vex
 from mlbuild.exports.cve_records import Record, Verdict, judge, read_feeds
 from mlbuild.exports.materials import components
+from mlbuild.exports.spdx3 import write_json
 
 OPENVEX_CONTEXT = "https://openvex.dev/ns/v0.2.0"
 SOURCE_SUFFIXES = (".c", ".S", ".s")
@@ -36,6 +39,18 @@ class Finding:
     reason: str
     fixed_in: str | None = None
     patch: str | None = None  # recipes/<name>/<patch> that fixes it
+
+    @property
+    def action(self) -> str | None:
+        """What to do about an affected component (the VEX documents' action statement)."""
+        if self.status != "affected":
+            return None
+        name, record = self.component.recipe.name, self.record.id
+        if self.fixed_in:
+            return (f"Update {name} to {self.fixed_in} or later, or add the fix as a patch of recipes/{name}.toml whose "
+                    f"file name or header names {record}")
+        return (f"No fixed version is known for this {name}: add the fix as a patch of recipes/{name}.toml whose file "
+                f"name or header names {record}")
 
 
 def compiled_record(component) -> tuple[Path, set[str]] | None:
@@ -165,17 +180,12 @@ def _statement(finding: Finding, arch: str) -> dict:
     statement = {"vulnerability": vulnerability,
                  "products": [{"@id": f"pkg:generic/mlbuild-system-{arch}", "subcomponents": [{"@id": purl(finding.component)}]}],
                  "status": finding.status}
-    name = finding.component.recipe.name
     if finding.status == "not_affected":
         # OpenVEX takes a justification or an impact statement, not both: the statement carries the evidence.
         statement["impact_statement"] = "Vulnerable code not present: " + finding.reason
     elif finding.status == "affected":
         statement["status_notes"] = finding.reason
-        statement["action_statement"] = (
-            f"Update {name} to {finding.fixed_in} or later, or add the fix as a patch of recipes/{name}.toml whose "
-            f"file name or header names {record.id}" if finding.fixed_in else
-            f"No fixed version is known for this {name}: add the fix as a patch of recipes/{name}.toml whose file name "
-            f"or header names {record.id}")
+        statement["action_statement"] = finding.action
     else:
         statement["status_notes"] = finding.reason
     return statement
@@ -207,19 +217,33 @@ def _write(path: Path, text: str) -> None:
     partial.replace(path)
 
 
+# --format: (what the summary line calls it, the file's suffix after <arch>.)
+FORMATS = {"openvex": ("OpenVEX", "openvex.json"), "spdx-3.0": ("SPDX 3.0.1, validated", "vex.spdx.json")}
+
+
 def cmd_cve(project, args) -> int:
-    """Match downloaded vulnerability records (OSV, NVD CVE JSON 2.0) to an arch's system, offline: OpenVEX and a table."""
+    """Match downloaded vulnerability records (OSV, NVD CVE JSON 2.0) to an arch's system, offline: a VEX document (OpenVEX or SPDX 3.0) and a table."""
     parts = components(project, args.arch)
     feeds = [Path(feed) for feed in args.feed]
+    formats = list(dict.fromkeys(args.format or ["openvex"]))
     records = read_feeds(feeds)
     findings = assess(records, parts)
     folder = Path(args.output).resolve() if args.output else project.build_dir / "cve"
-    vex_path, table_path = folder / f"{args.arch}.openvex.json", folder / f"{args.arch}.txt"
+    paths = {format: folder / f"{args.arch}.{FORMATS[format][1]}" for format in formats}
+    table_path = folder / f"{args.arch}.txt"
     report = table(findings)
+    # Every document is made (and the SPDX one checked) before any is written: a refused one leaves nothing half done.
+    documents = {}
     if findings:
-        _write(vex_path, json.dumps(vex(findings, args.arch), indent=2) + "\n")
-    else:
-        vex_path.unlink(missing_ok=True)  # OpenVEX has no empty document: no statement, no file (not an older one)
+        if "openvex" in paths:
+            documents["openvex"] = vex(findings, args.arch)
+        if "spdx-3.0" in paths:
+            documents["spdx-3.0"] = spdx3_vex.checked(findings, parts, args.arch)
+    for format, path in paths.items():
+        if format in documents:
+            write_json(path, documents[format])
+        else:
+            path.unlink(missing_ok=True)  # no statement, no VEX document (OpenVEX has no empty one), not an older one
     _write(table_path, report)
     print(report, end="")
     for component in parts:
@@ -229,7 +253,8 @@ def cmd_cve(project, args) -> int:
     counts = {status: sum(1 for f in findings if f.status == status) for status in STATUS_WORDS}
     unmatched = len({r.id for r in records} - {f.record.id for f in findings})
     said = ", ".join(f"{n} {STATUS_WORDS[s]}" for s, n in counts.items() if n)
-    written = f"{project.relative(vex_path)} (OpenVEX) and " if findings else ""
+    written = ", ".join(f"{project.relative(paths[format])} ({FORMATS[format][0]})" for format in documents)
+    written += " and " if written else ""
     print(f"{written}{project.relative(table_path)}: {len(records)} records read, {len(findings)} statements"
           f"{': ' + said if said else ''}; {unmatched} records name no component of the {args.arch} system")
     return 0
@@ -240,5 +265,8 @@ def add_parser(commands) -> None:
     parser.add_argument("arch", help="one of the configured arches (arches/<name>.toml)")
     parser.add_argument("--feed", action="extend", nargs="+", required=True, metavar="FILE",
                         help="a file of vulnerability records: OSV JSON (a record, a list, a zip of records) or NVD CVE JSON 2.0; repeat for more")
-    parser.add_argument("-o", "--output", help="the folder to write <arch>.openvex.json and <arch>.txt into (default: build/cve/)")
+    parser.add_argument("--format", action="append", choices=list(FORMATS),
+                        help="the VEX document: openvex (<arch>.openvex.json, the default) or spdx-3.0 (<arch>.vex.spdx.json, "
+                             "SPDX 3.0.1 security profile naming the packages of `mlbuild sbom <arch>`); give it twice for both")
+    parser.add_argument("-o", "--output", help="the folder to write the VEX document and <arch>.txt into (default: build/cve/)")
     parser.set_defaults(handler=cmd_cve)

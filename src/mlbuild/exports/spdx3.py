@@ -43,7 +43,7 @@ SCHEMA = Path(__file__).with_name("spdx-json-schema-3.0.1.json")
 NAMESPACE = "https://mlbuild.invalid/spdx/"
 
 
-def _part(text: str) -> str:
+def id_part(text: str) -> str:
     """A name or version as one segment of an element id (an IRI)."""
     return urllib.parse.quote(text, safe="+.~_-")
 
@@ -51,7 +51,7 @@ def _part(text: str) -> str:
 def package_id(arch: str, name: str, version: str) -> str:
     """The spdxId of a component's built package in the arch's SBOM: made of its name, version and the arch
     only, so it is the same in every run. A VEX statement names it as the product (`mlbuild cve`)."""
-    return f"{NAMESPACE}{_part(arch)}/package/{_part(name)}@{_part(version)}"
+    return f"{NAMESPACE}{id_part(arch)}/package/{id_part(name)}@{id_part(version)}"
 
 
 def component_id(component, arch: str) -> str:
@@ -59,20 +59,32 @@ def component_id(component, arch: str) -> str:
     return package_id(arch, component.recipe.name, component.recipe.version)
 
 
+def package_ids(components: list, arch: str) -> list[str]:
+    """The spdxId of each component's package in the arch's SBOM, in order: `component_id`, with + appended to a
+    second component of one recipe (a kind of step outside mlbuild may add one) so that each has its own."""
+    ids: list[str] = []
+    for component in components:
+        element_id = component_id(component, arch)
+        while element_id in ids:
+            element_id += "+"
+        ids.append(element_id)
+    return ids
+
+
 def system_id(arch: str) -> str:
     """The spdxId of the arch's system (the image) in its SBOM: it contains every component's package."""
-    return f"{NAMESPACE}{_part(arch)}/system"
+    return f"{NAMESPACE}{id_part(arch)}/system"
 
 
 def source_id(component) -> str:
     """The spdxId of the source a component is built from (the same in every arch's SBOM)."""
     recipe = component.source_recipe
-    own = f"{NAMESPACE}source/{_part(recipe.name)}@{_part(recipe.version)}"
+    own = f"{NAMESPACE}source/{id_part(recipe.name)}@{id_part(recipe.version)}"
     return own + "/local-override" if component.override else own
 
 
 def _build_id(arch: str, name: str, version: str) -> str:
-    return f"{NAMESPACE}{_part(arch)}/build/{_part(name)}@{_part(version)}"
+    return f"{NAMESPACE}{id_part(arch)}/build/{id_part(name)}@{id_part(version)}"
 
 
 def _license_id(expression: str) -> str:
@@ -109,13 +121,15 @@ def document(project, arch: str) -> Sbom:
         comment=f"the {arch} system built by mlbuild (target/{arch}/ and build/images/{arch}/)"))
     listed = materials.components(project, arch)
     unrecorded: list[str] = []
-    contained = [graph.component(project, arch, component, unrecorded) for component in listed]
+    contained = [graph.component(project, arch, component, package, unrecorded)
+                 for component, package in zip(listed, package_ids(listed, arch))]
     graph.relate(system._id, "contains", system._id, contained)
     return Sbom(graph.data(arch, system._id), len(listed), unrecorded)
 
 
-class _Graph:
-    """The elements of one document as the SPDX 3.0.1 bindings hold them, made and related."""
+class Elements:
+    """The elements of one SPDX 3.0.1 document as the bindings hold them, made and related, all created by
+    mlbuild (the agent and tool of its creation info; the time is SOURCE_DATE_EPOCH's)."""
 
     def __init__(self):
         from spdx_python_model import v3_0_1 as spdx
@@ -155,10 +169,13 @@ class _Graph:
     def sha256(self, value: str):
         return self.spdx.Hash(algorithm=self.spdx.HashAlgorithm.sha256, hashValue=value)
 
-    def component(self, project, arch: str, component, unrecorded: list[str]) -> str:
-        """Add a component's package, source, patches, license and build; returns the package's id."""
+
+class _Graph(Elements):
+    """The elements of an arch's SBOM."""
+
+    def component(self, project, arch: str, component, package: str, unrecorded: list[str]) -> str:
+        """Add a component's package (its id: `package_ids`), source, patches, license and build; returns the package's id."""
         spdx, recipe = self.spdx, component.recipe
-        package = self.unused(package_id(arch, recipe.name, recipe.version))
         purls = materials.package_urls(component)
         self.add(self.made(
             spdx.software_Package, _id=package, name=recipe.name, software_packageVersion=recipe.version,
@@ -172,7 +189,7 @@ class _Graph:
         source = self.add(self.source(component, purls))._id
         self.relate(package, "generates", source, [package])
         patches = [self.add(self.made(
-            spdx.software_File, _id=f"{source}/patch/{_part(Path(name).name)}", name=name,
+            spdx.software_File, _id=f"{source}/patch/{id_part(Path(name).name)}", name=name,
             software_primaryPurpose=spdx.software_SoftwarePurpose.patch, verifiedUsing=[self.sha256(digest)]))._id
             for name, digest in materials.patches(component)]
         if patches:
@@ -223,18 +240,23 @@ class _Graph:
         everything = [self.agent, self.tool, *self.elements.values()]
         ids = [element._id for element in everything]
         # The document's own id tells its content apart (as SPDX 2.3's namespace did).
-        identity = hashlib.sha256(json.dumps(_serialize(spdx, everything), sort_keys=True).encode()).hexdigest()[:32]
-        bom = made(spdx.software_Sbom, _id=f"{NAMESPACE}{_part(arch)}/sbom-{identity}", name=f"mlbuild-system-{arch}",
+        identity = content_identity(spdx, everything)
+        bom = made(spdx.software_Sbom, _id=f"{NAMESPACE}{id_part(arch)}/sbom-{identity}", name=f"mlbuild-system-{arch}",
                    software_sbomType=[spdx.software_SbomType.build], rootElement=[root], element=ids)
         profiles = spdx.ProfileIdentifierType
         spdx_document = made(
-            spdx.SpdxDocument, _id=f"{NAMESPACE}{_part(arch)}/document-{identity}", name=f"mlbuild-system-{arch}",
+            spdx.SpdxDocument, _id=f"{NAMESPACE}{id_part(arch)}/document-{identity}", name=f"mlbuild-system-{arch}",
             rootElement=[bom._id], element=[*ids, bom._id],
             profileConformance=[profiles.core, profiles.software, profiles.simpleLicensing, profiles.build])
-        return _serialize(spdx, [spdx_document, bom, *everything])
+        return serialize(spdx, [spdx_document, bom, *everything])
 
 
-def _serialize(spdx, objects) -> dict:
+def content_identity(spdx, objects) -> str:
+    """A hash of the objects' JSON-LD: a document's own id tells its content apart (as SPDX 2.3's namespace did)."""
+    return hashlib.sha256(json.dumps(serialize(spdx, objects), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def serialize(spdx, objects, what: str = "sbom") -> dict:
     """The JSON-LD data of the objects; a property the model requires and lacks is one line, not a traceback."""
     objects_set = spdx.SHACLObjectSet()
     for element in objects:
@@ -242,7 +264,7 @@ def _serialize(spdx, objects) -> dict:
     try:
         return spdx.JSONLDSerializer().serialize_data(objects_set, force_at_graph=True)
     except (ValueError, TypeError) as error:
-        raise MlbuildError(f"sbom: the SPDX 3.0.1 model refuses the document: {error}") from None
+        raise MlbuildError(f"{what}: the SPDX 3.0.1 model refuses the document: {error}") from None
 
 
 @cache
@@ -288,10 +310,15 @@ def write(project, arch: str, path: Path) -> Sbom:
     found = problems(made.data)
     if found:
         raise MlbuildError(f"sbom {arch}: the SPDX 3.0.1 document does not validate against its JSON schema: {found[0]}")
+    write_json(path, made.data)
+    return made
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write a document beside its place and rename it there: a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     buffer = io.StringIO()
-    json.dump(made.data, buffer, indent=2)
+    json.dump(data, buffer, indent=2)
     partial.write_text(buffer.getvalue() + "\n")
     partial.replace(path)
-    return made
