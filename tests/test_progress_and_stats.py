@@ -7,6 +7,8 @@ import shutil
 import time
 import xml.etree.ElementTree as ElementTree
 
+import pytest
+
 from conftest import ALL_TASKS, SLOW_APP_SH, after_settings_line, wait_for, x86
 
 from mlbuild.reporting import stats, stats_report
@@ -124,6 +126,7 @@ def test_a_small_build_prints_a_line_per_task_that_ran_and_a_no_op_only_the_summ
         assert detail.up_to_date == ALL_TASKS and len(detail.stdout.splitlines()) == 9, detail.stdout
 
 
+@pytest.mark.slow
 def test_a_restore_is_one_line_naming_the_cache_and_a_fresh_tree_takes_its_eta_from_the_caches_manifests(project, tmp_path):
     cache = tmp_path / "artifacts"
     project.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
@@ -436,6 +439,7 @@ def test_an_idle_gap_lowers_the_efficiency_and_shows_as_idle_slots_in_the_plot(t
 
 # --- logs per run -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_logs_are_kept_per_run_with_a_latest_link_and_pruned_to_the_last_n_runs(built):
     first_runs = sorted(p.name for p in built.path("build/logs/runs").iterdir())
     assert len(first_runs) == 1
@@ -459,6 +463,7 @@ def test_logs_are_kept_per_run_with_a_latest_link_and_pruned_to_the_last_n_runs(
 
 # --- sizes ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_size_report_per_component_with_the_change_since_the_previous_build_and_an_svg(built):
     first = built.cli("size", "x86_64")
     assert first.returncode == 0, first.stderr
@@ -492,6 +497,7 @@ def test_size_of_an_unbuilt_target_is_one_line(project):
 
 # --- the graph ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_graph_colours_tasks_by_what_the_next_build_would_do_and_shows_one_tasks_ancestors(built):
     built.update_recipe("hello", vars={"greeting": "Howdy"})
     result = built.cli("graph")
@@ -512,6 +518,7 @@ def test_graph_colours_tasks_by_what_the_next_build_would_do_and_shows_one_tasks
     assert down.returncode == 0 and nodes == x86("hello", "app", "target", "images")
 
 
+@pytest.mark.slow
 def test_graph_colours_a_task_the_artifact_cache_holds_as_restore(built, tmp_path):
     cache = tmp_path / "artifacts"
     built.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
