@@ -302,6 +302,14 @@ def make_project(base: Path, arches=(ARCH,)) -> Project:
     return project
 
 
+def pytest_collection_modifyitems(config, items):
+    """The real-system tests build in the repository's own build/ and target/ (one tree, one lock): with
+    pytest-xdist (scripts/test.sh: -n auto --dist loadgroup) they all go to one worker, one after another."""
+    for item in items:
+        if item.get_closest_marker("distribution"):
+            item.add_marker(pytest.mark.xdist_group("distribution"))
+
+
 @pytest.fixture
 def project(tmp_path) -> Project:
     """The synthetic project for x86_64, not built yet."""

@@ -74,6 +74,7 @@ def _bucket(s3, name: str) -> str:
     return f"s3://{name}/mlbuild/artifacts?endpoint_url={s3.endpoint}"
 
 
+@pytest.mark.slow
 def test_s3_a_cold_build_pushes_and_a_fresh_clone_restores_with_credentials_from_the_environment(s3, tmp_path):
     url = _bucket(s3, "team-cache")
     cold_project = make_project(tmp_path / "cold")

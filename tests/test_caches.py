@@ -151,6 +151,7 @@ def test_a_planted_recipes_cache_with_the_right_key_decides_nothing_not_even_a_f
 
 
 @pytest.mark.parametrize("how", PLANTS)
+@pytest.mark.slow
 def test_a_planted_render_cache_neither_keeps_a_stale_output_nor_restores_one_from_the_artifact_cache(project, tmp_path, how):
     """Planted hashes of the old script under the new template's keys: the old signature, whose entry the artifact
     cache holds. Read, they would keep the old binary up to date, and restore it after `doit forget`."""

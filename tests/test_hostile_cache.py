@@ -65,6 +65,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", ["archive-dot-dot", "entries-a-list", "mode-not-a-number", "entry-name-dot-dot"])
+@pytest.mark.slow
 def test_a_malformed_manifest_is_one_line_the_task_builds_locally_and_the_push_heals_the_entry(fresh, cache, tmp_path, case):
     change, reason = MALFORMED[case]
     signature = _edit(cache, change)

@@ -163,6 +163,7 @@ def leaks_in_files(*roots: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_secret_of_a_mirror_or_cache_url_is_shown_kept_or_sent_to_another_origin(tmp_path, servers):
     project = make_project(tmp_path)
     for name in ("hello", "app"):  # the recipe's own URL fails: the mirror is asked
@@ -229,6 +230,7 @@ def test_no_secret_of_a_mirror_or_cache_url_is_shown_kept_or_sent_to_another_ori
     assert leaks_in_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_password_in_a_recipes_url_is_not_in_the_sbom_legal_info_or_exported_script(tmp_path, built):
     # The source is in the download cache already: nothing is downloaded, only shown.
     source = built.recipes["app"]["sources"][0]
@@ -251,6 +253,7 @@ def test_a_password_in_a_recipes_url_is_not_in_the_sbom_legal_info_or_exported_s
     assert leaks_in_files(tmp_path / "out") == []
 
 
+@pytest.mark.slow
 def test_a_cache_or_ccache_url_that_fails_validation_is_shown_without_its_password(project):
     for key, value in (("MLBUILD_CACHE", f"ftp://{USER}:{CACHE_SECRET}@cache.example.org/x"),
                        ("MLBUILD_CCACHE_REMOTE_STORAGE", f"gopher://:{CACHE_SECRET}@cache.example.org")):

@@ -114,6 +114,7 @@ def test_values_in_a_cmake_file_are_escaped_and_cmake_reads_them_back_unchanged(
     assert f"Q=[{expected}]" in result.stdout and f"B=[{expected}]" in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 def test_a_kconfig_value_with_a_line_break_is_refused_naming_the_template(project):
     project.write("templates/app/extra.config", 'CONFIG_GREETING="{{ vars.note }}"\n')
     project.update_recipe("app", files=["app/extra.config"], vars={"message": "hi", "note": 'hi"\nCONFIG_MODULES=y'})
@@ -168,6 +169,7 @@ BAD_PROJECTS = {
 
 
 @pytest.mark.parametrize("case", BAD_PROJECTS, ids=list(BAD_PROJECTS))
+@pytest.mark.slow
 def test_a_bad_file_is_one_line_for_doit_list_doit_and_check(project, case):
     change, message, status = BAD_PROJECTS[case]
     change(project)
@@ -306,6 +308,7 @@ def test_ctrl_c_under_doit_n_2_stops_the_build_scripts_and_says_so_in_one_line(s
     assert result.returncode == 0 and x86("app") <= result.executed
 
 
+@pytest.mark.slow
 def test_after_sigkill_the_next_run_stops_the_leftover_and_says_so(slow):
     first = slow.doit_background()
     try:
@@ -323,6 +326,7 @@ def test_after_sigkill_the_next_run_stops_the_leftover_and_says_so(slow):
     assert f"mlbuild: stopped build:app-x86_64, left running by an earlier run (pid {first.pid}) that was killed" in stderr
 
 
+@pytest.mark.slow
 def test_a_run_that_waited_for_the_lock_does_not_rebuild_what_the_first_run_just_built(slow):
     import threading
 

@@ -57,6 +57,7 @@ def test_changing_a_template_rebuilds_its_recipe_and_dependents_only(built):
     assert built.run_binary("hello") == "Hello, world!!\n"
 
 
+@pytest.mark.slow
 def test_changing_a_source_tarball_refetches_and_rebuilds_its_users_only(built):
     changed_c = APP_C.replace("puts(MESSAGE)", 'printf("%s (v2)\\n", MESSAGE)')
     built.update_recipe("app", sources=[built.new_source("app", {"app.c": changed_c}, "app-1.0")])

@@ -72,6 +72,7 @@ def test_sigkill_during_a_build_then_rerun_rebuilds_the_killed_task_and_dependen
     assert again.executed == set() and again.up_to_date == ALL_TASKS
 
 
+@pytest.mark.slow
 def test_a_second_doit_during_a_build_fails_naming_the_lock_while_list_and_explain_still_work(slow):
     first = slow.doit_background()
     try:

@@ -39,6 +39,7 @@ def untouched(project):
     return (path.read_bytes(), path.stat().st_mtime_ns) if path.exists() else None
 
 
+@pytest.mark.slow
 def test_a_setting_kept_with_mlbuild_set_is_read_by_doit_and_mlbuild_and_the_command_line_and_environment_win(two_arches):
     project = two_arches
     assert arches_listed(project.doit("list", "--all")) == {"x86_64", "arm64"}
@@ -66,6 +67,7 @@ def test_a_setting_kept_with_mlbuild_set_is_read_by_doit_and_mlbuild_and_the_com
     assert (again.returncode, again.stdout) == (0, f"{LOCAL}: arches was not set\n")
 
 
+@pytest.mark.slow
 def test_jobs_from_the_file_reach_the_build_scripts_and_the_first_line_names_each_setting_and_its_origin(project):
     project.edit("templates/build/hello.sh.j2", "mkdir -p", 'echo "make gets -j$JOBS"\nmkdir -p')
     assert project.cli("set", "jobs=1").returncode == 0
@@ -82,6 +84,7 @@ def test_jobs_from_the_file_reach_the_build_scripts_and_the_first_line_names_eac
         assert f"make gets -j{jobs}\n" in project.log("build:hello-x86_64"), (arguments, environment)
 
 
+@pytest.mark.slow
 def test_mlbuild_settings_lists_what_differs_from_the_defaults_with_origins_and_all_with_defaults(project):
     assert project.cli("set", "jobs=1", "progress=plain").returncode == 0
     result = project.cli("settings", "log_runs=4")
@@ -106,6 +109,7 @@ def test_a_project_at_its_defaults_prints_no_settings_line(tmp_path):
     assert result.stdout.startswith("build:hello-x86_64 would run:")
 
 
+@pytest.mark.slow
 def test_a_credential_in_a_setting_is_not_shown_in_the_first_line_or_by_set_and_settings(project):
     result = project.cli("explain", "build:hello-x86_64", env={"MLBUILD_MIRRORS": "https://me:s3cret@mirror.example/dist"})
     assert result.returncode == 0, result.stderr
@@ -118,6 +122,7 @@ def test_a_credential_in_a_setting_is_not_shown_in_the_first_line_or_by_set_and_
     assert "mirrors=https://me:***@mirror.example/dist" in shown.stdout and "s3cret" not in shown.stdout
 
 
+@pytest.mark.slow
 def test_an_unknown_key_or_a_bad_value_is_one_line_and_the_file_is_untouched(project):
     assert project.cli("set", "jobs=1").returncode == 0
     before = untouched(project)
@@ -143,6 +148,7 @@ def test_an_unknown_key_or_a_bad_value_is_one_line_and_the_file_is_untouched(pro
     assert list(project.root.glob(f".{LOCAL}*")) == []
 
 
+@pytest.mark.slow
 def test_a_hand_edited_file_is_checked_like_pyproject_and_named_in_one_line(project):
     project.write(LOCAL, 'jobs = "3"\n')  # TOML has integers: text is a mistake, as in pyproject.toml
     result = project.doit("list")
@@ -179,6 +185,7 @@ STYLE = {"help": "how long the greeting is", "choices": ["short", "long"], "defa
 WITH_EXTRA = {"help": "put extra in the system", "default": True}
 
 
+@pytest.mark.slow
 def test_options_recipes_declare_are_kept_and_checked_and_every_command_follows_them(project):
     project.update_recipe("hello", options={"loud": LOUD, "style": STYLE, "with_extra": WITH_EXTRA})
     project.update_recipe("extra", when="with_extra")

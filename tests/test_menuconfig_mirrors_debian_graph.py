@@ -76,6 +76,7 @@ def test_a_source_missing_upstream_is_fetched_from_a_mirror_and_verified(project
 MUSL_SHA256 = "7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4"
 
 
+@pytest.mark.slow
 def test_a_source_missing_upstream_comes_from_debians_source_archive(project, tmp_path):
     """The real archive (the only place the machines this runs on reach): musl's orig tarball, 1 MB."""
     if not shutil.which("apt-get"):

@@ -85,6 +85,7 @@ def tree(tmp_path_factory):
     return root, diff, added.stdout
 
 
+@pytest.mark.slow
 def test_adding_zlib_is_one_recipe_file_and_nothing_else(tree):
     root, diff, printed = tree
     assert diff.splitlines() == ["A\trecipes/zlib.toml"]

@@ -44,6 +44,7 @@ def test_doit_fetch_gets_only_the_sources_a_needed_build_uses(project):
     assert result.executed == {"fetch:tool"}
 
 
+@pytest.mark.slow
 def test_mirror_serves_a_second_machine_with_checksums_verified(project, tmp_path):
     mirror = tmp_path / "mirror"
     result = project.cli("mirror", str(mirror))
@@ -77,6 +78,7 @@ def test_mirror_serves_a_second_machine_with_checksums_verified(project, tmp_pat
 
 
 @pytest.mark.parametrize("switch", [("offline=1",), ()])
+@pytest.mark.slow
 def test_offline_with_a_tarball_missing_stops_before_any_task_naming_each_one(project, switch):
     env = None if switch else {"MLBUILD_OFFLINE": "1"}
     hello, app = (project.recipes[name]["sources"][0]["sha256"] for name in ("hello", "app"))
@@ -125,6 +127,7 @@ def counting_server(project):
     server.server_close()
 
 
+@pytest.mark.slow
 def test_offline_builds_from_the_download_cache_and_never_connects(project, counting_server):
     base = f"http://127.0.0.1:{counting_server.server_address[1]}"
     for name in ("hello", "app"):

@@ -131,6 +131,7 @@ def test_mlbuild_explain_lists_the_options_the_task_reacts_to(optioned):
     assert "options it reacts to" not in optioned.cli("explain", "build:app-x86_64").stdout
 
 
+@pytest.mark.slow
 def test_mlbuild_check_renders_every_choice_of_a_choice_option(optioned):
     assert optioned.cli("check").returncode == 0
     # A mistake only the other choice reaches: check finds it although the default renders fine.

@@ -26,6 +26,7 @@ def fields(project) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines())
 
 
+@pytest.mark.slow
 def test_the_target_says_its_name_version_and_a_build_id_that_is_the_same_elsewhere_and_changes_with_a_component(built, tmp_path):
     with_os_release(built)
     assert built.doit().executed == x86("target", "images")  # a new file of the target: no component rebuilt

@@ -78,6 +78,7 @@ def test_declared_modes_reach_the_target_and_both_images_with_their_owners_and_r
     assert_stamps_valid(built)
 
 
+@pytest.mark.slow
 def test_changing_a_mode_reruns_target_and_images_and_an_owner_only_the_images(built):
     built.update_recipe("hello", permissions=[SETUID_HELLO])
     assert built.doit().executed == x86("target", "images")

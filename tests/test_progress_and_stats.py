@@ -7,12 +7,16 @@ import shutil
 import time
 import xml.etree.ElementTree as ElementTree
 
+import pytest
+
 from conftest import ALL_TASKS, SLOW_APP_SH, after_settings_line, wait_for, x86
 
-from mlbuild.reporting import stats
+from mlbuild.reporting import stats, stats_report
+from mlbuild.reporting.progress import duration
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-SUMMARY = re.compile(r"^mlbuild: (?P<counts>.+?); wall [^,]+, CPU [^,]+(?:, ccache (\d+) hits / (\d+) misses \(\d+ %\))?$")
+SUMMARY = re.compile(r"^mlbuild: (?P<counts>.+?); wall [^,]+(?:, floor [^,]+ \(\d+ %\))?, CPU [^,]+"
+                     r"(?:, ccache (\d+) hits / (\d+) misses \(\d+ %\))?$")
 COUNT = re.compile(r"^(\d+) (fetched|built|restored|ran|up to date|failed|interrupted|not run \(a dependency failed\))$")
 SUMMARY_ORDER = ["fetched", "built", "restored", "ran", "up to date", "failed", "interrupted", "not run (a dependency failed)"]
 
@@ -122,6 +126,7 @@ def test_a_small_build_prints_a_line_per_task_that_ran_and_a_no_op_only_the_summ
         assert detail.up_to_date == ALL_TASKS and len(detail.stdout.splitlines()) == 9, detail.stdout
 
 
+@pytest.mark.slow
 def test_a_restore_is_one_line_naming_the_cache_and_a_fresh_tree_takes_its_eta_from_the_caches_manifests(project, tmp_path):
     cache = tmp_path / "artifacts"
     project.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')
@@ -266,9 +271,16 @@ def test_the_summary_counts_built_and_up_to_date_and_names_the_slowest_tasks(bui
     assert len(slowest.split(", ")) == 3 and all(name in x86("hello", "app", "target", "images")
                                                   for name in re.findall(r"(build:\S+) ", slowest))
 
+    # the floor beside the wall time: the run's own (stats.floor), as its file has it; a no-op has none
+    best = stats.floor(newest_run(built))
+    floor_clause = re.search(r"; wall [^,]+, floor (\S+(?: s)?) \((\d+) %\), CPU ", result.stdout)
+    assert floor_clause, result.stdout
+    assert floor_clause[1] == duration(best["floor"]) and int(floor_clause[2]) == round(100 * best["efficiency"])
+    assert 0 < best["floor"] <= newest_run(built)["wall"]
+
     nothing = built.doit()
     assert summary(nothing.stdout) == {"up to date": 7}
-    assert "slowest" not in nothing.stdout
+    assert "slowest" not in nothing.stdout and "floor" not in nothing.stdout
 
 
 def test_a_failure_in_the_summary_names_the_task_its_kept_log_and_shows_its_last_20_lines(built):
@@ -364,8 +376,72 @@ def test_the_critical_path_is_the_longest_chain_and_each_task_on_it_shrinks_the_
     assert stats.shrink_if_free(DURATIONS, DEPS, ORDER, 1, ORDER) == DURATIONS
 
 
+# --- the floor and the efficiency on synthetic runs ----------------------------------------------------------
+
+def synthetic_run(tasks: list[tuple[str, float, float, float, list[str]]], wall: float, cpu: float, jobs: int = 2,
+                  parallel: int = 2) -> dict:
+    """A run file's content: tasks as (name, start, end, CPU seconds, deps), times from 1000 s."""
+    return {"run": "20261207-120000-1", "started": 1000.0, "wall": wall, "cpu": cpu, "jobs": jobs, "parallel": parallel,
+            "outcome": "ok", "up_to_date": [], "skipped": [],
+            "tasks": [{"task": name, "deps": deps, "start": 1000 + start, "end": 1000 + end, "duration": end - start,
+                       "cpu": task_cpu, "outcome": "built"} for name, start, end, task_cpu, deps in tasks]}
+
+
+def test_the_floor_of_a_chain_of_three_tasks_is_their_wall_time_alone():
+    # a 0-2 s, b 2-5 s, c 5-6 s, one after the other; the run's 0.5 s before its first task is not work.
+    run = synthetic_run([("a", 0, 2, 3.0, []), ("b", 2, 5, 1.0, ["a"]), ("c", 5, 6, 2.0, ["b"])], wall=6.5, cpu=6.5)
+    assert stats.alone_times(run["tasks"]) == {"a": 2, "b": 3, "c": 1}  # touching tasks do not overlap
+    # each alone throughout: max(cpu ÷ 2, wall alone) = its wall time (a: max(1.5, 2))
+    assert stats.cpu_bound_times(run["tasks"], 2) == {"a": 2, "b": 3, "c": 1}
+    best = stats.floor(run)
+    assert best["path"] == ["a", "b", "c"] and best["path_seconds"] == 6 and best["cpu_seconds"] == 3.25
+    assert best["floor"] == 6 and round(100 * best["efficiency"]) == 92  # 6 ÷ 6.5
+    # one slot would have done: the second is idle throughout
+    assert stats.idle_spans(run["tasks"], stats_report.job_slots(run["tasks"]), 2) == {0: [], 1: [(1000, 1006)]}
+
+
+def test_the_floor_of_a_diamond_is_its_cpu_over_jobs_when_that_is_larger_than_its_critical_path():
+    #   a 0-2 -> b 2-8 (10 s CPU) -> d 8-10
+    #   a 0-2 -> c 2-5 ( 3 s CPU) -> d
+    run = synthetic_run([("a", 0, 2, 2.0, []), ("b", 2, 8, 10.0, ["a"]), ("c", 2, 5, 3.0, ["a"]), ("d", 8, 10, 4.0, ["b", "c"])],
+                        wall=10, cpu=19)
+    assert stats.alone_times(run["tasks"]) == {"a": 2, "b": 3, "c": 0, "d": 2}  # b alone from 5 to 8
+    # b: max(10 ÷ 2, 3) = 5; c: max(3 ÷ 2, 0) = 1.5 (it shared the machine throughout)
+    assert stats.cpu_bound_times(run["tasks"], 2) == {"a": 2, "b": 5, "c": 1.5, "d": 2}
+    best = stats.floor(run)
+    assert best["path"] == ["a", "b", "d"] and best["path_seconds"] == 9  # a-c-d: 5.5
+    assert best["cpu_seconds"] == 9.5 and best["floor"] == 9.5 and best["efficiency"] == 0.95
+    # with 4 jobs the chain sets the floor: b: max(2.5, 3) = 3, so a-b-d = 7 > 19 ÷ 4
+    assert stats.floor({**run, "jobs": 4})["floor"] == 7
+    slots = stats_report.job_slots(run["tasks"])
+    assert slots == {"a": 0, "b": 0, "c": 1, "d": 0}
+    assert stats.idle_spans(run["tasks"], slots, 2) == {0: [], 1: [(1000, 1002), (1005, 1010)]}
+
+
+def test_an_idle_gap_lowers_the_efficiency_and_shows_as_idle_slots_in_the_plot(tmp_path):
+    # a 0-2 s, nothing from 2 to 5 s, b 5-7 s: the floor is the 4 s of work, the wall 7 s
+    run = synthetic_run([("a", 0, 2, 2.0, []), ("b", 5, 7, 2.0, ["a"])], wall=7, cpu=4)
+    best = stats.floor(run)
+    assert best["floor"] == 4 and best["cpu_seconds"] == 2 and round(100 * best["efficiency"]) == 57
+    slots = stats_report.job_slots(run["tasks"])
+    assert stats.idle_spans(run["tasks"], slots, 2) == {0: [(1002, 1005)], 1: [(1000, 1007)]}
+    lines = stats_report.table(run)
+    assert "wall 7.0 s, floor 4.0 s (57 %), CPU 4.0 s" in lines[0]
+    assert ("floor 4.0 s: the larger of the CPU-bound critical path (4.0 s, 2 tasks) and CPU ÷ jobs (2.0 s, 2 jobs); "
+            "efficiency 57 % (floor ÷ wall)") in lines
+
+    svg = stats_report.plot(run, tmp_path / "run.svg")
+    root = ElementTree.parse(svg).getroot()
+    groups = {g.get("id"): g for g in root.iter("{http://www.w3.org/2000/svg}g")}
+    assert {"idle-1", "idle-2"} <= set(groups)  # both slots were idle at some time
+    # slot 1's one idle span (3 s) is one shaded path, slot 2's (7 s, the whole run) another
+    assert len(list(groups["idle-1"].iter("{http://www.w3.org/2000/svg}path"))) >= 1
+    assert "floor 4.0 s (57 %)" in "".join(root.itertext())
+
+
 # --- logs per run -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_logs_are_kept_per_run_with_a_latest_link_and_pruned_to_the_last_n_runs(built):
     first_runs = sorted(p.name for p in built.path("build/logs/runs").iterdir())
     assert len(first_runs) == 1
@@ -389,6 +465,7 @@ def test_logs_are_kept_per_run_with_a_latest_link_and_pruned_to_the_last_n_runs(
 
 # --- sizes ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_size_report_per_component_with_the_change_since_the_previous_build_and_an_svg(built):
     first = built.cli("size", "x86_64")
     assert first.returncode == 0, first.stderr
@@ -422,6 +499,7 @@ def test_size_of_an_unbuilt_target_is_one_line(project):
 
 # --- the graph ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_graph_colours_tasks_by_what_the_next_build_would_do_and_shows_one_tasks_ancestors(built):
     built.update_recipe("hello", vars={"greeting": "Howdy"})
     result = built.cli("graph")
@@ -442,6 +520,7 @@ def test_graph_colours_tasks_by_what_the_next_build_would_do_and_shows_one_tasks
     assert down.returncode == 0 and nodes == x86("hello", "app", "target", "images")
 
 
+@pytest.mark.slow
 def test_graph_colours_a_task_the_artifact_cache_holds_as_restore(built, tmp_path):
     cache = tmp_path / "artifacts"
     built.edit("pyproject.toml", "cache = []", f'cache = ["{cache.as_uri()}"]')

@@ -37,6 +37,7 @@ def warm(tmp_path, stamped: bool = False):
         projects.append((project, result))
     (_, cold), (fresh, first_run) = projects
     assert restored(cold) == set() and restored(first_run) == x86("hello", "extra", "app", "target", "images")
+    fresh.cache_uri = cache
     return fresh
 
 
@@ -46,9 +47,18 @@ def rebuild(project, *args, env=None) -> DoitResult:
     return DoitResult(result.returncode, *parse_tasks(result.stdout), result.stdout, result.stderr)
 
 
+@pytest.fixture(scope="module")
+def warm_once(tmp_path_factory):
+    """The two builds of warm() once per module; each test gets a copy of the fresh clone (see `fresh`)."""
+    return warm(tmp_path_factory.mktemp("warm"))
+
+
 @pytest.fixture
-def fresh(tmp_path):
-    return warm(tmp_path)
+def fresh(warm_once, tmp_path):
+    """A copy of the fresh clone restored from the cache, which the copies share (a rebuild pushes the same bytes)."""
+    copy = warm_once.copy_to(tmp_path)
+    copy.cache_uri = warm_once.cache_uri
+    return copy
 
 
 def test_doit_forget_with_a_cache_restores_the_task_and_runs_no_script(fresh):
@@ -68,7 +78,7 @@ def test_mlbuild_rebuild_runs_the_script_though_the_cache_holds_it_and_its_depen
     lines = result.stdout.splitlines()
     assert lines[0] == "rebuild: doit build:hello-x86_64 build:target-x86_64 build:images-x86_64 rebuild=build:hello-x86_64"
     assert lines[1].startswith(f"settings: rebuild=build:hello-x86_64 (command line), verbose=1 (environment), "
-                               f"cache={fresh.root.parent.parent.as_uri()}/cache ({LOCAL}), ")
+                               f"cache={fresh.cache_uri} ({LOCAL}), ")
     assert result.executed == x86("hello") and restored(result) == set()
     log = fresh.log("build:hello-x86_64")
     assert "# rebuild: built again, not restored from the artifact cache" in log and "# running" in log
@@ -81,6 +91,7 @@ def test_mlbuild_rebuild_runs_the_script_though_the_cache_holds_it_and_its_depen
     assert fresh.doit().executed == set()
 
 
+@pytest.mark.slow
 def test_a_rebuild_whose_output_differs_runs_its_dependents_and_the_doit_way_does_the_same(tmp_path):
     fresh = warm(tmp_path, stamped=True)
     before = fresh.path("build/out/hello-x86_64/bin/built-at").read_text()

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ARCH, EXTRA_C, REPO, base_environment, make_project, parse_tasks, x86
 
 from mlbuild.system.cpio import normal_mode, write_initramfs
@@ -99,6 +101,7 @@ def _cpio_modes(archive) -> dict[str, int]:
         offset += size + (-size % 4)
 
 
+@pytest.mark.slow
 def test_two_builds_in_different_folders_umasks_time_zones_and_locales_are_bit_identical(tmp_path):
     projects = []
     for base, builder in zip((tmp_path / "first", tmp_path / "second" / "deeper" / "elsewhere"), BUILDERS):
@@ -198,6 +201,7 @@ def test_every_build_script_of_the_project_maps_the_checkouts_paths_away():
         assert '-DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags"' in scripts[name]
 
 
+@pytest.mark.slow
 def test_pass_environment_naming_a_variable_mlbuild_sets_is_refused_and_the_list_is_what_scripts_get(project):
     """Such a name was accepted and dropped in silence: mlbuild's value wins. The refusal lists the variables
     mlbuild owns, which must be exactly those a build script sees (derived from the same dict, not kept by hand)."""

@@ -97,6 +97,7 @@ def test_a_script_that_writes_next_to_its_source_fails_in_the_sandbox(project):
     assert list(project.path("build").rglob("written-by-the-build"))
 
 
+@pytest.mark.slow
 def test_sandboxed_builds_give_the_same_outputs_as_unsandboxed_ones(project, tmp_path):
     other = project.copy_to(tmp_path / "copy")
     assert project.doit("sandbox=on").returncode == 0

@@ -94,6 +94,7 @@ def test_script_for_an_unknown_task_is_one_line(built):
     assert result.stderr == "mlbuild: script: no task 'build:nosuch'; `doit list --all` shows them\n"
 
 
+@pytest.mark.slow
 def test_with_the_runtime_image_profile_the_exported_script_packs_the_same_images(built, tmp_path):
     # Headers, a static library and an include folder deep down: what the runtime images leave out.
     built.edit("templates/build/app.sh.j2", "mkdir -p", 'mkdir -p "$OUT/usr/include/app" "$OUT/usr/lib/clang/19/include" "$OUT/usr/share/man"\n'
@@ -114,6 +115,7 @@ def test_with_the_runtime_image_profile_the_exported_script_packs_the_same_image
     assert not (out / "work/images-x86_64-runtime").exists()
 
 
+@pytest.mark.slow
 def test_the_exported_script_runs_the_post_build_and_post_image_hooks_as_mlbuild_does(built, tmp_path):
     post_build = built.write("hooks/post-build.sh", '#!/bin/sh\nset -eu\necho "$MLBUILD_HOOK $ARCH $IMAGE_PROFILE $SOURCE_DATE_EPOCH" > "$TARGET_DIR/etc/built-by"\n'
                              'test "$1" = "$TARGET_DIR"\n')
@@ -218,6 +220,7 @@ def test_the_exported_script_tries_every_alternative_of_a_source_in_order(built,
 MUSL_SHA256 = "7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4"
 
 
+@pytest.mark.slow
 def test_the_exported_script_gets_a_debian_source_without_deb_src_lines_through_a_private_apt_state(project, tmp_path):
     """The real archive, as tests/test_menuconfig_mirrors_debian_graph.py's: musl's orig tarball, 1 MB. The
     machine's apt configuration has deb lines only (what a Debian install has): the script derives its own."""
@@ -244,6 +247,7 @@ def test_the_exported_script_gets_a_debian_source_without_deb_src_lines_through_
     assert sorted((path, path.read_bytes()) for path in Path("/etc/apt").rglob("*") if path.is_file()) == apt_configuration
 
 
+@pytest.mark.slow
 def test_the_exported_script_maps_its_own_folder_out_of_objects_as_mlbuild_maps_the_build_folder(built, tmp_path):
     """$PREFIX_MAP_FLAGS name the script's folder ($ROOT), not the exporting tree's: debug info built elsewhere is mlbuild's, bit for bit."""
     built.edit("templates/build/hello.sh.j2", 'ccache clang -O1 -I. -c "$SRC/hello.c"',

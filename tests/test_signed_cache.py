@@ -137,6 +137,7 @@ def test_one_signature_by_a_trusted_key_is_enough_beside_others_and_the_reason_n
 
 # --- refused: one line per cache and reason, built locally -------------------------------------
 
+@pytest.mark.slow
 def test_unsigned_entries_are_refused_in_one_line_built_locally_and_replaced_by_signed_pushes(fresh, cache, tmp_path):
     for path in cache.glob("*/*.dsse.json"):
         path.unlink()
@@ -246,6 +247,7 @@ def test_a_damaged_envelope_is_refused_in_one_line(fresh, cache):
     assert f"its signature by {TEST_KEY_NAME} does not verify" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_rotation_old_and_new_trusted_then_old_removed_then_re_trusted_heals_at_once(tmp_path):
     """Keys ci-2026a (old) and ci-2026b (new). A reader without a signing key (a developer) never replaces entries."""
     keys = tmp_path / "keys"
@@ -280,6 +282,7 @@ def test_rotation_old_and_new_trusted_then_old_removed_then_re_trusted_heals_at_
     assert restored(again) == CACHED and faults(again) == [], again.stderr
 
 
+@pytest.mark.slow
 def test_cache_sign_adds_the_new_keys_signature_so_that_the_old_key_can_go(tmp_path):
     keys = tmp_path / "keys"
     old, new = key_file(keys, OLD_SECRET, "old.secret"), key_file(keys, NEW_SECRET, "new.secret")
@@ -311,6 +314,7 @@ def unsigned_cache(tmp_path) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_cache_sign_signs_old_entries_after_checking_each_archive_and_refuses_a_damaged_one(unsigned_cache, fresh):
     env = {"MLBUILD_CACHE": unsigned_cache.as_uri()}
     _, archive, manifest = _entry(unsigned_cache, "build:extra-x86_64")
@@ -573,6 +577,7 @@ def test_keys_in_the_configuration_are_checked_in_one_line_that_never_shows_a_se
     assert OLD_SECRET.split(":")[1][:16] not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_the_secret_key_never_appears_in_any_output_log_stats_stamp_or_cache_object(tmp_path):
     """The key only in the environment (as CI has it): every command's output, and every file of the project and the
     cache, searched for the key's text, its bytes, and their base64 and hex forms."""
@@ -689,6 +694,7 @@ def read_as(project, remote, prefix, *public, revoked=()):
     return project.doit(f"cache=ro:{remote.url(prefix)}", *trusting(*public, revoked=revoked), env=remote.env)
 
 
+@pytest.mark.slow
 def test_server_signed_entries_restore_and_every_object_is_free_of_the_secret(remote, entries, tmp_path):
     keys = remote.keys(entries)
     assert len([k for k in keys if k.endswith(".dsse.json")]) == len(CACHED) == len([k for k in keys if k.endswith("/manifest.json")])
@@ -748,6 +754,7 @@ def test_server_an_unknown_key_and_a_revoked_key_are_refused_in_one_line_each(re
     assert fresh.run_binary("app") == "app says hi\n"
 
 
+@pytest.mark.slow
 def test_server_rotation_old_entries_refused_once_the_old_key_is_removed_and_healed_by_trusting_it_again(remote, entries, tmp_path):
     writer = make_project(tmp_path / "writer")
     writer.update_recipe("app", vars={"message": "rotated"})
@@ -809,6 +816,7 @@ def test_server_graph_paints_restore_only_an_entry_whose_signature_the_restore_w
     assert (colour[HELLO], colour[EXTRA]) == (RESTORE_COLOUR, RUN_COLOUR)
 
 
+@pytest.mark.slow
 def test_server_s3_cache_sign_and_verify(s3, tmp_path):
     """Entries pushed unsigned before signing existed, signed where they are (S3 lists; plain HTTP cannot)."""
     remote = Remote("s3", s3)

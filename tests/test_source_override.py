@@ -73,6 +73,7 @@ def test_an_override_is_copied_in_without_download_checksum_or_patches(project):
     assert "copying the local override ../hello-src" in project.log("fetch:hello")
 
 
+@pytest.mark.slow
 def test_editing_a_file_in_the_override_reruns_exactly_that_component_and_what_depends_on_it(overridden):
     # extra.c: only build:extra's output changes; build:hello runs (its source changed) but gives the same
     # bytes, so build:app, which depends on hello, does not run (early cutoff).

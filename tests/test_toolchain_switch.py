@@ -5,6 +5,8 @@ around the host's LLVM, so the test takes seconds, not the hours of a real
 LLVM build.
 """
 
+import pytest
+
 from conftest import x86
 
 WRAPPER_SH = """\
@@ -53,6 +55,7 @@ def test_switching_to_the_llvm_toolchain_rebuilds_what_it_compiles_and_nothing_e
     assert again.executed == set()
 
 
+@pytest.mark.slow
 def test_both_toolchains_results_live_side_by_side(built):
     add_wrapper_toolchain(built)
     host_hello = built.path("target/x86_64/bin/hello").read_bytes()
@@ -80,6 +83,7 @@ def test_stage_1_builds_a_host_recipes_sysroots_for_every_arch_and_the_toolchain
     assert "adding build:app-arm64 to aarch64-unknown-linux-musl/" in built.log("build:toolchain")
 
 
+@pytest.mark.slow
 def test_with_the_llvm_toolchain_its_sysroots_stay_stage_1_builds_and_are_not_built_again(built):
     add_wrapper_toolchain(built, sysroots=["app"])
     assert built.doit("build:toolchain").returncode == 0

@@ -527,7 +527,12 @@ def summary_lines(run: dict, project, stats_path: Path | None) -> list[str]:
               (len(run["up_to_date"]), "up to date"), (count["failed"], "failed"), (count["interrupted"], "interrupted"),
               (len(run["skipped"]), "not run (a dependency failed)")]
     line = "mlbuild: " + (", ".join(f"{number} {what}" for number, what in counts if number) or "no task to run")
-    line += f"; wall {duration(run['wall'])}, CPU {duration(run['cpu'])}"
+    line += f"; wall {duration(run['wall'])}"
+    if records:  # the floor: how soon the run could have ended at best (stats.floor); none for a no-op
+        best = stats.floor(run)
+        if best["efficiency"] is not None:
+            line += f", floor {duration(best['floor'])} ({100 * best['efficiency']:.0f} %)"
+    line += f", CPU {duration(run['cpu'])}"
     if hits + misses:
         line += f", ccache {hits} hits / {misses} misses ({100 * hits / (hits + misses):.0f} %)"
     lines = [line]

@@ -265,3 +265,80 @@ def analyse(run: dict) -> dict:
     # One replay per task: for every task up to a few hundred, beyond that for the critical path's only.
     which = order if len(order) <= SHRINK_ALL_LIMIT else None
     return {"critical_path": critical_path(durations, deps), "shrink": shrink_if_free(durations, deps, order, slots, which)}
+
+
+# --- the floor: how soon this run could have ended at best ------------------------------------
+#
+# A run cannot end sooner than its CPU time spread over every job (ΣCPU ÷ jobs), nor sooner
+# than its longest chain of dependent tasks. How fast a task could go with the machine to
+# itself is not recorded (its useful parallelism is unknown), so each task on a chain counts
+# for its CPU-bound time, two lower bounds of it: max(its CPU ÷ jobs: it cannot use more than
+# `jobs` CPUs; the wall time it ran with no other task beside it: alone, it was not slowed by
+# another, and sharing never speeds a task up). A task that ran alone throughout counts for
+# its whole wall time; one that shared the machine throughout for its CPU ÷ jobs. So the floor
+# is a lower bound of the run's wall time on `jobs` CPUs, and floor ÷ wall its efficiency.
+
+def alone_times(records: list[dict]) -> dict[str, float]:
+    """For each task, the seconds of its run during which no other task of the run was running."""
+    events = sorted([(r["start"], 1, r["task"]) for r in records] + [(r["end"], 0, r["task"]) for r in records])
+    alone = {r["task"]: 0.0 for r in records}
+    running: set[str] = set()
+    previous = None
+    for moment, starts, task in events:  # ends before starts at the same moment: touching tasks do not overlap
+        if len(running) == 1 and previous is not None:
+            (only,) = running
+            alone[only] += moment - previous
+        if starts:
+            running.add(task)
+        else:
+            running.discard(task)
+        previous = moment
+    return {task: round(seconds, 3) for task, seconds in alone.items()}
+
+
+def cpu_bound_times(records: list[dict], jobs: int) -> dict[str, float]:
+    """Each task's CPU-bound time: max(its CPU ÷ jobs, the wall time it ran alone); see above."""
+    alone = alone_times(records)
+    return {r["task"]: max(r.get("cpu", 0.0) / max(1, jobs), alone[r["task"]]) for r in records}
+
+
+def floor(run: dict) -> dict:
+    """The run's floor and efficiency: {"floor", "path" (its CPU-bound critical path, first task first),
+    "path_seconds", "cpu_seconds" (ΣCPU ÷ jobs), "jobs", "wall", "efficiency" (floor ÷ wall, None for no wall)}.
+
+    ΣCPU is the run's own (the doit process and every process it reaped), jobs the run's `jobs`. An
+    efficiency above 1 says the run used more than `jobs` CPUs at once (tasks side by side, each
+    running `make -j<jobs>`, on a machine with more cores than `jobs`)."""
+    records = [r for r in run.get("tasks", []) if "end" in r and "start" in r]
+    jobs = max(1, run.get("jobs") or 1)
+    weights = cpu_bound_times(records, jobs)
+    deps = {r["task"]: r.get("deps", []) for r in records}
+    path = critical_path(weights, deps)
+    path_seconds = sum(weights[task] for task in path)
+    cpu_seconds = run.get("cpu", 0.0) / jobs
+    lowest = max(path_seconds, cpu_seconds)
+    wall = run.get("wall", 0.0)
+    return {"floor": round(lowest, 3), "path": path, "path_seconds": round(path_seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3), "jobs": jobs, "wall": wall,
+            "efficiency": lowest / wall if wall > 0 else None}
+
+
+def idle_spans(records: list[dict], slots: dict[str, int], rows: int) -> dict[int, list[tuple[float, float]]]:
+    """Per job slot (row), the spans (start, end) from the first task's start to the last task's end in
+    which the slot ran no task."""
+    if not records:
+        return {row: [] for row in range(rows)}
+    begin, end = min(r["start"] for r in records), max(r["end"] for r in records)
+    busy: dict[int, list[tuple[float, float]]] = {row: [] for row in range(rows)}
+    for record in records:
+        busy[slots[record["task"]]].append((record["start"], record["end"]))
+    idle: dict[int, list[tuple[float, float]]] = {}
+    for row, spans in busy.items():
+        idle[row], cursor = [], begin
+        for start, stop in sorted(spans):
+            if start > cursor + 1e-6:
+                idle[row].append((cursor, start))
+            cursor = max(cursor, stop)
+        if end > cursor + 1e-6:
+            idle[row].append((cursor, end))
+    return idle

@@ -38,16 +38,30 @@ def table(run: dict) -> list[str]:
                      "critical" if r["task"] in on_path else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run["started"]))
+    best = stats.floor(run)
+    efficiency = f" ({100 * best['efficiency']:.0f} %)" if best["efficiency"] is not None else ""
     lines = [f"run {run['run']} ({started}, -n {run.get('parallel', 1)}, {run['outcome']}): wall {duration(run['wall'])}, "
-             f"CPU {duration(run['cpu'])}, {len(records)} tasks ran, {len(run.get('up_to_date', []))} up to date"]
+             f"floor {duration(best['floor'])}{efficiency}, CPU {duration(run['cpu'])}, {len(records)} tasks ran, "
+             f"{len(run.get('up_to_date', []))} up to date"]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     lines.append("if free: how much the wall time would shrink if that task took no time (same -n, same order)")
+    lines.append(floor_line(best))
     if analysis["critical_path"]:
         lines.append("critical path (the chain of dependent tasks that set the wall time):")
         for task in analysis["critical_path"]:
             lines.append(f"  {task}: the build would shrink by {duration(analysis['shrink'][task])} if it took no time")
     return lines
+
+
+def floor_line(best: dict) -> str:
+    """How the floor was found: the larger of its two lower bounds, and the efficiency it gives."""
+    line = (f"floor {duration(best['floor'])}: the larger of the CPU-bound critical path "
+            f"({duration(best['path_seconds'])}, {len(best['path'])} tasks) and CPU ÷ jobs "
+            f"({duration(best['cpu_seconds'])}, {best['jobs']} jobs)")
+    if best["efficiency"] is not None:
+        line += f"; efficiency {100 * best['efficiency']:.0f} % (floor ÷ wall)"
+    return line
 
 
 def job_slots(records: list[dict]) -> dict[str, int]:
@@ -82,8 +96,14 @@ def plot(run: dict, output: Path) -> Path:
     on_path, shrink = set(analysis["critical_path"]), analysis["shrink"]
     slots = job_slots(records)
     begin = min(r["start"] for r in records)
-    rows = max(slots.values()) + 1
+    rows = max(max(slots.values()) + 1, run.get("parallel") or 1)  # a slot that never ran a task is idle throughout
     figure, axes = plt.subplots(figsize=(12, 1.2 + 0.9 * rows))
+    # Idle job slots first, under the tasks: shaded spans where a slot ran nothing (each an SVG group "idle-<slot>").
+    for row, spans in stats.idle_spans(records, slots, rows).items():
+        if spans:
+            bars = axes.broken_barh([(start - begin, stop - start) for start, stop in spans], (row - 0.35, 0.7),
+                                    facecolors="#f2f2f2", edgecolors="#bbbbbb", hatch="//", linewidth=0.5)
+            bars.set_gid(f"idle-{row + 1}")
     colours = {"built": "#4c78a8", "restored": "#59a14f", "failed": "#e15759", "interrupted": "#bab0ac"}
     for record in records:
         left, width = record["start"] - begin, max(record["end"] - record["start"], 1e-3)
@@ -97,7 +117,11 @@ def plot(run: dict, output: Path) -> Path:
     axes.set_yticks(range(rows), [f"slot {slot + 1}" for slot in range(rows)])
     axes.invert_yaxis()
     axes.set_xlabel("seconds since the first task started")
-    title = f"mlbuild run {run['run']}: wall {duration(run['wall'])}, -n {run.get('parallel', 1)}"
+    best = stats.floor(run)
+    title = f"mlbuild run {run['run']}: wall {duration(run['wall'])}, floor {duration(best['floor'])}"
+    if best["efficiency"] is not None:
+        title += f" ({100 * best['efficiency']:.0f} %)"
+    title += f", -n {run.get('parallel', 1)}; hatched: idle job slot"
     if analysis["critical_path"]:
         title += "; red outline: critical path"
     axes.set_title(title, fontsize=10)
