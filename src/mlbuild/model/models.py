@@ -4,6 +4,7 @@ import base64
 import binascii
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
@@ -120,6 +121,34 @@ class ArchQemu(Strict):
         return value
 
 
+FIRMWARE_FILE = r"^/[A-Za-z0-9_./+-]+$"
+PATTERN_HINTS[FIRMWARE_FILE] = "expected an absolute path of letters, digits and _ . / + -"
+EFI_LOADER = r"^BOOT[A-Z0-9]+\.EFI$"
+PATTERN_HINTS[EFI_LOADER] = "expected the removable media loader's file name of UEFI, BOOT<ARCH>.EFI (BOOTX64.EFI)"
+# The root partition's GUID of an arch's disk image is fixed (uuid5 of the arch's name in this namespace): the
+# kernel's built-in command line names it (root=PARTUUID=), and the kernel is built before the disk exists.
+ROOT_PARTUUID_NAMESPACE = uuid.UUID("6d6c6275-696c-4400-8000-000000000000")
+
+
+class FirmwareFlash(Strict):
+    """One pair of UEFI firmware files for QEMU's flash: the code (read-only) and the template of its variables."""
+
+    code: Annotated[str, StringConstraints(pattern=FIRMWARE_FILE, max_length=256)]
+    vars: Annotated[str, StringConstraints(pattern=FIRMWARE_FILE, max_length=256)]  # copied per boot: the guest writes it
+
+
+class ArchFirmware(Strict):
+    """How the arch boots disk.img through UEFI firmware (steps/disk.py builds it, boot/qemu.py boots it)."""
+
+    loader: Annotated[str, StringConstraints(pattern=EFI_LOADER)]  # EFI/BOOT/<loader> on the EFI system partition: the kernel
+    # Extra words of the kernel's built-in command line before its serial console (console=tty0: the screen).
+    cmdline: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,=:/ -]*$", max_length=256)] = ""
+    # QEMU's flash files, in order of preference: the first whose code file exists is used. None: no firmware
+    # for QEMU is known (the disk is built, not booted).
+    flash: list[FirmwareFlash] = []
+    package: Name | None = None  # the Debian/Ubuntu package that has them, named when none is there
+
+
 class Arch(Strict):
     """A target architecture: arches/<name>.toml (model/arches.py loads them)."""
 
@@ -132,6 +161,21 @@ class Arch(Strict):
     console: CommandWord  # the serial console's device for the kernel command line: console=ttyS0
     kernel: ArchKernel
     qemu: ArchQemu
+    firmware: ArchFirmware | None = None  # none: no disk image for firmware boot
+
+    @property
+    def root_partuuid(self) -> str:
+        """The GPT partition GUID of the root partition of its disk image (ROOT_PARTUUID_NAMESPACE)."""
+        return str(uuid.uuid5(ROOT_PARTUUID_NAMESPACE, f"root-partition-{self.name}"))
+
+    @property
+    def firmware_cmdline(self) -> str | None:
+        """The kernel's built-in command line for firmware boot: root on the disk's partition, read-write, the
+        serial console last (the one init's shell gets); None without firmware data."""
+        if self.firmware is None:
+            return None
+        extra = f"{self.firmware.cmdline} " if self.firmware.cmdline else ""
+        return f"root=PARTUUID={self.root_partuuid} rootwait rw {extra}console={self.console}"
 
     @property
     def uname_machine(self) -> str:
