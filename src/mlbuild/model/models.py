@@ -673,6 +673,13 @@ class Config(Strict):
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (boot/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # How run and boottest boot: kernel (QEMU's -kernel and -initrd, the root an initramfs) or firmware (disk.img
+    # through the arch's UEFI firmware, the root its ext4 partition: arches/<arch>.toml firmware).
+    boot: Literal["kernel", "firmware"] = "kernel"
+    # The guest's network under `doit run` (boot/network.py): user (QEMU's user networking: the guest reaches what
+    # the host reaches), restricted (restrict=on: nothing outside the guest), none (no card). The boot test is
+    # always restricted, with one forward to its own server on the host's 127.0.0.1.
+    network: Literal["user", "restricted", "none"] = "user"
     # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
     sandbox: Literal["auto", "on", "off"] = "auto"
     # The caller's variables build scripts get too (reproducible.passed_through): not signature inputs.
