@@ -107,7 +107,7 @@ def firmware_checks(arch: Arch, checks: list[GuestCheck]) -> list[GuestCheck]:
     command line is the kernel's own: no mlbuild.rows there)."""
     replaced = {
         "disk": GuestCheck(name="disk", command="grep -o 'root=PARTUUID=[0-9a-f-]*' /proc/cmdline",
-                           expect=rf"^root=PARTUUID={re.escape(arch.root_partuuid)}$"),
+                           expect=rf"^root=PARTUUID={arch.root_partuuid}$"),  # hex digits and -
         "console-size": GuestCheck(name="console-size", command=f"stty rows {HEADLESS_CONSOLE_SIZE[0]} cols {HEADLESS_CONSOLE_SIZE[1]} && stty size",
                                    expect=rf"^{HEADLESS_CONSOLE_SIZE[0]} {HEADLESS_CONSOLE_SIZE[1]}$"),
     }
