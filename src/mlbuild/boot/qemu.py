@@ -175,7 +175,8 @@ def firmware_command(arch: Arch, flash: FirmwareFlash, variables: Path, disk: Pa
     """QEMU's command line that boots the disk through UEFI firmware: no -kernel, the firmware finds
     EFI/BOOT/<loader> on the disk's EFI system partition. Its code is read-only flash, its variables a copy."""
     qemu = arch.qemu
-    command = [qemu.system, "-M", qemu.machine, "-m", f"{qemu.memory >> 20}M", *accelerator.qemu_options(arch),
+    machine = ",".join([qemu.machine, *arch.firmware.machine_options])
+    command = [qemu.system, "-M", machine, "-m", f"{qemu.memory >> 20}M", *accelerator.qemu_options(arch),
                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={flash.code}",
                "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
                "-no-reboot", *_disk_options(arch, disk, snapshot), *network_options]

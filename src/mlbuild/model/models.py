@@ -147,6 +147,9 @@ class ArchFirmware(Strict):
     # for QEMU is known (the disk is built, not booted).
     flash: list[FirmwareFlash] = []
     package: Name | None = None  # the Debian/Ubuntu package that has them, named when none is there
+    # Options of QEMU's machine for this boot (-M <machine>,<option>,...): acpi=off on arm64, whose firmware
+    # hands the kernel the device tree only when the machine has no ACPI tables.
+    machine_options: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+=[A-Za-z0-9_.-]+$", max_length=64)]] = []
 
 
 class Arch(Strict):
