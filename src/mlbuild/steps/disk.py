@@ -171,6 +171,7 @@ class DiskStep(Step, kind="disk"):
         lines = [
             f"# {FILE_NAME}: the kernel as UEFI's default loader on a FAT32 EFI system partition, rootfs.ext4 as partition 2\n",
             f"rm -rf {out_dir} {work}\nmkdir -p {out_dir} {work}\n",
+            'PATH="$PATH:/usr/sbin:/sbin"  # mkfs.vfat, sfdisk\n',
             f"esp_mib=$(( ($(stat -c %s {kernel}) * 2 + {MIB - 1}) / {MIB} + 8 )); [ $esp_mib -ge {ESP_LEAST_MIB} ] || esp_mib={ESP_LEAST_MIB}\n",
             f"root_mib=$(( ($(stat -c %s {rootfs}) + {MIB - 1}) / {MIB} ))\n",
             f"seed=$(printf '%s\\n' {arch} \"$(sha256sum < {kernel} | cut -c1-64)\" \"$(sha256sum < {rootfs} | cut -c1-64)\" | sha256sum | cut -c1-64)\n",
