@@ -17,7 +17,8 @@ sources are inputs, not results: the second clone gets hard links to the first's
 and their stamps), which saves unpacking 3.4 GB again. --resume keeps the clones of an
 interrupted run (at the same commit) and lets mlbuild's incremental builds carry on.
 
-Compared per arch: initramfs.cpio (and its .zst), rootfs.ext4, the kernel image in target/<arch>/boot and every
+Compared per arch: initramfs.cpio (and its .zst), rootfs.ext4, disk.img (build:disk-<arch>, where the arch has
+one: a GPT disk for UEFI firmware), the kernel image in target/<arch>/boot and every
 file of target/<arch> (content, mode, link target), also packed as a deterministic tarball.
 On a mismatch diffoscope (Debian's diffoscope-minimal) writes a report per differing file into
 <work>/diffoscope/. The summary goes to stdout and <work>/result.json; exit status 0 only when
@@ -188,7 +189,8 @@ def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path
     environment.update(MLBUILD_TARGET_LLVM="0", MLBUILD_CACHE="", MLBUILD_ARCHES=" ".join(arches), MLBUILD_PROGRESS="plain")
     if ccache is not None:
         environment["MLBUILD_CCACHE_DIR"] = str(ccache)
-    command = [python, "-m", "doit", "-n", "2", *(f"build:images-{arch}" for arch in arches)]
+    command = [python, "-m", "doit", "-n", "2", *(f"build:images-{arch}" for arch in arches),
+               *(f"build:disk-{arch}" for arch in arches if _has_disk(arch))]
     if builder.get("clock"):
         command = ["faketime", "-f", builder["clock"], *command]
         # Build scripts get a fixed environment: libfaketime reaches them only when passed on.
@@ -215,10 +217,17 @@ def _build(root: Path, builder: dict, arches: list[str], log: Path, ccache: Path
     return time.monotonic() - started
 
 
+def _has_disk(arch: str) -> bool:
+    """Whether the arch's file says how firmware boots it ([firmware]): then build:disk-<arch> makes disk.img."""
+    return load_arches(arch_files(trees(REPO, [])))[arch].firmware is not None
+
+
 def _pairs(roots: list[Path], arch: str, work: Path):
     """(label, first file, second file) of every single-file result compared for arch."""
     for name in ("initramfs.cpio", "initramfs.cpio.zst", "rootfs.ext4"):
         yield f"images/{name}", *(root / "build" / "images" / arch / name for root in roots)
+    if _has_disk(arch):
+        yield "disks/disk.img", *(root / "build" / "disks" / arch / "disk.img" for root in roots)
     for kernel in sorted((roots[0] / "target" / arch / "boot").glob("*Image")):  # bzImage, Image
         yield f"boot/{kernel.name}", *(root / "target" / arch / "boot" / kernel.name for root in roots)
     tarballs = []

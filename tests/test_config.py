@@ -124,7 +124,11 @@ def test_load_config_makes_relative_folders_absolute_against_the_project(tmp_pat
      "environment MLBUILD_PROGRESS: progress: Input should be 'auto', 'live' or 'plain'"),
     ("[tool.mlbuild\n", {}, {},
      "pyproject.toml: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 14)"),
-], ids=["pyproject", "command-line", "environment", "invalid-toml"])
+    ("[tool.mlbuild]\n", {"boot": "uefi"}, {},
+     "command line: boot: Input should be 'kernel' or 'firmware'"),
+    ("[tool.mlbuild]\n", {}, {"MLBUILD_NETWORK": "open"},
+     "environment MLBUILD_NETWORK: network: Input should be 'user', 'restricted' or 'none'"),
+], ids=["pyproject", "command-line", "environment", "invalid-toml", "boot", "network"])
 def test_load_config_errors_name_where_the_value_came_from(tmp_path, pyproject, command_line, environ, message):
     root = _project_with(tmp_path, pyproject)
     with pytest.raises(InputError) as raised:

@@ -47,14 +47,17 @@ class running_task:
             _running.discard(self.task)
 
 
-def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, stdout, pgid_file: Path | None = None) -> int:
-    """Run command in a new session (its own process group); on any interruption the whole group is stopped."""
+def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, stdout, pgid_file: Path | None = None,
+                 stdin: Path | None = None) -> int:
+    """Run command in a new session (its own process group); on any interruption the whole group is stopped.
+    stdin: a file it reads (sfdisk's script), else nothing."""
     if _interrupt.is_set():
         raise Interrupted()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(stdin, "rb") if stdin is not None else open(os.devnull, "rb") as source:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=source, stdout=stdout, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     with _lock:
         _groups[process.pid] = task
     if pgid_file is not None:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 from xml.etree import ElementTree
 
+from mlbuild.boot import network
 from mlbuild.boot.accel import Accelerator
 from mlbuild.errors import InputError, MlbuildError
-from mlbuild.model.models import Arch, GuestCheck, Recipe
+from mlbuild.model.models import Arch, FirmwareFlash, GuestCheck, Recipe
 from mlbuild.system.compression import unpacked_size
 
 READY_MARKER = "mlbuild: system ready"  # printed by templates/target/etc/init.d/rcS
@@ -100,8 +101,91 @@ def check_installed(arch: Arch) -> None:
                            f"on Debian/Ubuntu: apt-get install {arch.qemu.package}")
 
 
+def firmware_checks(arch: Arch, checks: list[GuestCheck]) -> list[GuestCheck]:
+    """The checks of a boot through firmware from disk.img: the root is the disk's partition (not an initramfs):
+    "disk" becomes "root is partition 2 by PARTUUID", and the console's size is set by the check itself (the
+    command line is the kernel's own: no mlbuild.rows there)."""
+    replaced = {
+        "disk": GuestCheck(name="disk", command="grep -o 'root=PARTUUID=[0-9a-f-]*' /proc/cmdline",
+                           expect=rf"^root=PARTUUID={arch.root_partuuid}$"),  # hex digits and -
+        "console-size": GuestCheck(name="console-size", command=f"stty rows {HEADLESS_CONSOLE_SIZE[0]} cols {HEADLESS_CONSOLE_SIZE[1]} && stty size",
+                                   expect=rf"^{HEADLESS_CONSOLE_SIZE[0]} {HEADLESS_CONSOLE_SIZE[1]}$"),
+    }
+    chosen = [replaced.get(check.name, check) for check in checks]
+    return chosen + [ROOT_DEVICE_CHECK]
+
+
+# / is the ext4 partition 2 of the virtio disk, mounted read-write by the kernel (it shows as /dev/root).
+ROOT_DEVICE_CHECK = GuestCheck(name="root-device", command='[ "$(mountpoint -d /)" = "$(cat /sys/class/block/vda2/dev)" ] && mount | grep " on / "',
+                               expect=r"^/dev/root on / type ext4 \(rw")
+
+
+def persistence_checks(token: str) -> tuple[GuestCheck, GuestCheck]:
+    """A file written on the disk in a first boot, then read in a second boot of the same disk."""
+    return (GuestCheck(name="persist-write", command=f"echo {token} > /root/persisted && sync && cat /root/persisted", expect=f"^{token}$"),
+            GuestCheck(name="persisted", command="cat /root/persisted", expect=f"^{token}$"))
+
+
+def network_check(fetch: str, sha256: str) -> GuestCheck:
+    """The guest fetches the boot test's file over HTTP (boot/network.py) with the system's fetch command and hashes it."""
+    return GuestCheck(name="network", command=f"{fetch} http://{network.GUEST_SERVER}{network.CHECK_PATH} | sha256sum",
+                      expect=rf"^{sha256}\s+-?$", timeout=30)
+
+
+def firmware_flash(arch: Arch) -> FirmwareFlash:
+    """The arch's UEFI firmware files for QEMU's flash (arches/<arch>.toml: firmware.flash): the first pair installed."""
+    firmware = arch.firmware
+    if firmware is None or not firmware.flash:
+        raise MlbuildError(f"arches/{arch.name}.toml: no UEFI firmware for QEMU is known for {arch.name} (firmware.flash); "
+                           "boot it with boot=kernel")
+    for flash in firmware.flash:
+        if Path(flash.code).is_file() and Path(flash.vars).is_file():
+            return flash
+    package = f"; on Debian/Ubuntu: apt-get install {firmware.package}" if firmware.package else ""
+    raise MlbuildError(f"no UEFI firmware for {arch.name} is installed (looked for {', '.join(f.code for f in firmware.flash)}){package}")
+
+
+def firmware_files(arch: Arch, disk_image: Path, folder: Path, writable_copy: bool) -> tuple[FirmwareFlash, Path, Path]:
+    """(flash, disk, variables) of one firmware boot: the variables file copied from its template into folder
+    (the guest's firmware writes it), and with writable_copy the disk too (a boot that must see an earlier
+    boot's writes); else the disk image itself, which QEMU then opens with snapshot=on."""
+    flash = firmware_flash(arch)
+    if not disk_image.is_file():
+        raise MlbuildError(f"{disk_image} is missing; build it: doit build:disk-{arch.name}")
+    folder.mkdir(parents=True, exist_ok=True)
+    variables = folder / "efivars.fd"
+    shutil.copyfile(flash.vars, variables)
+    disk = disk_image
+    if writable_copy:
+        disk = folder / disk_image.name
+        shutil.copyfile(disk_image, disk)
+    return flash, disk, variables
+
+
+def _disk_options(arch: Arch, disk: Path, snapshot: bool) -> list[str]:
+    qemu = arch.qemu
+    extra = ",snapshot=on" if snapshot else ""
+    if qemu.disk.startswith("if="):  # one of -drive's own interfaces attaches it
+        return ["-drive", f"file={disk},{qemu.disk},format=raw{extra}"]
+    return ["-drive", f"file={disk},if=none,format=raw{extra},id=disk", "-device", f"{qemu.disk},drive=disk"]
+
+
+def firmware_command(arch: Arch, flash: FirmwareFlash, variables: Path, disk: Path, snapshot: bool, interactive: bool,
+                     accelerator: Accelerator, network_options: list[str]) -> list[str]:
+    """QEMU's command line that boots the disk through UEFI firmware: no -kernel, the firmware finds
+    EFI/BOOT/<loader> on the disk's EFI system partition. Its code is read-only flash, its variables a copy."""
+    qemu = arch.qemu
+    machine = ",".join([qemu.machine, *arch.firmware.machine_options])
+    command = [qemu.system, "-M", machine, "-m", f"{qemu.memory >> 20}M", *accelerator.qemu_options(arch),
+               "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={flash.code}",
+               "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+               "-no-reboot", *_disk_options(arch, disk, snapshot), *network_options]
+    command += ["-nographic"] if interactive else ["-display", "none", "-serial", "stdio", "-monitor", "none"]
+    return command
+
+
 def qemu_command(arch: Arch, kernel: Path, initramfs: Path, disk: Path, interactive: bool, accelerator: Accelerator,
-                 console_size: tuple[int, int] | None = None) -> list[str]:
+                 console_size: tuple[int, int] | None = None, network_options: list[str] | None = None) -> list[str]:
     """QEMU's command line for the arch's machine and devices (arches/<arch>.toml: qemu).
 
     console_size: (rows, columns) of the user's terminal, for the guest's rcS to set with stty (a
@@ -117,14 +201,10 @@ def qemu_command(arch: Arch, kernel: Path, initramfs: Path, disk: Path, interact
                *accelerator.qemu_options(arch)]
     if qemu.firmware:
         command += ["-bios", qemu.firmware]
-    if qemu.disk.startswith("if="):  # one of -drive's own interfaces attaches it
-        disk_options = ["-drive", f"file={disk},{qemu.disk},format=raw,snapshot=on"]
-    else:
-        disk_options = ["-drive", f"file={disk},if=none,format=raw,snapshot=on,id=disk",
-                        "-device", f"{qemu.disk},drive=disk"]
-    if qemu.nic:
-        disk_options += ["-nic", f"user,model={qemu.nic}"]
-    command += ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initramfs), "-append", append] + disk_options
+    disk_options = _disk_options(arch, disk, snapshot=True)
+    if network_options is None:
+        network_options = network.nic_options(qemu.nic, "user")
+    command += ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initramfs), "-append", append] + disk_options + network_options
     command += ["-nographic"] if interactive else ["-display", "none", "-serial", "stdio", "-monitor", "none"]
     return command
 

@@ -1,16 +1,20 @@
 """doit task dictionaries generated from the project's steps."""
 
+import os
 import sys
+import uuid
 
 from doit.exceptions import TaskFailed
 
-from mlbuild.boot import accel
+from mlbuild.boot import accel, network
 from mlbuild.system import compression
 from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import MlbuildError
-from mlbuild.model.graph import images_task, target_task
+from mlbuild.model.graph import disk_task, images_task, target_task
 from mlbuild.steps.menuconfig import run_menuconfig
-from mlbuild.boot.qemu import boot_test, check_installed, checks_for, qemu_command, run_interactive, terminal_size
+from mlbuild.boot.qemu import (ROOT_DEVICE_CHECK, boot_test, check_installed, checks_for, firmware_checks, firmware_command,
+                               firmware_files, network_check, persistence_checks, qemu_command, run_interactive, terminal_size)
+from mlbuild.steps.disk import FILE_NAME
 from mlbuild.engine.execution import execute
 from mlbuild.engine.signature import is_up_to_date
 from mlbuild.engine.tree_lock import TreeLock
@@ -104,6 +108,14 @@ def _boot_files(project, arch: str):
     return kernel, images / compression.booted(project.config.initramfs_compression), images / "rootfs.ext4"
 
 
+def _disk_image(project, arch: str):
+    """disk.img of the arch (build:disk-<arch>), for boot=firmware."""
+    if disk_task(arch) not in project.steps:
+        raise MlbuildError(f"boot=firmware: {arch} has no disk image (arches/{arch}.toml has no [firmware], "
+                           "or no recipe of its system declares a kernel)")
+    return project.steps[disk_task(arch)].output / FILE_NAME
+
+
 def _accelerator(project, arch: str, kernel):
     """The accelerator for this arch under the `accel` setting, said in one line."""
     check_installed(project.arches[arch])
@@ -115,26 +127,63 @@ def _accelerator(project, arch: str, kernel):
 
 def _run(project, arch: str) -> None:
     kernel, initramfs, disk = _boot_files(project, arch)
-    chosen = _accelerator(project, arch, kernel)
     facts = project.arches[arch]
-    run_interactive(qemu_command(facts, kernel, initramfs, disk, interactive=True, accelerator=chosen,
-                                 console_size=terminal_size()))
+    options = network.nic_options(facts.qemu.nic, project.config.network)
+    if project.config.boot == "firmware":
+        flash, disk, variables = firmware_files(facts, _disk_image(project, arch), _boot_folder(project, arch), writable_copy=False)
+        chosen = _accelerator(project, arch, kernel)
+        command = firmware_command(facts, flash, variables, disk, snapshot=True, interactive=True, accelerator=chosen,
+                                   network_options=options)
+    else:
+        chosen = _accelerator(project, arch, kernel)
+        command = qemu_command(facts, kernel, initramfs, disk, interactive=True, accelerator=chosen,
+                               console_size=terminal_size(), network_options=options)
+    run_interactive(command)
+
+
+def _boot_folder(project, arch: str):
+    """Where a firmware boot keeps its copies (the firmware's variables, the disk the boot test writes): per run."""
+    return project.target_build_dir / "boot" / arch
 
 
 def _boottest(project, arch: str) -> None:
     log_path = project.new_log(f"boottest:{arch}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kernel, initramfs, disk = _boot_files(project, arch)
+    facts = project.arches[arch]
+    firmware = project.config.boot == "firmware"
+    if firmware:
+        flash, disk, variables = firmware_files(facts, _disk_image(project, arch), _boot_folder(project, arch), writable_copy=True)
     chosen = _accelerator(project, arch, kernel)
-    command = qemu_command(project.arches[arch], kernel, initramfs, disk, interactive=False, accelerator=chosen)
     checks = checks_for(_target_recipes(project, arch), project.config.checks, arch)
+    fetch = project.steps[target_task(arch)].system_facts.get("fetch")
     report = project.build_dir / "reports" / f"boottest-{arch}.xml"
-    try:
-        for line in boot_test(arch, command, log_path, project.config.boot_timeout, checks, accel=chosen.name, report=report,
-                              power_off=project.arches[arch].qemu.power_off):
-            print(f"   {line}")
-    finally:
-        print(f"   results: {project.relative(report)} (JUnit XML)")
+    # Every packet stays in the machine: restrict=on, and one forward to this server on 127.0.0.1.
+    with network.FileServer(os.urandom(256 << 10)) as server:
+        options = network.nic_options(facts.qemu.nic, "restricted", server.port)
+        if fetch:  # the system has a program that fetches a URL (its recipe's system.fetch)
+            checks.append(network_check(fetch, server.sha256))
+        boots = [(checks, facts.qemu.power_off, report, log_path)]
+        if firmware:
+            written, read_back = persistence_checks(uuid.uuid4().hex)
+            # The first boot ends with `reboot` (QEMU's -no-reboot ends then), the second boots the same disk copy.
+            boots = [(firmware_checks(facts, checks) + [written], "reboot", report, log_path),
+                     ([ROOT_DEVICE_CHECK, read_back], facts.qemu.power_off,
+                      report.with_name(f"boottest-{arch}-second-boot.xml"), project.new_log(f"boottest:{arch}-second-boot"))]
+        try:
+            for number, (boot_checks, power_off, boot_report, boot_log) in enumerate(boots, 1):
+                if firmware:
+                    print(f"   boot {number} of {len(boots)}: {facts.firmware.loader} from {project.relative(disk)} through {flash.code}")
+                    command = firmware_command(facts, flash, variables, disk, snapshot=False, interactive=False,
+                                               accelerator=chosen, network_options=options)
+                else:
+                    command = qemu_command(facts, kernel, initramfs, disk, interactive=False, accelerator=chosen,
+                                           network_options=options)
+                for line in boot_test(arch, command, boot_log, project.config.boot_timeout, boot_checks, accel=chosen.name,
+                                      report=boot_report, power_off=power_off):
+                    print(f"   {line}")
+        finally:
+            print(f"   results: {project.relative(report)} (JUnit XML)")
 
 
 def boot_tasks(project, basename: str):
@@ -150,7 +199,7 @@ def boot_tasks(project, basename: str):
             "name": arch,
             "doc": doc.format(arch=arch),
             "actions": [_reporting(make, project, arch, task=f"{basename}:{arch}")],
-            "task_dep": [images_task(arch)],
+            "task_dep": [images_task(arch)] + ([disk_task(arch)] if project.config.boot == "firmware" and disk_task(arch) in project.steps else []),
             "verbosity": 2,
         }
 

@@ -7,7 +7,7 @@ from mlbuild.errors import InputError
 from mlbuild.model.models import Config, Recipe
 
 # Recipe names that would clash with the aggregate tasks' names.
-RESERVED = {"target", "images", "toolchain"}
+RESERVED = {"target", "images", "disk", "toolchain"}
 
 
 def fetch_task(recipe: Recipe) -> str:
@@ -34,6 +34,10 @@ def target_task(arch: str) -> str:
 
 def images_task(arch: str) -> str:
     return f"build:images-{arch}"
+
+
+def disk_task(arch: str) -> str:
+    return f"build:disk-{arch}"
 
 
 def check_cycles(recipes: dict[str, Recipe], arches: Arches) -> None:
@@ -93,6 +97,14 @@ def build_graph(recipes: dict[str, Recipe], config: Config, options: dict, label
                 graph.add_edge(build_task(dep, arch), task)
             if recipe.target:
                 graph.add_edge(task, target)
+        # A disk image a UEFI machine boots: for an arch that says how (arches/<arch>.toml: firmware) whose
+        # system has a kernel (a recipe of the target declares one for it).
+        kernels = [recipe for recipe in recipes.values() if recipe.target and not recipe.host and recipe.built_for(arch)
+                   and enabled(recipe, options) and recipe.kernel_for(arch)]
+        if arches[arch].firmware is not None and kernels:
+            graph.add_node(disk_task(arch), kind="disk", recipe=None, arch=arch)
+            graph.add_edge(images_task(arch), disk_task(arch))
+            graph.add_edge(target, disk_task(arch))
     return graph
 
 

@@ -5,6 +5,7 @@ import binascii
 import os
 import re
 import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple
 
@@ -121,6 +122,37 @@ class ArchQemu(Strict):
         return value
 
 
+FIRMWARE_FILE = r"^/[A-Za-z0-9_./+-]+$"
+PATTERN_HINTS[FIRMWARE_FILE] = "expected an absolute path of letters, digits and _ . / + -"
+EFI_LOADER = r"^BOOT[A-Z0-9]+\.EFI$"
+PATTERN_HINTS[EFI_LOADER] = "expected the removable media loader's file name of UEFI, BOOT<ARCH>.EFI (BOOTX64.EFI)"
+# The root partition's GUID of an arch's disk image is fixed (uuid5 of the arch's name in this namespace): the
+# kernel's built-in command line names it (root=PARTUUID=), and the kernel is built before the disk exists.
+ROOT_PARTUUID_NAMESPACE = uuid.UUID("6d6c6275-696c-4400-8000-000000000000")
+
+
+class FirmwareFlash(Strict):
+    """One pair of UEFI firmware files for QEMU's flash: the code (read-only) and the template of its variables."""
+
+    code: Annotated[str, StringConstraints(pattern=FIRMWARE_FILE, max_length=256)]
+    vars: Annotated[str, StringConstraints(pattern=FIRMWARE_FILE, max_length=256)]  # copied per boot: the guest writes it
+
+
+class ArchFirmware(Strict):
+    """How the arch boots disk.img through UEFI firmware (steps/disk.py builds it, boot/qemu.py boots it)."""
+
+    loader: Annotated[str, StringConstraints(pattern=EFI_LOADER)]  # EFI/BOOT/<loader> on the EFI system partition: the kernel
+    # Extra words of the kernel's built-in command line before its serial console (console=tty0: the screen).
+    cmdline: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,=:/ -]*$", max_length=256)] = ""
+    # QEMU's flash files, in order of preference: the first whose code file exists is used. None: no firmware
+    # for QEMU is known (the disk is built, not booted).
+    flash: list[FirmwareFlash] = []
+    package: Name | None = None  # the Debian/Ubuntu package that has them, named when none is there
+    # Options of QEMU's machine for this boot (-M <machine>,<option>,...): acpi=off on arm64, whose firmware
+    # hands the kernel the device tree only when the machine has no ACPI tables.
+    machine_options: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+=[A-Za-z0-9_.-]+$", max_length=64)]] = []
+
+
 class Arch(Strict):
     """A target architecture: arches/<name>.toml (model/arches.py loads them)."""
 
@@ -133,6 +165,21 @@ class Arch(Strict):
     console: CommandWord  # the serial console's device for the kernel command line: console=ttyS0
     kernel: ArchKernel
     qemu: ArchQemu
+    firmware: ArchFirmware | None = None  # none: no disk image for firmware boot
+
+    @property
+    def root_partuuid(self) -> str:
+        """The GPT partition GUID of the root partition of its disk image (ROOT_PARTUUID_NAMESPACE)."""
+        return str(uuid.uuid5(ROOT_PARTUUID_NAMESPACE, f"root-partition-{self.name}"))
+
+    @property
+    def firmware_cmdline(self) -> str | None:
+        """The kernel's built-in command line for firmware boot: root on the disk's partition, read-write, the
+        serial console last (the one init's shell gets); None without firmware data."""
+        if self.firmware is None:
+            return None
+        extra = f"{self.firmware.cmdline} " if self.firmware.cmdline else ""
+        return f"root=PARTUUID={self.root_partuuid} rootwait rw {extra}console={self.console}"
 
     @property
     def uname_machine(self) -> str:
@@ -675,6 +722,13 @@ class Config(Strict):
     log_runs: int = Field(default=10, ge=1)  # runs whose task logs are kept in build/logs/runs/
     # QEMU's accelerator: auto uses KVM only where a probe boot proves it runs guests (boot/accel.py).
     accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # How run and boottest boot: kernel (QEMU's -kernel and -initrd, the root an initramfs) or firmware (disk.img
+    # through the arch's UEFI firmware, the root its ext4 partition: arches/<arch>.toml firmware).
+    boot: Literal["kernel", "firmware"] = "kernel"
+    # The guest's network under `doit run` (boot/network.py): user (QEMU's user networking: the guest reaches what
+    # the host reaches), restricted (restrict=on: nothing outside the guest), none (no card). The boot test is
+    # always restricted, with one forward to its own server on the host's 127.0.0.1.
+    network: Literal["user", "restricted", "none"] = "user"
     # Build scripts under bubblewrap, without network or undeclared folders (sandbox.py); auto: where it runs.
     sandbox: Literal["auto", "on", "off"] = "auto"
     # The caller's variables build scripts get too (reproducible.passed_through): not signature inputs.

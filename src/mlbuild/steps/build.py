@@ -42,6 +42,8 @@ def script_context(recipe, merged, arch: str, config, fragment_names: list[str],
         "karch": facts.kernel.arch,
         "kernel_srcarch": facts.kernel.srcarch,
         "kernel_image": facts.kernel.image,
+        # The kernel's built-in command line for booting disk.img through firmware (arches/<arch>.toml: firmware).
+        "firmware_cmdline": getattr(facts, "firmware", None) and facts.firmware_cmdline or "",
         "vars": merged.vars,
         "files": [_file_name(name) for name in merged.files] + fragment_names,
         "options": options,

@@ -4,10 +4,10 @@ Each kind registers itself with Step when its module is loaded (`class FetchStep
 this module loads them, so a Project makes any node's step without naming a class.
 """
 
-from mlbuild.steps import build, fetch, images, target, toolchain
+from mlbuild.steps import build, disk, fetch, images, target, toolchain
 from mlbuild.steps.base import Step
 
-KINDS = (fetch.FetchStep, build.BuildStep, target.TargetStep, images.ImagesStep, toolchain.ToolchainStep)
+KINDS = (fetch.FetchStep, build.BuildStep, target.TargetStep, images.ImagesStep, disk.DiskStep, toolchain.ToolchainStep)
 
 
 def make_step(project, name: str, node: dict) -> Step:

@@ -18,6 +18,8 @@ from mlbuild.steps.base import Step
 SKELETON = ("dev", "proc", "sys", "tmp", "root", "mnt", "etc", "var", "run")
 # Modes the system needs beyond the normal 0755/0644 (which the images give every other file).
 SKELETON_MODES = {"tmp": 0o1777}
+# templates/target folders whose files are programs (0755): udhcpc runs its event script from there.
+EXECUTABLE_FOLDERS = ("usr/share/udhcpc/",)
 
 
 class TargetStep(Step, kind="target"):
@@ -93,8 +95,8 @@ class TargetStep(Step, kind="target"):
         """The mode of a text file of etc_files in the target (and, but for etc/shadow, normalised alike in the images)."""
         if name in users.FILES:
             return users.FILES[name]
-        # Scripts under etc/init.d are run by init: executable.
-        return 0o755 if "/init.d/" in f"/{name}" else 0o644
+        # Scripts under etc/init.d are run by init, udhcpc's event script by udhcpc: executable.
+        return 0o755 if "/init.d/" in f"/{name}" or name.startswith(EXECUTABLE_FOLDERS) else 0o644
 
     @cached_property
     def permissions(self) -> dict[str, tuple]:
