@@ -52,10 +52,11 @@ def assert_refused(result, device, reason: str) -> None:
     assert reason in result.stderr, result.stderr
 
 
-def assert_written(content: bytes, image: bytes, result) -> None:
+def assert_written(content: bytes, image: bytes, result, before: bytes | None = None) -> None:
+    """The image at the start, the rest of the device as it was (FILL unless before says otherwise), the result line."""
     assert result.returncode == 0, result
     assert content[:len(image)] == image
-    assert content[len(image):] == FILL * (len(content) - len(image))  # the rest of the device is left alone
+    assert content[len(image):] == (before or FILL * len(content))[len(image):]
     assert f"and read it back: sha256 {hashlib.sha256(image).hexdigest()} matches" in result.stdout
 
 
@@ -88,16 +89,24 @@ def loop_device(backing: Path, partitions: bool = False):
         _run("losetup", "-d", str(device))
 
 
-@contextlib.contextmanager
-def mounted(device: Path, folder: Path):
+MOUNT_FAILED = 99
+
+
+def write_image_while_mounted(project, mount: Path, folder: Path, device: Path, *options: str):
+    """write-image of device while mount is mounted on folder, in a mount namespace of its own (unshare): the mount
+    ends with the command, and the sandboxes of builds running beside the test (bubblewrap copies the mount table
+    it starts from) never see it, so the loop device can be detached at the end."""
+    if shutil.which("unshare") is None or _run("unshare", "--mount", "true").returncode != 0:
+        pytest.skip("no mount namespaces here (unshare)")
     folder.mkdir()
-    result = _run("mount", str(device), str(folder))
-    if result.returncode != 0:
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f'mount "$1" "$2" || exit {MOUNT_FAILED}; shift 2; exec "$@"', "sh", str(mount), str(folder),
+               sys.executable, "-m", "mlbuild.frontend.cli", "write-image", "x86_64", str(device), *options]
+    result = subprocess.run(command, cwd=project.root, env=base_environment(), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode == MOUNT_FAILED:
         pytest.skip(f"cannot mount here: {result.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        _run("umount", str(folder))
+    return result
 
 
 def test_writes_the_image_to_a_loop_device_and_verifies_it(project, image, tmp_path):
@@ -106,6 +115,7 @@ def test_writes_the_image_to_a_loop_device_and_verifies_it(project, image, tmp_p
         result = write_image(project, device, "--yes")
         shown = result.stdout.splitlines()[0]
         assert shown.startswith(f"{device}: loop device backed by {backing}, 8.0 MiB (8388608 bytes)"), result.stdout
+        assert result.stdout.splitlines()[1] == "  no partitions"
         assert_written(backing.read_bytes(), image, result)
         assert result.stdout.splitlines()[-1] == (f"write-image: {device}: wrote build/images/x86_64/disk.img (5.0 MiB) "
                                                   f"and read it back: sha256 {hashlib.sha256(image).hexdigest()} matches")
@@ -135,8 +145,9 @@ def test_refuses_a_mounted_device(project, image, tmp_path):
     backing = device_file(tmp_path / "stick")
     assert _run("mke2fs", "-q", "-F", "-t", "ext4", str(backing)).returncode == 0
     before = backing.read_bytes()
-    with loop_device(backing) as device, mounted(device, tmp_path / "mnt") as folder:
-        result = write_image(project, device, "--yes")
+    folder = tmp_path / "mnt"
+    with loop_device(backing) as device:
+        result = write_image_while_mounted(project, device, folder, device, "--yes")
         assert_refused(result, device, f"{device.name} is mounted at {folder}; unmount it first")
     assert_not_written(backing.read_bytes(), before, image)
 
@@ -151,12 +162,25 @@ def test_refuses_a_device_one_of_whose_partitions_is_mounted_and_a_partition_its
             pytest.skip("the loop device's partitions have no device nodes here")
         assert _run("mke2fs", "-q", "-F", "-t", "ext4", str(partition)).returncode == 0
         before = backing.read_bytes()
-        with mounted(partition, tmp_path / "mnt") as folder:
-            result = write_image(project, device, "--yes")
-            assert_refused(result, device, f"{partition.name} is mounted at {folder}; unmount it first")
-            whole = write_image(project, partition, "--yes")
-            assert_refused(whole, partition, f"is a partition ({partition.name}) of {device}; give the whole device")
+        folder = tmp_path / "mnt"
+        result = write_image_while_mounted(project, partition, folder, device, "--yes")
+        assert_refused(result, device, f"{partition.name} is mounted at {folder}; unmount it first")
+        whole = write_image(project, partition, "--yes")
+        assert_refused(whole, partition, f"is a partition ({partition.name}) of {device}; give the whole device")
         assert_not_written(backing.read_bytes(), before, image)
+
+
+def test_shows_the_partitions_the_device_has_before_writing_over_them(project, image, tmp_path):
+    backing = device_file(tmp_path / "stick")
+    layout = subprocess.run(["sfdisk", "-q", str(backing)], input="label: gpt\n,4M\n", capture_output=True, text=True)
+    assert layout.returncode == 0, layout.stderr
+    before = backing.read_bytes()
+    with loop_device(backing, partitions=True) as device:
+        if not Path(f"{device}p1").exists():
+            pytest.skip("the loop device's partitions have no device nodes here")
+        result = write_image(project, device, "--yes")
+        assert result.stdout.splitlines()[1].startswith(f"  {device.name}p1  4.0 MiB"), result.stdout
+        assert_written(backing.read_bytes(), image, result, before)
 
 
 def test_refuses_a_device_the_kernel_holds_open_exclusively(project, image, tmp_path):

@@ -125,7 +125,7 @@ def _target(args) -> Target:
     shown = [f"{label}: {device.model or 'no model given'}, {_bytes(device.size)}"
              + (", removable" if device.removable else "")]
     for part in device.partitions or [None]:
-        shown.append(f"  {part.name}  {human_size(part.size)}  {part.fstype or '?'}  {part.label}".rstrip()
+        shown.append("  ".join(["", part.name, human_size(part.size), part.fstype, part.label]).rstrip()
                      if part else "  no partitions")
     return Target(label, path, device.size, True, shown, {label, str(path.resolve()), device.name, f"/dev/{device.name}"})
 
