@@ -89,6 +89,11 @@ def loop_device(backing: Path, partitions: bool = False):
         _run("losetup", "-d", str(device))
 
 
+def sfdisk() -> str:
+    """sfdisk (Debian's fdisk package), to give a stick partitions; the test is skipped without it."""
+    return shutil.which("sfdisk") or pytest.skip("no sfdisk (fdisk) here")
+
+
 MOUNT_FAILED = 99
 
 
@@ -154,7 +159,7 @@ def test_refuses_a_mounted_device(project, image, tmp_path):
 
 def test_refuses_a_device_one_of_whose_partitions_is_mounted_and_a_partition_itself(project, image, tmp_path):
     backing = device_file(tmp_path / "stick")
-    layout = subprocess.run(["sfdisk", "-q", str(backing)], input="label: gpt\n,2M\n,\n", capture_output=True, text=True)
+    layout = subprocess.run([sfdisk(), "-q", str(backing)], input="label: gpt\n,2M\n,\n", capture_output=True, text=True)
     assert layout.returncode == 0, layout.stderr
     with loop_device(backing, partitions=True) as device:
         partition = Path(f"{device}p1")
@@ -172,14 +177,17 @@ def test_refuses_a_device_one_of_whose_partitions_is_mounted_and_a_partition_its
 
 def test_shows_the_partitions_the_device_has_before_writing_over_them(project, image, tmp_path):
     backing = device_file(tmp_path / "stick")
-    layout = subprocess.run(["sfdisk", "-q", str(backing)], input="label: gpt\n,4M\n", capture_output=True, text=True)
+    layout = subprocess.run([sfdisk(), "-q", str(backing)], input="label: gpt\n,4M\n", capture_output=True, text=True)
     assert layout.returncode == 0, layout.stderr
-    before = backing.read_bytes()
     with loop_device(backing, partitions=True) as device:
         if not Path(f"{device}p1").exists():
             pytest.skip("the loop device's partitions have no device nodes here")
+        if shutil.which("mkfs.vfat") is None:
+            pytest.skip("no mkfs.vfat (dosfstools) here")
+        assert _run("mkfs.vfat", "-n", "STICK", f"{device}p1").returncode == 0
+        before = backing.read_bytes()
         result = write_image(project, device, "--yes")
-        assert result.stdout.splitlines()[1].startswith(f"  {device.name}p1  4.0 MiB"), result.stdout
+        assert result.stdout.splitlines()[1] == f"  {device.name}p1  4.0 MiB  vfat  STICK", result.stdout
         assert_written(backing.read_bytes(), image, result, before)
 
 

@@ -60,8 +60,8 @@ def describe(path: Path) -> BlockDevice:
     sysfs = (SYS_DEV_BLOCK / _number(info.st_rdev)).resolve()
     whole = sysfs.parent.name if (sysfs / "partition").exists() else None
     parts = [child for child in sorted(sysfs.iterdir()) if (child / "partition").exists()]
-    facts = _lsblk(path)
-    partitions = tuple(Partition(part.name, _size(part), *facts.get(part.name, ("", ""))) for part in parts)
+    known = _lsblk(path)
+    partitions = tuple(Partition(part.name, _size(part), *_identity(part.name, known)) for part in parts)
     return BlockDevice(
         path=path, name=sysfs.name, size=_size(sysfs), model=_model(sysfs, whole), partition_of=whole,
         read_only=_read(sysfs / "ro") == "1", removable=_read(sysfs / "removable") == "1",
@@ -194,6 +194,20 @@ def _lsblk_tree(path: Path) -> list[dict]:
 def _lsblk(path: Path) -> dict[str, tuple[str, str]]:
     """name -> (file system, label), as lsblk knows them (udev's database); {} without lsblk."""
     return {node["name"]: (node.get("fstype") or "", node.get("label") or "") for node in _lsblk_tree(path)}
+
+
+def _identity(name: str, known: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """(file system, label) of a partition: lsblk's (udev's database), else read from the partition (blkid -p),
+    as where no udev runs (a container, a minimal system)."""
+    if known.get(name, ("", ""))[0]:
+        return known[name]
+    node = Path("/dev") / name
+    blkid = shutil.which("blkid")
+    if blkid is None or not node.exists():
+        return "", ""
+    result = subprocess.run([blkid, "-p", "-o", "export", str(node)], capture_output=True, text=True, timeout=30)
+    found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return found.get("TYPE", ""), found.get("LABEL", "")
 
 
 def _lsblk_mounts(path: Path) -> list[tuple[str, str]]:
