@@ -6,6 +6,7 @@ that need them are skipped elsewhere, and the file-backed ones run everywhere.
 """
 
 import contextlib
+import grp
 import hashlib
 import os
 import random
@@ -73,11 +74,11 @@ def _run(*command: str) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def loop_device(backing: Path, partitions: bool = False):
+def loop_device(backing: Path, partitions: bool = False, read_only: bool = False):
     """A loop device over backing (losetup -f --show), detached at the end; the test is skipped without one."""
     if shutil.which("losetup") is None or os.geteuid() != 0:
         pytest.skip("loop devices need losetup and root")
-    attached = _run("losetup", "-f", "--show", *(["-P"] if partitions else []), str(backing))
+    attached = _run("losetup", "-f", "--show", *(["-P"] if partitions else []), *(["-r"] if read_only else []), str(backing))
     if attached.returncode != 0:
         pytest.skip(f"no loop device here: {attached.stderr.strip()}")
     device = Path(attached.stdout.strip())
@@ -205,6 +206,13 @@ def test_refuses_a_device_the_kernel_holds_open_exclusively(project, image, tmp_
     assert backing.read_bytes() == FILL * DEVICE_SIZE
 
 
+def test_refuses_a_read_only_device(project, image, tmp_path):
+    backing = device_file(tmp_path / "stick")
+    with loop_device(backing, read_only=True) as device:
+        assert_refused(write_image(project, device, "--yes"), device, "is read-only (a write-protect switch?)")
+    assert backing.read_bytes() == FILL * DEVICE_SIZE
+
+
 def test_refuses_a_device_larger_than_the_size_limit(project, image, tmp_path):
     backing = device_file(tmp_path / "stick")
     with loop_device(backing) as device:
@@ -316,3 +324,41 @@ def test_an_unknown_arch_and_a_bad_size_limit_are_one_line(project, tmp_path):
     assert unknown.returncode == 2 and unknown.stderr == "mlbuild: write-image: no arch 'mips' in this configuration (arches: x86_64)\n"
     bad = write_image(project, stick, "--size-limit", "lots")
     assert bad.returncode == 2 and bad.stderr.startswith("mlbuild: write-image: --size-limit 'lots': expected a number of bytes")
+
+
+def test_refuses_a_device_it_may_not_write_before_asking(project, image, tmp_path, monkeypatch, capsys):
+    """As root every file is writable, and no other user can run this checkout's venv here: os.access answers as it
+    would for a user outside the device's group (the one mock of this file)."""
+    from mlbuild.frontend import cli
+
+    stick = device_file(tmp_path / "stick.img")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == stick else real_access(path, mode))
+    assert cli.main(["-C", str(project.root), "write-image", "x86_64", str(stick), "--to-file", "--yes"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"mlbuild: write-image: {stick}: not writable by ")
+    assert err.endswith(f": run it as root or as a member of the {grp.getgrgid(stick.stat().st_gid).gr_name} group\n")
+    assert stick.read_bytes() == FILL * DEVICE_SIZE
+
+
+def test_ctrl_c_while_writing_is_one_line_saying_the_device_holds_part_of_the_image(project, image, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A real SIGINT, sent to this process at the moment the written blocks are synced (where a long write spends
+    its time): one line, exit status 130, as for any interrupted mlbuild command."""
+    import signal
+
+    from mlbuild.frontend import cli
+
+    stick = device_file(tmp_path / "stick.img")
+    real_fsync = os.fsync
+
+    def interrupted_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}") == str(stick):  # not the project's own files, which it syncs too
+            os.kill(os.getpid(), signal.SIGINT)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
+    assert cli.main(["-C", str(project.root), "write-image", "x86_64", str(stick), "--to-file", "--yes"]) == 130
+    err = capsys.readouterr().err
+    assert err == (f"mlbuild: write-image: {stick}: interrupted after 5.0 MiB of 5.0 MiB: "
+                   "it holds part of the image; write it again\n")

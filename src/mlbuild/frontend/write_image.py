@@ -12,6 +12,8 @@ its sha256 with the one read from the image while writing.
 
 import errno
 import fcntl
+import getpass
+import grp
 import hashlib
 import os
 import stat
@@ -100,6 +102,7 @@ def _target(args) -> Target:
     if stat.S_ISREG(info.st_mode):
         if not args.to_file:
             _refuse(label, "is a regular file, not a block device; --to-file writes to a file standing in for one")
+        _writable(label, path, info)
         loops = block_devices.loops_backed_by(path)
         if loops:
             _refuse(label, f"is the backing file of /dev/{loops[0]}; `losetup -d /dev/{loops[0]}` it first")
@@ -108,6 +111,7 @@ def _target(args) -> Target:
     if not stat.S_ISBLK(info.st_mode):
         _refuse(label, "is not a block device (" + ("a folder" if stat.S_ISDIR(info.st_mode) else "a character device"
                                                    if stat.S_ISCHR(info.st_mode) else "not a file") + ")")
+    _writable(label, path, info)
     device = block_devices.describe(path)
     if device.partition_of:
         _refuse(label, f"is a partition ({device.name}) of /dev/{device.partition_of}; give the whole device: "
@@ -128,6 +132,16 @@ def _target(args) -> Target:
         shown.append("  ".join(["", part.name, human_size(part.size), part.fstype, part.label]).rstrip()
                      if part else "  no partitions")
     return Target(label, path, device.size, True, shown, {label, str(path.resolve()), device.name, f"/dev/{device.name}"})
+
+
+def _writable(label: str, path: Path, info: os.stat_result) -> None:
+    """Checked before the question, not found out after it (a device is usually root's and the disk group's)."""
+    if not os.access(path, os.W_OK):
+        try:
+            group = grp.getgrgid(info.st_gid).gr_name
+        except KeyError:
+            group = str(info.st_gid)
+        _refuse(label, f"not writable by {getpass.getuser()}: run it as root or as a member of the {group} group")
 
 
 def _bytes(size: int) -> str:
