@@ -78,13 +78,16 @@ def cmd_write_image(project, args) -> int:
     image = step.output / DISK_IMAGE
     if not image.is_file():
         _refuse(target, f"no image to write: {project.relative(image)} is not built; build it with `doit {step.name}`")
-    if image.stat().st_size > target.size:
-        _refuse(target, f"{human_size(target.size)} is smaller than {project.relative(image)} ({human_size(image.stat().st_size)})")
-    if not target.block and os.path.samefile(image, target.path):
-        _refuse(target, "is the image itself")
-    _confirm(args, target, project.relative(image))
-    digest = _write(image, target)
-    print(f"write-image: {target.label}: wrote {project.relative(image)} ({human_size(image.stat().st_size)}) "
+    # One open file from the checks to the last byte: a build replacing the images meanwhile changes nothing here.
+    with open(image, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        if size > target.size:
+            _refuse(target, f"{human_size(target.size)} is smaller than {project.relative(image)} ({human_size(size)})")
+        if not target.block and os.path.samefile(image, target.path):
+            _refuse(target, "is the image itself")
+        _confirm(args, target, project.relative(image))
+        digest = _write(source, size, target)
+    print(f"write-image: {target.label}: wrote {project.relative(image)} ({human_size(size)}) "
           f"and read it back: sha256 {digest} matches")
     return 0
 
@@ -110,7 +113,7 @@ def _target(args) -> Target:
                                                          f"{_bytes(info.st_size)}"], {label, str(path.resolve())})
     if not stat.S_ISBLK(info.st_mode):
         _refuse(label, "is not a block device (" + ("a folder" if stat.S_ISDIR(info.st_mode) else "a character device"
-                                                   if stat.S_ISCHR(info.st_mode) else "not a file") + ")")
+                                                   if stat.S_ISCHR(info.st_mode) else "a pipe or socket") + ")")
     _writable(label, path, info)
     device = block_devices.describe(path)
     if device.partition_of:
@@ -163,27 +166,27 @@ def _confirm(args, target: Target, image: str) -> None:
         _refuse(target, f"{typed!r} is not its name; nothing written" if typed else "no name typed; nothing written")
 
 
-def _write(image: Path, target: Target) -> str:
-    """Write image at the start of target, fsync, read it back; the sha256, which both had."""
+def _write(source, size: int, target: Target) -> str:
+    """Write the image (size bytes of source) at the start of target, fsync, read it back; the sha256 both had."""
     try:  # O_EXCL on a block device: the kernel refuses it while mounted (in any namespace), swap, RAID or LVM
         fd = os.open(target.path, os.O_RDWR | os.O_CLOEXEC | (os.O_EXCL if target.block else 0))
     except OSError as error:
         if error.errno == errno.EBUSY:
             _refuse(target, "in use by the system (mounted, perhaps in another namespace, swap, RAID or LVM): device busy")
         raise
-    size = image.stat().st_size
     written, digest = 0, hashlib.sha256()
     try:
         with _progress() as progress:
             task = progress.add_task("writing", total=size)
-            with open(image, "rb") as source:
-                while chunk := source.read(BLOCK):
-                    digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        done = os.write(fd, view)
-                        view, written = view[done:], written + done
-                    progress.update(task, completed=written)
+            while written < size and (chunk := source.read(min(BLOCK, size - written))):
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    done = os.write(fd, view)
+                    view, written = view[done:], written + done
+                progress.update(task, completed=written)
+            if written < size:
+                _refuse(target, f"the image ended after {written} of its {size} bytes: it changed while written; run again")
             progress.update(task, description="syncing")
             os.fsync(fd)
             # The read-back must come from the device, not from the pages just written: drop them (clean after fsync).
@@ -198,8 +201,9 @@ def _write(image: Path, target: Target) -> str:
                 offset += len(chunk)
                 progress.update(check, completed=offset)
     except KeyboardInterrupt:
-        raise Interrupted(f"write-image: {target.label}: interrupted after {human_size(written)} of {human_size(size)}: "
-                          "it holds part of the image; write it again") from None
+        state = (f"after {human_size(written)} of {human_size(size)}: it holds part of the image" if written < size
+                 else "before the image written was read back: it is not verified")
+        raise Interrupted(f"write-image: {target.label}: interrupted {state}; write it again") from None
     finally:
         os.close(fd)
     if again.hexdigest() != digest.hexdigest():
