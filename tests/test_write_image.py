@@ -19,16 +19,24 @@ import pytest
 
 from conftest import base_environment
 
+DISK = "build/disks/x86_64/disk.img"
 IMAGE_SIZE = 5 * 1024 * 1024 + 12345  # more than one 4 MiB block, and not a whole number of sectors
 DEVICE_SIZE = 8 * 1024 * 1024
 FILL = b"\xa5"  # what the device held before: the part past the image must still hold it
 
 
 @pytest.fixture
+def project(project):
+    """The synthetic project with a kernel (hello, as far as the graph can tell): x86_64 gets build:disk-x86_64."""
+    project.update_recipe("hello", arch={"x86_64": {"kernel": "bin/hello"}})
+    return project
+
+
+@pytest.fixture
 def image(project) -> bytes:
-    """A synthetic disk image where the real one would be: build/images/x86_64/disk.img."""
+    """A synthetic disk image where build:disk-x86_64 puts the real one: build/disks/x86_64/disk.img."""
     data = random.Random(30).randbytes(IMAGE_SIZE)
-    path = project.path("build/images/x86_64/disk.img")
+    path = project.path(DISK)
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
     return data
@@ -123,7 +131,7 @@ def test_writes_the_image_to_a_loop_device_and_verifies_it(project, image, tmp_p
         assert shown.startswith(f"{device}: loop device backed by {backing}, 8.0 MiB (8388608 bytes)"), result.stdout
         assert result.stdout.splitlines()[1] == "  no partitions"
         assert_written(backing.read_bytes(), image, result)
-        assert result.stdout.splitlines()[-1] == (f"write-image: {device}: wrote build/images/x86_64/disk.img (5.0 MiB) "
+        assert result.stdout.splitlines()[-1] == (f"write-image: {device}: wrote build/disks/x86_64/disk.img (5.0 MiB) "
                                                   f"and read it back: sha256 {hashlib.sha256(image).hexdigest()} matches")
 
 
@@ -286,14 +294,21 @@ def test_refuses_a_large_sparse_file_unless_force_size(project, image, tmp_path)
 def test_refuses_a_device_smaller_than_the_image(project, image, tmp_path):
     small = device_file(tmp_path / "small.img", 1024 * 1024)
     assert_refused(write_image(project, small, "--yes", "--to-file"), small,
-                   "1.0 MiB is smaller than build/images/x86_64/disk.img (5.0 MiB)")
+                   "1.0 MiB is smaller than build/disks/x86_64/disk.img (5.0 MiB)")
     assert small.read_bytes() == FILL * 1024 * 1024
 
 
 def test_refuses_a_missing_image_naming_the_task_that_builds_it(project, tmp_path):
     stick = device_file(tmp_path / "stick.img")
     assert_refused(write_image(project, stick, "--yes", "--to-file"), stick,
-                   "no image to write: build/images/x86_64/disk.img is not built; build it with `doit build:images-x86_64`")
+                   "no image to write: build/disks/x86_64/disk.img is not built; build it with `doit build:disk-x86_64`")
+
+
+def test_refuses_an_arch_with_no_disk_image(project, tmp_path):
+    project.update_recipe("hello", arch={})  # no kernel in the system: no build:disk-x86_64
+    stick = device_file(tmp_path / "stick.img")
+    assert_refused(write_image(project, stick, "--yes", "--to-file"), stick,
+                   "x86_64 has no disk image (arches/x86_64.toml has no [firmware], or no recipe of its system declares a kernel)")
 
 
 def test_refuses_without_a_terminal_and_without_yes(project, image, tmp_path):
@@ -304,7 +319,7 @@ def test_refuses_without_a_terminal_and_without_yes(project, image, tmp_path):
 
 
 def test_refuses_the_image_itself(project, image):
-    own = project.path("build/images/x86_64/disk.img")
+    own = project.path(DISK)
     assert_refused(write_image(project, own, "--yes", "--to-file"), own, "is the image itself")
     assert own.read_bytes() == image
 

@@ -3,7 +3,8 @@
 Before anything is written it refuses, in one line naming the device and the reason: a path that is not a
 block device (a regular file only with --to-file), a partition, a read-only device, the device holding / or
 anything else mounted or used as swap (block_devices.py), a device larger than the size limit (a USB stick,
-not a disk: --force-size), then an image that is missing or larger than the device. It shows the device's
+not a disk: --force-size), then an arch with no disk image (build:disk-<arch>, steps/disk.py) and an image
+missing or larger than the device. It shows the device's
 model, size and partitions and asks for its name again (--yes: no question, for scripts; without a terminal
 and without --yes it refuses). It writes in large blocks with plain writes on an exclusive open (the kernel
 refuses a device in use), fsyncs, drops the written pages from the cache and reads the image back, comparing
@@ -23,11 +24,11 @@ from pathlib import Path
 
 from mlbuild import block_devices
 from mlbuild.errors import InputError, MlbuildError
-from mlbuild.model.graph import images_task
+from mlbuild.model.graph import disk_task
 from mlbuild.model.models import SIZE_FORMS, parse_size
 from mlbuild.reporting.size import human_size
+from mlbuild.steps.disk import FILE_NAME
 
-DISK_IMAGE = "disk.img"  # in the images folder of the arch, beside initramfs.cpio and rootfs.ext4
 SIZE_LIMIT = "128G"  # larger is a disk, not a stick: refused without --force-size
 BLOCK = 4 * 1024 * 1024
 BLKRRPART = 0x125F  # <linux/fs.h> _IO(0x12, 95): read the partition table again
@@ -39,7 +40,7 @@ class Interrupted(MlbuildError):
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("write-image", help="write the arch's disk image to a USB stick or SD card and verify it")
-    parser.add_argument("arch", help="the arch whose build/images/<arch>/disk.img is written, e.g. x86_64")
+    parser.add_argument("arch", help="the arch whose disk image (build:disk-<arch>: build/disks/<arch>/disk.img) is written, e.g. x86_64")
     parser.add_argument("device", help="the whole device, e.g. /dev/sdb or /dev/disk/by-id/usb-…")
     parser.add_argument("--yes", action="store_true", help="write without asking for the device's name again (scripts)")
     parser.add_argument("--size-limit", default=SIZE_LIMIT, metavar="SIZE",
@@ -74,11 +75,14 @@ def cmd_write_image(project, args) -> int:
     if target.size > limit and not args.force_size:
         _refuse(target, f"{human_size(target.size)} is larger than the size limit {human_size(limit)} "
                         "(a USB stick, not a disk?); --force-size writes to it anyway")
-    step = project.steps[images_task(args.arch)]
-    image = step.output / DISK_IMAGE
+    step = project.steps.get(disk_task(args.arch))
+    if step is None:
+        _refuse(target, f"{args.arch} has no disk image (arches/{args.arch}.toml has no [firmware], "
+                        "or no recipe of its system declares a kernel)")
+    image = step.output / FILE_NAME
     if not image.is_file():
         _refuse(target, f"no image to write: {project.relative(image)} is not built; build it with `doit {step.name}`")
-    # One open file from the checks to the last byte: a build replacing the images meanwhile changes nothing here.
+    # One open file from the checks to the last byte: a build replacing the disk image meanwhile changes nothing here.
     with open(image, "rb") as source:
         size = os.fstat(source.fileno()).st_size
         if size > target.size:
