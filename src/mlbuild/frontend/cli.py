@@ -13,7 +13,7 @@ from mlbuild.exports import cve, legal_info, sbom, script
 from mlbuild.sources import mirror
 from mlbuild.engine.cache import commands as cache_commands
 from mlbuild.engine.signature import decide, is_up_to_date
-from mlbuild.frontend import new_recipe, rebuild, settings_commands
+from mlbuild.frontend import new_recipe, rebuild, settings_commands, write_image
 from mlbuild.frontend.closed_pipe import quiet_when_the_reader_goes, stdout_closed
 from mlbuild.frontend.check import cmd_check
 from mlbuild.frontend.project import Project
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-C", "--directory", default=".", help="the project folder (default: found from the current one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help=cmd_check.__doc__)
-    for module in (graph_view, stats_report, size, script, sbom, cve, legal_info, mirror, new_recipe):
+    for module in (graph_view, stats_report, size, script, sbom, cve, legal_info, mirror, new_recipe, write_image):
         module.add_parser(commands)  # each sets its handler
     explain = commands.add_parser("explain", help=cmd_explain.__doc__)
     explain.add_argument("task", help="a task name, e.g. build:musl-arm64")
