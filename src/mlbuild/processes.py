@@ -47,13 +47,16 @@ class running_task:
             _running.discard(self.task)
 
 
-def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, stdout, pgid_file: Path | None = None) -> int:
-    """Run command in a new session (its own process group); on any interruption the whole group is stopped."""
+def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, stdout, pgid_file: Path | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> int:
+    """Run command in a new session (its own process group); on any interruption the whole group is stopped.
+
+    pass_fds: open files the command inherits (the job pool's pipe, jobserver.py)."""
     if _interrupt.is_set():
         raise Interrupted()
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, pass_fds=pass_fds,
     )
     with _lock:
         _groups[process.pid] = task

@@ -45,9 +45,9 @@ RESTORE_BYTES_PER_SECOND = 4e6
 RESTORE_OVERHEAD = 0.2  # seconds
 
 
-def reporter_for(project) -> type:
-    """The reporter class for doit's DOIT_CONFIG (doit makes the instance)."""
-    return type("MlbuildReporter", (BuildReporter,), {"project": project})
+def reporter_for(project, default_parallel: int = 1) -> type:
+    """The reporter class for doit's DOIT_CONFIG (doit makes the instance); default_parallel: its -n when none is given."""
+    return type("MlbuildReporter", (BuildReporter,), {"project": project, "default_parallel": default_parallel})
 
 
 def plain(text: str) -> str:
@@ -101,9 +101,9 @@ def _number_option(argv: list[str], short: str, long: str) -> int | None:
     return None
 
 
-def parallel_from_argv(argv: list[str]) -> int:
-    """doit's -n/--process from the command line (doit gives reporters no other way to know it)."""
-    return max(1, _number_option(argv, "-n", "--process") or 1)
+def parallel_from_argv(argv: list[str], default: int = 1) -> int:
+    """doit's -n/--process from the command line (doit gives reporters no other way to know it), else default."""
+    return max(1, _number_option(argv, "-n", "--process") or default)
 
 
 def verbosity_from_argv(argv: list[str]) -> int:
@@ -130,6 +130,7 @@ def estimate(remaining: dict[str, float | None], deps: dict[str, list[str]], par
 class BuildReporter(ConsoleReporter):
     desc = "mlbuild: live progress with an ETA, a summary, statistics"
     project = None  # set by reporter_for
+    default_parallel = 1  # doit's -n when the command line gives none (DOIT_CONFIG's num_process)
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
@@ -137,7 +138,7 @@ class BuildReporter(ConsoleReporter):
         config = self.project.config
         self.mode = self._choose_mode(outstream, getattr(config, "progress", "auto"))
         self.verbose = bool(getattr(config, "verbose", False)) or verbosity_from_argv(sys.argv) >= 2
-        self.parallel = parallel_from_argv(sys.argv)
+        self.parallel = parallel_from_argv(sys.argv, self.default_parallel)
         self.interval = float(getattr(config, "progress_interval", 30))
         self.at_least = "≥" if _can_write(outstream, "≥") else ">="
         self.started = time.time()
