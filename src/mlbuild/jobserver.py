@@ -16,8 +16,9 @@ ninja 1.11 takes no part in a jobserver. `python -m mlbuild.jobserver ninja … 
 free when it starts, runs the command with -j of the tokens it holds (its task's own + those),
 and gives them back when it ends. Tasks that cannot take part at all count as one job.
 
-make 4.3 sets O_NONBLOCK on the pipe's read end it inherited, which is shared with this
-process: reading a token waits with select() and retries, never relies on a blocking read.
+make 4.3 sets O_NONBLOCK on the pipe's read end it inherited (the open file is shared with
+this process); the pool sets it itself: a token is read without waiting, and waited for with
+select() and a read again.
 """
 
 import os
@@ -38,6 +39,9 @@ class Jobserver:
     def __init__(self, jobs: int):
         self.jobs = jobs
         self.read_fd, self.write_fd = os.pipe()  # not inheritable: only children given them as pass_fds see them
+        # Non-blocking from the start, as make 4.3 makes it anyway: a read never waits for a token
+        # another reader took between select() and read().
+        os.set_blocking(self.read_fd, False)
         os.write(self.write_fd, TOKEN * jobs)
 
     @property
@@ -75,9 +79,8 @@ def acquire(read_fd: int, wait: bool = True) -> bytes | None:
 
 
 def _free(read_fd: int) -> bytes | None:
-    """A token if one is free now, without waiting (also on a read end that blocks)."""
-    ready, _, _ = select.select([read_fd], [], [], 0)
-    return acquire(read_fd, wait=False) if ready else None
+    """A token if one is free now, without waiting."""
+    return acquire(read_fd, wait=False)
 
 
 _lock = threading.Lock()

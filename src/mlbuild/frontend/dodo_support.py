@@ -121,11 +121,15 @@ def default_process(project: Project, argv: list[str]) -> int:
     The run's job pool (jobserver.py), not doit's -n, bounds the compilers: a task waits for a token
     before it starts. A run that selects run: or menuconfig: stays in doit's main thread (0): they own
     the terminal."""
-    from mlbuild.steps import distcc
-
     if any(word.startswith(INTERACTIVE) for word in argv):
         return 0
-    return distcc.jobs(project.config) + UNPACKING
+    return _budget(project) + UNPACKING
+
+
+def _budget(project: Project) -> int:
+    from mlbuild.steps import distcc
+
+    return distcc.jobs(project.config)
 
 
 def doit_config(project: Project) -> dict:
@@ -140,5 +144,6 @@ def doit_config(project: Project) -> dict:
         "default_tasks": default_tasks(project),
         "action_string_formatting": "new",
         # Live progress on a terminal, calm plain lines elsewhere, a summary and build/stats/ (progress.py).
-        "reporter": reporter_for(project, max(1, process)),
+        # The ETA and the replay count the job budget's slots: doit's further ones only wait for a token.
+        "reporter": reporter_for(project, _budget(project)),
     }

@@ -45,8 +45,8 @@ RESTORE_BYTES_PER_SECOND = 4e6
 RESTORE_OVERHEAD = 0.2  # seconds
 
 
-def reporter_for(project, default_parallel: int = 1) -> type:
-    """The reporter class for doit's DOIT_CONFIG (doit makes the instance); default_parallel: its -n when none is given."""
+def reporter_for(project, default_parallel: int | None = None) -> type:
+    """The reporter class for doit's DOIT_CONFIG (doit makes the instance); default_parallel: the job budget."""
     return type("MlbuildReporter", (BuildReporter,), {"project": project, "default_parallel": default_parallel})
 
 
@@ -130,7 +130,7 @@ def estimate(remaining: dict[str, float | None], deps: dict[str, list[str]], par
 class BuildReporter(ConsoleReporter):
     desc = "mlbuild: live progress with an ETA, a summary, statistics"
     project = None  # set by reporter_for
-    default_parallel = 1  # doit's -n when the command line gives none (DOIT_CONFIG's num_process)
+    default_parallel: int | None = None  # the run's job budget: the tasks that compute at once, whatever doit's -n
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
@@ -138,7 +138,9 @@ class BuildReporter(ConsoleReporter):
         config = self.project.config
         self.mode = self._choose_mode(outstream, getattr(config, "progress", "auto"))
         self.verbose = bool(getattr(config, "verbose", False)) or verbosity_from_argv(sys.argv) >= 2
-        self.parallel = parallel_from_argv(sys.argv, self.default_parallel)
+        # Tasks at once that compute: doit's -n, but never more than the job budget (jobserver.py) lets run.
+        budget = self.default_parallel
+        self.parallel = min(parallel_from_argv(sys.argv, budget), budget) if budget else parallel_from_argv(sys.argv)
         self.interval = float(getattr(config, "progress_interval", 30))
         self.at_least = "≥" if _can_write(outstream, "≥") else ">="
         self.started = time.time()
