@@ -42,14 +42,14 @@ def test_an_infrastructure_renders_for_a_recipe_that_sets_no_vars(build):
 def test_configure_make_defaults_to_an_autoconf_build_out_of_tree():
     text = script("infra/configure-make")
     assert '"$SRC/configure" --prefix=/usr --host=x86_64-unknown-linux-musl\n' in text
-    assert 'make -j"$JOBS"\n' in text and 'make install DESTDIR="$OUT"\n' in text
+    assert 'make $MAKE_JOBS\n' in text and 'make install DESTDIR="$OUT"\n' in text
 
 
 def test_configure_make_takes_its_parameters_from_the_recipe_vars_each_one_quoted():
     text = script("infra/configure-make", {"configure_host": False, "configure_args": ["--static", "--x=a b"],
                                             "make_args": ["V=1"], "install_args": ["prefix=$(reboot)"]})
     assert "\"$SRC/configure\" --prefix=/usr --static '--x=a b'\n" in text
-    assert 'make -j"$JOBS" V=1\n' in text
+    assert 'make $MAKE_JOBS V=1\n' in text
     assert "make install DESTDIR=\"$OUT\" 'prefix=$(reboot)'\n" in text
 
 
@@ -57,7 +57,7 @@ def test_configure_make_builds_a_plain_makefile_in_a_copy_of_the_source():
     text = script("infra/configure-make", {"configure": False})
     assert "configure" not in text.split('cd "$build"', 1)[1].replace("configure/make", "")
     assert 'cp -R --preserve=timestamps -u "$SRC/." "$build/"' in text
-    assert 'make -j"$JOBS" CC="$CC" AR="$AR" RANLIB="$RANLIB"\n' in text
+    assert 'make $MAKE_JOBS CC="$CC" AR="$AR" RANLIB="$RANLIB"\n' in text
 
 
 def test_kconfig_defaults_to_defconfig_then_merge_config_and_a_check_of_the_fragments():

@@ -3,6 +3,7 @@ artifact cache holds its signature, then its dependents as their signatures deci
 
 import fcntl
 import os
+import re
 
 import pytest
 
@@ -117,7 +118,8 @@ def test_mlbuild_rebuild_takes_the_tree_lock(fresh):
         result = rebuild(fresh, "hello-x86_64", env={"MLBUILD_LOCK_WAIT": "0"})
     assert result.returncode == 1
     assert f"build:hello-x86_64: {fresh.path('build/.lock')}: another build is running in this tree (pid {os.getpid()})\n" in result.stdout
-    assert summary(result).startswith("mlbuild: 1 up to date, 1 failed; ")
+    # How many were found up to date before the failure stopped the run depends on doit's threads (-n).
+    assert re.match(r"mlbuild: \d+ up to date, 1 failed; ", summary(result)), summary(result)
     assert "# running" not in fresh.log("build:hello-x86_64")
 
 

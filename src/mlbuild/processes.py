@@ -48,15 +48,17 @@ class running_task:
 
 
 def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, stdout, pgid_file: Path | None = None,
-                 stdin: Path | None = None) -> int:
+                 stdin: Path | None = None, pass_fds: tuple[int, ...] = ()) -> int:
     """Run command in a new session (its own process group); on any interruption the whole group is stopped.
-    stdin: a file it reads (sfdisk's script), else nothing."""
+
+    stdin: a file it reads (sfdisk's script), else nothing; pass_fds: open files the command inherits (the job
+    pool's pipe, jobserver.py)."""
     if _interrupt.is_set():
         raise Interrupted()
     with open(stdin, "rb") if stdin is not None else open(os.devnull, "rb") as source:
         process = subprocess.Popen(
             command, cwd=cwd, env=env, stdin=source, stdout=stdout, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, pass_fds=pass_fds,
         )
     with _lock:
         _groups[process.pid] = task

@@ -10,7 +10,7 @@ from pathlib import Path
 from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import MlbuildError
 from mlbuild.processes import install_interrupt_handling
-from mlbuild.reporting.progress import reporter_for
+from mlbuild.reporting.progress import INTERACTIVE, reporter_for
 from mlbuild.frontend.project import Project
 from mlbuild.trees import remove_tree
 from mlbuild.reproducible import BUILD_UMASK
@@ -111,8 +111,31 @@ def default_tasks(project: Project) -> list[str]:
     return [f"build:{kind}-{arch}" for arch in project.config.arches for kind in ("target", "images")]
 
 
+# Tasks in flight beyond the job budget: room for sources that unpack (no job token, steps/fetch.py).
+UNPACKING = 2
+
+
+def default_process(project: Project, argv: list[str]) -> int:
+    """doit's -n when the command line gives none: the job budget plus room for two unpacks.
+
+    The run's job pool (jobserver.py), not doit's -n, bounds the compilers: a task waits for a token
+    before it starts. A run that selects run: or menuconfig: stays in doit's main thread (0): they own
+    the terminal."""
+    if any(word.startswith(INTERACTIVE) for word in argv):
+        return 0
+    return _budget(project) + UNPACKING
+
+
+def _budget(project: Project) -> int:
+    from mlbuild.steps import distcc
+
+    return distcc.jobs(project.config)
+
+
 def doit_config(project: Project) -> dict:
+    process = default_process(project, sys.argv[1:])
     return {
+        "num_process": process,
         # Correctness never depends on doit's DB (see signature.py); sqlite3
         # lets `doit list`/`doit info` read while a build runs.
         "backend": "sqlite3",
@@ -121,5 +144,6 @@ def doit_config(project: Project) -> dict:
         "default_tasks": default_tasks(project),
         "action_string_formatting": "new",
         # Live progress on a terminal, calm plain lines elsewhere, a summary and build/stats/ (progress.py).
-        "reporter": reporter_for(project),
+        # The ETA and the replay count the job budget's slots: doit's further ones only wait for a token.
+        "reporter": reporter_for(project, _budget(project)),
     }

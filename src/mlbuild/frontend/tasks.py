@@ -7,6 +7,8 @@ import uuid
 from doit.exceptions import TaskFailed
 
 from mlbuild.boot import accel, network
+from mlbuild.jobserver import job_slot
+from mlbuild.steps import distcc
 from mlbuild.system import compression
 from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import MlbuildError
@@ -43,6 +45,19 @@ def _reporting(function, *args, task: str | None = None):
     return run
 
 
+def _holding_job(project, function, takes_job: bool = True):
+    """function, run holding one token of the run's job pool (jobserver.py): the task's own job.
+
+    Taken before the action's record starts (stats.measured), so waiting for a token is not its time."""
+    if not takes_job:
+        return function
+
+    def run(*args):
+        with job_slot(distcc.jobs(project.config)):
+            return function(*args)
+    return run
+
+
 def _clean(step):
     def clean():
         try:
@@ -68,7 +83,7 @@ def step_task(step) -> dict:
         "basename": basename,
         "name": subname,
         "doc": step.doc,
-        "actions": [_reporting(measured, step, execute, step, task=step.name)],
+        "actions": [_reporting(_holding_job(step.project, measured, step.takes_job), step, execute, step, task=step.name)],
         "uptodate": [_uptodate(step)],
         "task_dep": step.deps,
         "clean": [_clean(step)],
@@ -198,7 +213,7 @@ def boot_tasks(project, basename: str):
             "basename": basename,
             "name": arch,
             "doc": doc.format(arch=arch),
-            "actions": [_reporting(make, project, arch, task=f"{basename}:{arch}")],
+            "actions": [_reporting(_holding_job(project, make), project, arch, task=f"{basename}:{arch}")],
             "task_dep": [images_task(arch)] + ([disk_task(arch)] if project.config.boot == "firmware" and disk_task(arch) in project.steps else []),
             "verbosity": 2,
         }

@@ -46,9 +46,9 @@ RESTORE_BYTES_PER_SECOND = 4e6
 RESTORE_OVERHEAD = 0.2  # seconds
 
 
-def reporter_for(project) -> type:
-    """The reporter class for doit's DOIT_CONFIG (doit makes the instance)."""
-    return type("MlbuildReporter", (BuildReporter,), {"project": project})
+def reporter_for(project, default_parallel: int | None = None) -> type:
+    """The reporter class for doit's DOIT_CONFIG (doit makes the instance); default_parallel: the job budget."""
+    return type("MlbuildReporter", (BuildReporter,), {"project": project, "default_parallel": default_parallel})
 
 
 def plain(text: str) -> str:
@@ -102,9 +102,9 @@ def _number_option(argv: list[str], short: str, long: str) -> int | None:
     return None
 
 
-def parallel_from_argv(argv: list[str]) -> int:
-    """doit's -n/--process from the command line (doit gives reporters no other way to know it)."""
-    return max(1, _number_option(argv, "-n", "--process") or 1)
+def parallel_from_argv(argv: list[str], default: int = 1) -> int:
+    """doit's -n/--process from the command line (doit gives reporters no other way to know it), else default."""
+    return max(1, _number_option(argv, "-n", "--process") or default)
 
 
 def verbosity_from_argv(argv: list[str]) -> int:
@@ -131,6 +131,7 @@ def estimate(remaining: dict[str, float | None], deps: dict[str, list[str]], par
 class BuildReporter(ConsoleReporter):
     desc = "mlbuild: live progress with an ETA, a summary, statistics"
     project = None  # set by reporter_for
+    default_parallel: int | None = None  # the run's job budget: the tasks that compute at once, whatever doit's -n
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
@@ -138,7 +139,9 @@ class BuildReporter(ConsoleReporter):
         config = self.project.config
         self.mode = self._choose_mode(outstream, getattr(config, "progress", "auto"))
         self.verbose = bool(getattr(config, "verbose", False)) or verbosity_from_argv(sys.argv) >= 2
-        self.parallel = parallel_from_argv(sys.argv)
+        # Tasks at once that compute: doit's -n, but never more than the job budget (jobserver.py) lets run.
+        budget = self.default_parallel
+        self.parallel = min(parallel_from_argv(sys.argv, budget), budget) if budget else parallel_from_argv(sys.argv)
         self.interval = float(getattr(config, "progress_interval", 30))
         self.at_least = "≥" if _can_write(outstream, "≥") else ">="
         self.started = time.time()

@@ -43,6 +43,9 @@ class Step(ABC):
     per_toolchain: ClassVar[bool] = False
     # Whether its output is stored in and restored from the artifact cache (by signature).
     artifact: ClassVar[bool] = True
+    # Whether its run holds one token of the run's job pool (jobserver.py): a task that computes does;
+    # fetch does not (its unpack waits on the disk), so compiles go on while a large source unpacks.
+    takes_job: ClassVar[bool] = True
     # The modules whose code does this kind's work; their import closure (code.py) is an input.
     # None: the module that defines the kind. () for kinds whose inputs already hold all that
     # decides the output (a build's rendered script; a source's checksums).

@@ -301,6 +301,10 @@ class BuildStep(Step, kind="build"):
             "SYSROOT": str(work / "sysroot"),
             "FILES": str(work / "files"),
             "JOBS": str(distcc.jobs(config)),  # more with distcc hosts
+            # make's -j: under a run's job pool (jobserver.py) empty, MAKEFLAGS then joins make to the pool.
+            "MAKE_JOBS": f"-j{distcc.jobs(config)}",
+            # In front of a command that takes no part in the pool (ninja): empty, or what holds tokens for its -j.
+            "JOBSERVER_HOLD": "",
             "LLVM_BIN": str(tools),
             # The venv's folder resolved (not the interpreter link itself, which would leave the venv):
             # a venv linked in from another checkout is then reached through the folder the sandbox binds.

@@ -7,12 +7,14 @@ writes the same spec out as plain shell. Nothing here knows about recipes.
 """
 
 import os
+import sys
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlbuild.steps.ccache import ccache_summary
 from mlbuild.errors import MlbuildError
+from mlbuild import jobserver
 from mlbuild.processes import run_in_group, stop_leftover
 from mlbuild.trees import merge_tree, remove_tree
 
@@ -69,7 +71,11 @@ def run(spec: BuildSpec, log, describe_path=str) -> None:
     where = " in the sandbox (bubblewrap: no network; only its source, work and output folders)" if spec.sandbox else ""
     log(f"# running {describe_path(script)}{where} (log of the commands follows)")
     command = [*spec.sandbox, "bash", "-eu", "-o", "pipefail", str(script)]
-    status = run_in_group(command, spec.task, spec.work, spec.environment, log.file, spec.work / ".pgid")
+    # In a run, make joins the run's one job pool (jobserver.py); the fds pass through bwrap as they are.
+    pool = jobserver.current()
+    environment = {**spec.environment, **jobserver.script_environment(pool, spec.environment.get("MLBUILD_PYTHON", sys.executable))}
+    status = run_in_group(command, spec.task, spec.work, environment, log.file, spec.work / ".pgid",
+                          pass_fds=pool.fds if pool else ())
     if status != 0:
         tail = "\n".join(log.tail(25))
         sandboxed = " in the sandbox (no network; only its source, work and output folders)" if spec.sandbox else ""

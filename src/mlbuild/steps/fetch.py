@@ -20,6 +20,7 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
+from mlbuild import jobserver
 from mlbuild.credentials import redact
 from mlbuild.errors import MlbuildError
 from mlbuild.sources.override import SKIP
@@ -133,6 +134,9 @@ class FetchStep(Step, kind="fetch"):
     # An unpacked source is the download cache's tarball plus patches: unpacking it
     # again is cheaper than moving a tree several times the tarball's size.
     artifact = False
+    # Unpacking is xz and tar waiting on the disk (docs/performance.md): no job token, so builds that
+    # are ready compile beside it. A lazy unpack (ensure_source) runs under its build's token.
+    takes_job = False
     # Its output is a function of the checksums and patches (_tree_identity), whatever code unpacks it.
     code_roots = ()
 
@@ -231,10 +235,14 @@ class FetchStep(Step, kind="fetch"):
 
     def ensure_source(self, log) -> Path:
         """The unpacked source, unpacked and patched now if the fetch left that for later."""
-        with self._unpacking:
-            # Checked whatever the mode: a fetch made while a cache was configured left no tree, and
-            # the cache may have been turned off since.
-            if self.override or self._is_unpacked():
+        # Checked whatever the mode: a fetch made while a cache was configured left no tree, and
+        # the cache may have been turned off since.
+        if self.override or self._is_unpacked():
+            return self.output
+        # Unpacking (or waiting for another build's unpack of it) waits on the disk: the build's
+        # job token goes back to the pool meanwhile (jobserver.py), so other tasks compile.
+        with jobserver.lent(), self._unpacking:
+            if self._is_unpacked():
                 return self.output
             staging = self.output.with_name(f".{self.recipe.name}.unpacking")
             remove_tree(staging)
