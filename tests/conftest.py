@@ -155,6 +155,9 @@ def parse_tasks(stdout: str) -> tuple[set, set]:
 def base_environment(extra: dict | None = None) -> dict:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLBUILD_", "CCACHE_"))}
     environment["PYTHONPATH"] = str(SRC)
+    # A crash of the interpreter itself (seen: a rare segfault in threaded doit runs) then names the
+    # Python frames of every thread on stderr, which the failing test prints.
+    environment["PYTHONFAULTHANDLER"] = "1"
     environment.update(extra or {})
     return environment
 
