@@ -429,3 +429,28 @@ def test_a_bad_download_limit_is_one_line(project):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "command line: download_max_size: expected a number of bytes with an optional K, M, G or T" in result.stderr
     assert "got '5ib'" in result.stderr
+
+
+def test_a_partial_download_another_run_still_writes_is_not_removed_as_stale_whatever_its_clock(tmp_path):
+    """A run whose clock is days ahead (faketime in the reproducibility test, a mis-set machine sharing the
+    download cache) sees every partial file as stale: one a live download holds locked stays, a dead one goes."""
+    import fcntl
+    import os
+    import time
+
+    from mlbuild.sources import download
+
+    folder = tmp_path / ".partial"
+    folder.mkdir()
+    live, dead = folder / "live", folder / "dead"
+    live.write_bytes(b"half")
+    dead.write_bytes(b"half")
+    long_ago = time.time() - 3 * download.STALE_PARTIAL
+    for path in (live, dead):
+        os.utime(path, (long_ago, long_ago))
+    with open(live, "rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as download_to_cache holds it while writing
+        download._remove_stale_partials(folder)
+        assert live.exists() and not dead.exists()
+    download._remove_stale_partials(folder)  # its writer gone: now it is stale
+    assert not live.exists()

@@ -100,7 +100,8 @@ def test_the_exported_script_keeps_its_own_parallelism(project):
     result = project.cli("script", "build:hello-x86_64")
     assert result.returncode == 0, result.stderr
     assert "MAKE_JOBS=-j2" in result.stdout
-    assert "MAKEFLAGS" not in result.stdout
+    # no pool outside a run: make keeps its own -j (MAKEFLAGS is set empty, so the caller's cannot leak in)
+    assert "--jobserver-auth" not in result.stdout and "MAKEFLAGS='' \\\n" in result.stdout
 
 
 # --- the holder for commands that take no part in the pool (ninja) ------------------------------

@@ -131,7 +131,7 @@ def test_the_graph_builds_it_after_musl_and_compiler_rt_and_puts_it_in_the_targe
         assert graph.has_edge(zlib, f"build:target-{arch}")
     script = project.steps["build:zlib-x86_64"].script
     assert '"$SRC/configure" --prefix=/usr --static\n' in script  # no --host: zlib's configure refuses it
-    assert 'make -j"$JOBS"\n' in script and 'make install DESTDIR="$OUT"\n' in script
+    assert 'make $MAKE_JOBS\n' in script and 'make install DESTDIR="$OUT"\n' in script
 
 
 # A post-build hook puts each arch's program into its target; a check of the user's runs it in the guest.

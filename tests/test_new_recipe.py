@@ -172,7 +172,7 @@ def test_an_existing_recipe_is_never_overwritten(tree, tmp_path):
 
 @pytest.mark.parametrize("name, source, expected", [
     ("Foo", "x.tar.gz", "new: 'Foo': expected lowercase letters, digits and + _ . - (a safe name), the recipe's name and its file's"),
-    ("images", "x.tar.gz", "new: 'images' is reserved for an aggregate task (reserved: images, target, toolchain)"),
+    ("images", "x.tar.gz", "new: 'images' is reserved for an aggregate task (reserved: disk, images, target, toolchain)"),
     ("foo", "ftp://example.org/foo-1.tar.gz", "new: ftp://example.org/foo-1.tar.gz: url: expected an https://, http:// or file:// URL"),
     ("foo", "debian:foo", "new: debian:foo: debian: expected PACKAGE=VERSION of a Debian source package, got 'foo'"),
     ("foo", "no-such.tar.gz", "new: no-such.tar.gz: expected a URL, debian:PACKAGE=VERSION or a tarball file (no such file)"),

@@ -357,11 +357,14 @@ def test_refuses_a_device_it_may_not_write_before_asking(project, image, tmp_pat
 
 
 def test_ctrl_c_while_writing_is_one_line_saying_what_the_device_holds(project, image, tmp_path,
-                                                                                      monkeypatch, capsys):
+                                                                                      monkeypatch, capsys, request):
     """A real SIGINT, sent to this process at the moment the written blocks are synced (where a long write spends
     its time): one line, exit status 130, as for any interrupted mlbuild command; then an uninterrupted write."""
     import signal
 
+    # Python's own handler, as in the mlbuild command (a pytest-xdist worker ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     from mlbuild.frontend import cli
 
     stick = device_file(tmp_path / "stick.img")

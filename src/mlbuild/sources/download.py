@@ -183,6 +183,9 @@ def download(url: str, filename: str, sha256: str | None, cache: Path, attempts:
         partial_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(partial_dir)
         handle, name = tempfile.mkstemp(dir=partial_dir, prefix=f"{(sha256 or 'new')[:16]}-")
+        # Locked while this download writes it: another run's clean-up of stale partial files (judged by
+        # its own clock, which may be set differently) leaves it alone.
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         raise _cache_failure(partial_dir, error, "create a file") from None
     partial = Path(name)
@@ -201,10 +204,26 @@ def _remove_stale_partials(folder: Path) -> None:
     now = time.time()
     for path in folder.iterdir():
         try:
-            if now - path.lstat().st_mtime > STALE_PARTIAL:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if now - path.lstat().st_mtime <= STALE_PARTIAL:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif not _in_use(path):
+                path.unlink()
         except FileNotFoundError:  # another run cleaned it first
             pass
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a download still writes this partial file (it holds the file's lock)."""
+    try:
+        with open(path, "rb") as partial:
+            fcntl.flock(partial, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _transfer(url: str, out, partial: Path, attempts: int, backoff: float, meter: Meter, say=None) -> None:

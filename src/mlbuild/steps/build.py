@@ -303,6 +303,8 @@ class BuildStep(Step, kind="build"):
             "JOBS": str(distcc.jobs(config)),  # more with distcc hosts
             # make's -j: under a run's job pool (jobserver.py) empty, MAKEFLAGS then joins make to the pool.
             "MAKE_JOBS": f"-j{distcc.jobs(config)}",
+            # Set in a run to join make to the pool (jobserver.script_environment); never the caller's.
+            "MAKEFLAGS": "",
             # In front of a command that takes no part in the pool (ninja): empty, or what holds tokens for its -j.
             "JOBSERVER_HOLD": "",
             "LLVM_BIN": str(tools),
