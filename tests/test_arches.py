@@ -63,18 +63,18 @@ def test_every_arch_file_of_the_project_is_valid_and_its_qemu_is_installed_by_se
 BEFORE = {
     ("x86_64", "tcg", False): "qemu-system-x86_64 -M q35 -m 256M -accel tcg -no-reboot -kernel /k -initrd /i "
                               "-append console=ttyS0 rdinit=/sbin/init panic=-1 quiet mlbuild.rows=50 mlbuild.cols=200 "
-                              "-drive file=/d,if=virtio,format=raw,snapshot=on -nic user,model=e1000 -display none -serial stdio -monitor none",
+                              "-drive file=/d,if=virtio,format=raw,snapshot=on -netdev user,id=net0 -device e1000,netdev=net0 -display none -serial stdio -monitor none",
     ("x86_64", "kvm", True): "qemu-system-x86_64 -M q35 -m 256M -accel kvm -cpu host -no-reboot -kernel /k -initrd /i "
                              "-append console=ttyS0 rdinit=/sbin/init panic=-1 quiet "
-                             "-drive file=/d,if=virtio,format=raw,snapshot=on -nic user,model=e1000 -nographic",
+                             "-drive file=/d,if=virtio,format=raw,snapshot=on -netdev user,id=net0 -device e1000,netdev=net0 -nographic",
     ("arm64", "tcg", False): "qemu-system-aarch64 -M virt -m 256M -accel tcg -cpu cortex-a57 -no-reboot -kernel /k -initrd /i "
                              "-append console=ttyAMA0 rdinit=/sbin/init panic=-1 quiet mlbuild.rows=50 mlbuild.cols=200 "
                              "-drive file=/d,if=none,format=raw,snapshot=on,id=disk -device virtio-blk-pci,drive=disk "
-                             "-nic user,model=virtio-net-pci -display none -serial stdio -monitor none",
+                             "-netdev user,id=net0 -device virtio-net-pci,netdev=net0 -display none -serial stdio -monitor none",
     ("arm64", "kvm", True): "qemu-system-aarch64 -M virt -m 256M -accel kvm -cpu host -no-reboot -kernel /k -initrd /i "
                             "-append console=ttyAMA0 rdinit=/sbin/init panic=-1 quiet "
                             "-drive file=/d,if=none,format=raw,snapshot=on,id=disk -device virtio-blk-pci,drive=disk "
-                            "-nic user,model=virtio-net-pci -nographic",
+                            "-netdev user,id=net0 -device virtio-net-pci,netdev=net0 -nographic",
 }
 
 
@@ -89,7 +89,7 @@ def test_riscv64_boots_on_virt_with_its_disk_on_virtio_mmio_and_opensbi_by_defau
     assert " ".join(command) == ("qemu-system-riscv64 -M virt -m 256M -accel tcg -no-reboot -kernel /k -initrd /i "
                                  "-append console=ttyS0 rdinit=/sbin/init panic=-1 quiet mlbuild.rows=50 mlbuild.cols=200 "
                                  "-drive file=/d,if=none,format=raw,snapshot=on,id=disk -device virtio-blk-device,drive=disk "
-                                 "-nic user,model=virtio-net-device -display none -serial stdio -monitor none")
+                                 "-netdev user,id=net0 -device virtio-net-device,netdev=net0 -display none -serial stdio -monitor none")
     assert "riscv64" not in load_config(REPO, environ={}).arches  # not built by default (CI time)
 
 
@@ -126,7 +126,7 @@ def test_an_arch_added_by_an_external_tree_has_its_tasks_and_its_qemu_command(pr
     assert command == ("qemu-system-ppc64 -M pseries -m 512M -accel tcg -cpu power9 -bios /usr/share/qemu/slof.bin -no-reboot "
                        "-kernel /k -initrd /i -append console=hvc0 rdinit=/sbin/init panic=-1 quiet mlbuild.rows=50 mlbuild.cols=200 "
                        "-drive file=/d,if=none,format=raw,snapshot=on,id=disk -device virtio-blk-pci,drive=disk "
-                       "-nic user,model=virtio-net-pci -display none -serial stdio -monitor none")
+                       "-netdev user,id=net0 -device virtio-net-pci,netdev=net0 -display none -serial stdio -monitor none")
 
 
 def test_without_arches_in_the_configuration_every_default_arch_file_is_built(project):

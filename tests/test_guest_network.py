@@ -38,10 +38,12 @@ def test_the_relay_carries_one_http_exchange_between_its_standard_streams_and_th
 
 
 def test_the_nic_options_restrict_the_boot_tests_network_to_one_forward():
-    assert network.nic_options("e1000", "user") == ["-nic", "user,model=e1000"]
+    assert network.nic_options("e1000", "user") == ["-netdev", "user,id=net0", "-device", "e1000,netdev=net0"]
+    assert network.nic_options(None, "user") == ["-nic", "user"]  # the machine's own card
     assert network.nic_options("e1000", "none") == ["-nic", "none"]
-    option = network.nic_options("virtio-net-pci", "restricted", 4321)[1]
-    assert option.startswith("user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:")
+    _, option, _, device = network.nic_options("virtio-net-device", "restricted", 4321)  # virtio-mmio: riscv64
+    assert device == "virtio-net-device,netdev=net0"
+    assert option.startswith("user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:")
     assert option.endswith(f"{network.__file__} 4321")
 
 

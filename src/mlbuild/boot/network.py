@@ -63,13 +63,15 @@ def nic_options(nic: str | None, mode: str, forward_port: int | None = None) -> 
     host's 127.0.0.1 the guest reaches at GUEST_SERVER:80 (restricted only)."""
     if mode == "none":
         return ["-nic", "none"]
-    options = "user" + (f",model={nic}" if nic else "")
+    # A named card as -netdev + -device: -nic's model= creates only cards on PCI or the machine's own, not a
+    # virtio-mmio one (riscv64's virt without a PCI host: "requested NIC … was not created").
+    options = "user" + (",id=net0" if nic else "")
     if mode == "restricted":
         options += ",restrict=on"
         if forward_port is not None:
             relay = f"{sys.executable} {os.path.abspath(__file__)} {int(forward_port)}"
             options += f",guestfwd=tcp:{GUEST_SERVER}:80-cmd:{relay.replace(',', ',,')}"  # QEMU doubles a comma in a value
-    return ["-nic", options]
+    return ["-netdev", options, "-device", f"{nic},netdev=net0"] if nic else ["-nic", options]
 
 
 def relay(port: int) -> int:

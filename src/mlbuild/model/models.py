@@ -110,7 +110,7 @@ class ArchQemu(Strict):
     cpu: CommandWord | None = None  # -cpu under TCG (KVM always runs -cpu host); none: the machine's default
     memory: Size = 256 << 20  # the least RAM of a guest; a large initramfs gets more (qemu.guest_memory_mib)
     disk: Annotated[str, StringConstraints(pattern=DISK, max_length=64)]  # the disk image's device
-    nic: CommandWord | None = None  # -nic user,model=<nic>; none: the machine's default network card
+    nic: CommandWord | None = None  # -device <nic> on a user -netdev; none: the machine's default network card
     firmware: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./+-]+$", max_length=256)] | None = None  # -bios; none: the machine's default
     power_off: Annotated[str, StringConstraints(pattern=r"^[^\n\r]+$", max_length=128)]  # what the boot test types to end the guest; it must end QEMU by itself
 
