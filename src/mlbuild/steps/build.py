@@ -352,20 +352,25 @@ class BuildStep(Step, kind="build"):
         out.append(script.file(f"{script.path(work)}/build.sh", self.script))
         environment = dict(self.spec(staging).environment)
         environment.pop("CCACHE_STATSLOG", None)  # only for mlbuild's log line
-        # What build scripts run of mlbuild's ground floor, with the system's python3: the record of the
-        # compiled files (standard library only) as it is; the check that config fragments took effect needs
-        # kconfiglib, so it is a stub that passes.
-        tools = work / "mlbuild-tools"
-        out.append("# mlbuild's helpers the build script runs: compiled_files (the record of what was compiled, for\n"
-                   "# `mlbuild cve`) as mlbuild has it; kconfig_check (the fragments took effect) needs mlbuild: skipped\n")
-        out.append(f"mkdir -p {script.path(tools / 'mlbuild')}\n")
-        out.append(script.file(f"{script.path(tools / 'mlbuild')}/__init__.py", ""))
-        out.append(script.file(f"{script.path(tools / 'mlbuild')}/compiled_files.py",
-                               (Path(__file__).resolve().parents[1] / "compiled_files.py").read_text()))
-        out.append(script.file(f"{script.path(tools / 'mlbuild')}/kconfig_check.py", "# skipped outside mlbuild\n"))
-        environment["PYTHONPATH"] = str(tools)
-        environment["MLBUILD_PYTHON"] = "python3"
-        out.append("# run it in a clean environment\n")
+        if "$MLBUILD_PYTHON" in self.script:
+            # What this build script runs of mlbuild's ground floor, with the system's python3: the record of
+            # the compiled files (standard library only) as it is; the check that config fragments took effect
+            # needs kconfiglib, so it is a stub that passes.
+            tools = work / "mlbuild-tools"
+            out.append("# mlbuild's helpers the build script runs: compiled_files (the record of what was compiled, for\n"
+                       "# `mlbuild cve`) as mlbuild has it; kconfig_check (the fragments took effect) needs mlbuild: skipped\n")
+            out.append(f"mkdir -p {script.path(tools / 'mlbuild')}\n")
+            out.append(script.file(f"{script.path(tools / 'mlbuild')}/__init__.py", ""))
+            out.append(script.file(f"{script.path(tools / 'mlbuild')}/compiled_files.py",
+                                   (Path(__file__).resolve().parents[1] / "compiled_files.py").read_text()))
+            out.append(script.file(f"{script.path(tools / 'mlbuild')}/kconfig_check.py", "# skipped outside mlbuild\n"))
+            environment["PYTHONPATH"] = str(tools)
+            environment["MLBUILD_PYTHON"] = "python3"
+            out.append("# run it in a clean environment\n")
+        else:
+            environment.pop("PYTHONPATH", None)
+            environment["MLBUILD_PYTHON"] = "true"  # nothing of mlbuild is run by this script
+            out.append("# run it in a clean environment\n")
         # A value holding credentials (ccache's remote storage) is the caller's variable of that name.
         lines = [f"  {key}={script.secret_url(str(value), key, out) if redact(str(value)) != str(value) else script.word(str(value))}"
                  for key, value in environment.items()]
