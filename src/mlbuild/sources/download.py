@@ -183,9 +183,11 @@ def download(url: str, filename: str, sha256: str | None, cache: Path, attempts:
         partial_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(partial_dir)
         handle, name = tempfile.mkstemp(dir=partial_dir, prefix=f"{(sha256 or 'new')[:16]}-")
-        # Locked while this download writes it: another run's clean-up of stale partial files (judged by
-        # its own clock, which may be set differently) leaves it alone.
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked until it is admitted or removed (a descriptor of its own: the writer's closes before the
+        # checksum is taken): another run's or thread's clean-up of stale partial files, judged by its own
+        # clock, which may be set differently, leaves it alone.
+        lock = os.open(name, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         raise _cache_failure(partial_dir, error, "create a file") from None
     partial = Path(name)
@@ -198,6 +200,7 @@ def download(url: str, filename: str, sha256: str | None, cache: Path, attempts:
         return _admit(partial, filename, sha256, cache)
     finally:
         partial.unlink(missing_ok=True)  # gone already when it was admitted
+        os.close(lock)
 
 
 def _remove_stale_partials(folder: Path) -> None:
