@@ -160,7 +160,7 @@ def test_changing_the_busybox_fragment_rebuilds_busybox_and_the_images_only(buil
     fragment.write_text("CONFIG_FEATURE_EDITING_HISTORY=64\n")
     code, executed, output = doit("-n", "2", "build")
     assert code == 0, output[-3000:]
-    assert executed == {f"build:{name}-{arch}" for arch in ARCHES for name in ("busybox", "target", "images")}
+    assert executed == {f"build:{name}-{arch}" for arch in ARCHES for name in ("busybox", "target", "images", "disk")}
 
 
 def test_changing_the_arm64_kernel_fragment_rebuilds_the_arm64_kernel_and_images_only(built_system):
@@ -169,7 +169,7 @@ def test_changing_the_arm64_kernel_fragment_rebuilds_the_arm64_kernel_and_images
     fragment.write_text("CONFIG_LOG_BUF_SHIFT=15\n")
     code, executed, output = doit("-n", "2", "build")
     assert code == 0, output[-3000:]
-    assert executed == {"build:linux-arm64", "build:target-arm64", "build:images-arm64"}
+    assert executed == {"build:linux-arm64", "build:target-arm64", "build:images-arm64", "build:disk-arm64"}
 
 
 CXX_HELLO = r"""
