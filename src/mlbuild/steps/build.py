@@ -356,14 +356,16 @@ class BuildStep(Step, kind="build"):
             # What this build script runs of mlbuild's ground floor, with the system's python3: the record of
             # the compiled files (standard library only) as it is; the check that config fragments took effect
             # needs kconfiglib, so it is a stub that passes.
-            tools = work / "mlbuild-tools"
-            out.append("# mlbuild's helpers the build script runs: compiled_files (the record of what was compiled, for\n"
-                       "# `mlbuild cve`) as mlbuild has it; kconfig_check (the fragments took effect) needs mlbuild: skipped\n")
-            out.append(f"mkdir -p {script.path(tools / 'mlbuild')}\n")
-            out.append(script.file(f"{script.path(tools / 'mlbuild')}/__init__.py", ""))
-            out.append(script.file(f"{script.path(tools / 'mlbuild')}/compiled_files.py",
-                                   (Path(__file__).resolve().parents[1] / "compiled_files.py").read_text()))
-            out.append(script.file(f"{script.path(tools / 'mlbuild')}/kconfig_check.py", "# skipped outside mlbuild\n"))
+            tools = project.build_dir / "mlbuild-tools"
+            script.prelude("mlbuild-tools", "".join([
+                "# mlbuild's helpers build scripts run: compiled_files (the record of what was compiled, for\n"
+                "# `mlbuild cve`) as mlbuild has it; kconfig_check (the fragments took effect) needs mlbuild: skipped\n",
+                f"mkdir -p {script.path(tools / 'mlbuild')}\n",
+                script.file(f"{script.path(tools / 'mlbuild')}/__init__.py", ""),
+                script.file(f"{script.path(tools / 'mlbuild')}/compiled_files.py",
+                            (Path(__file__).resolve().parents[1] / "compiled_files.py").read_text()),
+                script.file(f"{script.path(tools / 'mlbuild')}/kconfig_check.py", "# skipped outside mlbuild\n"),
+            ]))
             environment["PYTHONPATH"] = str(tools)
             environment["MLBUILD_PYTHON"] = "python3"
             out.append("# run it in a clean environment\n")
