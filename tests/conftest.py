@@ -305,12 +305,28 @@ def make_project(base: Path, arches=(ARCH,)) -> Project:
     return project
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the group marks into node ids
 def pytest_collection_modifyitems(config, items):
     """The real-system tests build in the repository's own build/ and target/ (one tree, one lock): with
     pytest-xdist (scripts/test.sh: -n auto --dist loadgroup) they all go to one worker, one after another."""
     for item in items:
         if item.get_closest_marker("distribution"):
             item.add_marker(pytest.mark.xdist_group("distribution"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """Refuse to run when the grouping above did not take: two workers would unpack and build in the
+    repository's one tree at once and fail in ways that look like mlbuild's bugs (seen with pytest 9.2)."""
+    if not (hasattr(session.config, "workerinput") and session.config.getvalue("loadgroup")):
+        return
+    ungrouped = [item.nodeid for item in session.items
+                 if item.get_closest_marker("distribution") and not item.nodeid.endswith("@distribution")]
+    if ungrouped:
+        print(f"tests/conftest.py: pytest-xdist did not group the real-system tests ({ungrouped[0]} has no "
+                                f"@distribution): this pytest ({pytest.__version__}) and pytest-xdist do not "
+                                "work together; pyproject.toml's [test] extra names the versions that do", file=sys.stderr, flush=True)
+        pytest.exit("the real-system tests are not grouped on one worker", returncode=4)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Every fresh project made by make_project has the same tarballs and recipes, so t
 same signatures: a cache warmed by one is hit by the next, like a fresh clone's.
 """
 
+import fcntl
 import hashlib
 import io
 import json
@@ -11,13 +12,15 @@ import os
 import shutil
 import subprocess
 import tarfile
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from conftest import ALL_TASKS, TEST_KEY_FILE, TEST_PUBLIC, TEST_SECRET, Project, assert_stamps_valid, make_project, x86
+from conftest import ALL_TASKS, TEST_KEY_FILE, TEST_PUBLIC, TEST_SECRET, Project, assert_stamps_valid, base_environment, make_project, x86
 
 from mlbuild.engine.cache import ArtifactCache
 from mlbuild.engine.cache.archive import pack, tree_entries
@@ -170,6 +173,31 @@ def test_mlbuild_unpack_gives_the_source_a_build_would_use_and_a_refetch_drops_i
     fresh.update_recipe("hello", vars={"greeting": "Hi"})
     assert fresh.doit(f"cache={url}").returncode == 0
     assert "\nunpacking hello-" in fresh.log("build:hello-x86_64")
+
+
+def test_two_processes_that_need_one_packed_source_unpack_it_one_after_the_other(fresh, cache):
+    """`mlbuild unpack`, `doit menuconfig:` and a run's build may ask for one source at once: the second
+    waits on the source's own lock instead of removing the first one's half-unpacked tree (seen when two
+    test workers unpacked llvm-project in one tree: `tar: cmake: Cannot stat`, `Directory not empty`)."""
+    url = cache.as_uri()
+    fresh.doit(f"cache={url}")
+    assert list(fresh.path("build/src/hello").iterdir()) == []
+    lock = fresh.path("build/src/.hello.unpack-lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another process's unpack of hello holds it
+    try:
+        waiting = subprocess.Popen([sys.executable, "-m", "mlbuild.frontend.cli", "unpack", "hello"], cwd=fresh.root,
+                                   env=base_environment({"MLBUILD_CACHE": url}), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert waiting.poll() is None, waiting.communicate()
+        assert not fresh.path("build/src/.hello.unpacking").exists()  # it has not touched the staging folder
+    finally:
+        os.close(fd)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert out.strip() == "fetch:hello: build/src/hello"
+    assert sorted(p.name for p in fresh.path("build/src/hello").iterdir()) == [".mlbuild-unpacked", "extra.c", "hello.c"]
 
 
 def test_a_source_left_packed_under_a_cache_is_unpacked_when_the_cache_is_turned_off(fresh, cache):

@@ -12,7 +12,10 @@ no download, no checksum and, as Buildroot does for <PKG>_OVERRIDE_SRCDIR, no pa
 the folder is the source as the user wants it built.
 """
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import re
 import shlex
 import subprocess
@@ -241,7 +244,7 @@ class FetchStep(Step, kind="fetch"):
             return self.output
         # Unpacking (or waiting for another build's unpack of it) waits on the disk: the build's
         # job token goes back to the pool meanwhile (jobserver.py), so other tasks compile.
-        with jobserver.lent(), self._unpacking:
+        with jobserver.lent(), self._unpacking, self._unpack_lock():
             if self._is_unpacked():
                 return self.output
             staging = self.output.with_name(f".{self.recipe.name}.unpacking")
@@ -250,6 +253,19 @@ class FetchStep(Step, kind="fetch"):
             self._unpack(archive, source, staging, log)
             replace_tree(staging, self.output)
             return self.output
+
+    @contextlib.contextmanager
+    def _unpack_lock(self):
+        """The source's unpack, one process at a time: `mlbuild unpack`, `doit menuconfig:` or a run's
+        build may ask for it at once (the tree lock is a run's; doit's threads share _unpacking)."""
+        lock = self.output.with_name(f".{self.recipe.name}.unpack-lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # its own open: it excludes other processes and other opens alike
+            yield
+        finally:
+            os.close(fd)
 
     def _is_unpacked(self) -> bool:
         try:
