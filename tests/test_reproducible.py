@@ -102,10 +102,6 @@ def _cpio_modes(archive) -> dict[str, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="regression found at the end of session 13, after the merges (threaded default, job pool, "
-                          "lazy unpack): extra.o's debug info names the source as ../../src/hello/extra.c in one tree "
-                          "(ccache's base_dir made the path relative, so -ffile-prefix-map did not apply) and as "
-                          "/usr/src/hello/extra.c in the other; to be fixed first, see the session note", strict=False)
 def test_two_builds_in_different_folders_umasks_time_zones_and_locales_are_bit_identical(tmp_path):
     projects = []
     for base, builder in zip((tmp_path / "first", tmp_path / "second" / "deeper" / "elsewhere"), BUILDERS):

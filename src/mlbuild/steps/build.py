@@ -316,6 +316,11 @@ class BuildStep(Step, kind="build"):
             "PYTHONPATH": str(package_root),
             **ccache_environment(self.project),
             "CCACHE_STATSLOG": str(work / "ccache-stats.log"),
+            # ccache's temporary files (a compile's stdout, stderr, preprocessed source) in the task's own folder:
+            # a ccache run deletes files of the shared $CCACHE_DIR/tmp it takes for stale, and a tool whose clock
+            # is not the files' (faketime; a clock set back or forward) took another task's live ones, so that
+            # compile ran uncached, with its own absolute paths (debug info unlike another tree's).
+            "CCACHE_TEMPDIR": str(work / "ccache-tmp"),
         }
 
     def bill_of_materials(self) -> list[Component]:
