@@ -247,9 +247,6 @@ def test_riscv64_from_its_arch_file_builds_and_boots_with_the_same_checks_under_
 
 
 # Last in this module: the toybox system takes over target/ and build/images/, and gives them back.
-@pytest.mark.xfail(reason="found at the end of session 13: since x86_64's kernel has a second console (console=tty0, "
-                          "issue 30's firmware boot), toybox's shell on ttyS0 sees the console size 0 0 (busybox's does "
-                          "not); the boot itself works again (oneit on the last active console)", strict=False)
 def test_the_toybox_userland_builds_boots_and_passes_its_checks_on_both_arches(built_system):
     """userland=toybox: toybox instead of busybox, the same kernel, musl and /etc; switching back rebuilds no component."""
     for arch in ARCHES:
