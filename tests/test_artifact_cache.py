@@ -182,7 +182,8 @@ def test_two_processes_that_need_one_packed_source_unpack_it_one_after_the_other
     url = cache.as_uri()
     fresh.doit(f"cache={url}")
     assert list(fresh.path("build/src/hello").iterdir()) == []
-    lock = fresh.path("build/src/.hello.unpack-lock")
+    lock = fresh.path("build/locks/unpack-hello")
+    lock.parent.mkdir(exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as another process's unpack of hello holds it
     try:

@@ -128,8 +128,12 @@ def persistence_checks(token: str) -> tuple[GuestCheck, GuestCheck]:
 
 def network_check(fetch: str, sha256: str) -> GuestCheck:
     """The guest fetches the boot test's file over HTTP (boot/network.py) with the system's fetch command and hashes it."""
-    return GuestCheck(name="network", command=f"{fetch} http://{network.GUEST_SERVER}{network.CHECK_PATH} | sha256sum",
-                      expect=rf"^{sha256}\s+-?$", timeout=30)
+    # First up to 20 s for a default route: rcS's udhcpc goes on in the background after its first tries,
+    # and on a loaded host the lease can come after the shell is ready. (No tab typed: a shell completes it.)
+    wait = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do " \
+           "grep -q '^[a-z0-9]*.00000000.' /proc/net/route && break; sleep 1; done; "
+    return GuestCheck(name="network", command=f"{wait}{fetch} http://{network.GUEST_SERVER}{network.CHECK_PATH} | sha256sum",
+                      expect=rf"^{sha256}\s+-?$", timeout=50)
 
 
 def firmware_flash(arch: Arch) -> FirmwareFlash:

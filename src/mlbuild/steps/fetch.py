@@ -258,7 +258,7 @@ class FetchStep(Step, kind="fetch"):
     def _unpack_lock(self):
         """The source's unpack, one process at a time: `mlbuild unpack`, `doit menuconfig:` or a run's
         build may ask for it at once (the tree lock is a run's; doit's threads share _unpacking)."""
-        lock = self.output.with_name(f".{self.recipe.name}.unpack-lock")
+        lock = self.project.build_dir / "locks" / f"unpack-{self.recipe.name}"  # not in src/: a source's folder holds sources
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
