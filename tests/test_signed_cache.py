@@ -166,7 +166,9 @@ def test_a_read_only_cache_of_unsigned_entries_is_left_as_it_is(fresh, cache):
     before = sorted(str(p.relative_to(cache)) for p in cache.rglob("*"))
     result = fresh.doit(f"cache=ro:{cache.as_uri()}")
     assert result.returncode == 0 and restored(result) == set()
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert line.endswith("building locally (said once for this cache and reason: the other task logs name theirs)"), line
     assert sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) == before
 
@@ -186,7 +188,9 @@ def test_a_tampered_archive_with_a_matching_manifest_and_the_old_envelope_is_ref
     old_envelope.rename(cache / envelope_key(manifest["signature"], sha))
     result = fresh.doit(f"cache=ro:{cache.as_uri()}")
     assert result.returncode == 0, result.stdout + result.stderr
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert line.startswith(f"{HELLO}: artifact cache entry {manifest['signature'][:12]} in {cache.as_uri()} not trusted: "), line
     assert (f"not trusted: its signed statement names the archive {manifests_before[HELLO]['archive_sha256'][:12]} "
             f"({manifests_before[HELLO]['archive_size']} bytes), not {sha[:12]} ({len(tampered)} bytes) (an envelope of another "
@@ -206,7 +210,9 @@ def test_another_entrys_manifest_archive_and_valid_envelope_under_this_signature
     hello_manifest_path.write_text(json.dumps({**extra, "signature": hello["signature"], "task": HELLO}))
     result = fresh.doit(f"cache={cache.as_uri()}")
     assert result.returncode == 0, result.stdout + result.stderr
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert (f"not trusted: its signed statement names the task signature {extra['signature'][:12]}, not this task's "
             f"{hello['signature'][:12]} (an envelope of another entry)") in line, line
     assert "build:hello-x86_64" not in restored(result)
@@ -218,7 +224,9 @@ def test_entries_signed_by_an_unknown_key_are_refused_naming_the_key(fresh, cach
         sign_entry(cache, manifest, ROGUE_SECRET)
     result = fresh.doit(f"cache=ro:{cache.as_uri()}")
     assert result.returncode == 0 and restored(result) == set()
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert "not trusted: it is signed by rogue-2026a, which is not in cache_trusted_keys" in line, line
 
 
@@ -227,7 +235,9 @@ def test_a_revoked_key_is_refused_even_when_it_is_also_trusted(fresh, cache, rev
     entry = TEST_KEY_NAME if revoked == "name" else TEST_PUBLIC
     result = fresh.doit(f"cache=ro:{cache.as_uri()}", f"cache_revoked_keys={entry}")
     assert result.returncode == 0 and restored(result) == set() and result.executed == ALL_TASKS
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert f"not trusted: it is signed by {TEST_KEY_NAME}, a revoked key (cache_revoked_keys)" in line, line
     # Nothing is remembered: without the revocation, the same entries restore at once.
     fresh.path("build").rename(fresh.root / "build.old")
@@ -271,7 +281,9 @@ def test_rotation_old_and_new_trusted_then_old_removed_then_re_trusted_heals_at_
     shutil.rmtree(reader.path("build"))
     only_new = reader.doit(f"cache=ro:{url}", *trusting(NEW_PUBLIC))
     assert only_new.returncode == 0, only_new.stderr
-    [line] = faults(only_new)
+    lines = faults(only_new)
+    assert len(lines) == 1, only_new.stderr
+    [line] = lines
     assert "it is signed by ci-2026a, which is not in cache_trusted_keys" in line and line.endswith(
         "building locally (said once for this cache and reason: the other task logs name theirs)"), line
     assert restored(only_new) == x86("app", "target", "images")  # hello and extra rebuilt the same bytes
@@ -376,7 +388,9 @@ def test_a_signing_key_that_cannot_be_used_is_one_line_nothing_is_pushed_and_the
     spot = place if place.startswith("env:") else str(tmp_path / place)
     result = project.doit(f"cache={cache.as_uri()}", f"cache_signing_key={spot}")
     assert result.returncode == 0 and result.executed == ALL_TASKS, result.stdout + result.stderr
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert line.startswith("build:") and f"not pushed to artifact cache {cache.as_uri()}, which requires signatures: " in line, line
     assert f"cache_signing_key ({spot}): {why}" in line and line.endswith("the build goes on (said once for this cache in this run)"), line
     assert not cache.exists() or not list(cache.rglob("*.json"))
@@ -387,7 +401,9 @@ def test_without_a_signing_key_nothing_is_pushed_to_a_cache_that_requires_signat
     project = make_project(tmp_path)
     cache = tmp_path / "cache"
     result = project.doit(f"cache={cache.as_uri()}", "cache_signing_key=")
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert "which requires signatures: no cache_signing_key is set; the build goes on" in line, line
     assert result.returncode == 0 and not cache.exists()
 
@@ -415,7 +431,9 @@ def unchecked_warning(why: str, cache: str) -> str:
 def test_cache_require_signatures_false_restores_unsigned_entries_with_one_warning_line(unsigned_cache, fresh):
     result = fresh.doit(f"cache={unsigned_cache.as_uri()}", "cache_require_signatures=false")
     assert restored(result) == CACHED, result.stdout + result.stderr
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert line == unchecked_warning("cache_require_signatures = false", unsigned_cache.as_uri())
 
 
@@ -722,7 +740,9 @@ def test_server_a_tampered_archive_is_refused(remote, entries, tmp_path):
     fresh = make_project(tmp_path / "fresh")
     result = read_as(fresh, remote, entries, OLD_PUBLIC)
     assert result.returncode == 0, result.stderr
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert line.startswith(f"{HELLO}: artifact cache entry {signature[:12]}") and f"names the archive {old[:12]}" in line, line
     assert restored(result) == CACHED - x86("hello") and fresh.run_binary("hello") == "Hello, world!\n"
 
@@ -736,7 +756,9 @@ def test_server_a_manifest_swapped_from_another_entry_with_its_valid_signature_i
     remote.write(entries, f"{hello['signature']}/manifest.json", json.dumps({**extra, "signature": hello["signature"]}).encode())
     fresh = make_project(tmp_path / "fresh")
     result = read_as(fresh, remote, entries, OLD_PUBLIC)
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert f"names the task signature {extra['signature'][:12]}, not this task's {hello['signature'][:12]}" in line, line
     assert fresh.run_binary("hello") == "Hello, world!\n" and HELLO not in restored(result)
 
@@ -745,11 +767,15 @@ def test_server_an_unknown_key_and_a_revoked_key_are_refused_in_one_line_each(re
     fresh = make_project(tmp_path / "fresh")
     unknown = read_as(fresh, remote, entries, NEW_PUBLIC)
     assert unknown.returncode == 0 and restored(unknown) == set(), unknown.stderr
-    [line] = faults(unknown)
+    lines = faults(unknown)
+    assert len(lines) == 1, unknown.stderr
+    [line] = lines
     assert "it is signed by ci-2026a, which is not in cache_trusted_keys" in line, line
     shutil.rmtree(fresh.path("build"))
     revoked = read_as(fresh, remote, entries, OLD_PUBLIC, NEW_PUBLIC, revoked=("ci-2026a",))
-    [line] = faults(revoked)
+    lines = faults(revoked)
+    assert len(lines) == 1, revoked.stderr
+    [line] = lines
     assert "it is signed by ci-2026a, a revoked key (cache_revoked_keys)" in line and restored(revoked) == set(), line
     assert fresh.run_binary("app") == "app says hi\n"
 
@@ -764,7 +790,9 @@ def test_server_rotation_old_entries_refused_once_the_old_key_is_removed_and_hea
     reader = make_project(tmp_path / "reader")
     reader.update_recipe("app", vars={"message": "rotated"})
     only_new = read_as(reader, remote, entries, NEW_PUBLIC)
-    [line] = faults(only_new)
+    lines = faults(only_new)
+    assert len(lines) == 1, only_new.stderr
+    [line] = lines
     assert "it is signed by ci-2026a, which is not in cache_trusted_keys" in line, line
     assert restored(only_new) == x86("app", "target", "images") and reader.run_binary("app") == "rotated\n"
     shutil.rmtree(reader.path("build"))
@@ -777,7 +805,9 @@ def test_server_a_missing_signing_key_skips_the_push_in_one_line(remote, tmp_pat
     prefix = "missing-key-" + tmp_path.name[-12:]
     result = project.doit(f"cache={remote.url(prefix)}", *trusting(OLD_PUBLIC, signing=tmp_path / "nowhere.secret"), env=remote.env)
     assert result.returncode == 0 and result.executed == ALL_TASKS, result.stderr
-    [line] = faults(result)
+    lines = faults(result)
+    assert len(lines) == 1, result.stderr
+    [line] = lines
     assert "which requires signatures: cache_signing_key (" in line and "cannot read it: No such file or directory" in line, line
     assert remote.keys(prefix) == []
 

@@ -11,6 +11,7 @@ from mlbuild.engine.boundary import EXPECTED, one_line
 from mlbuild.errors import MlbuildError
 from mlbuild.processes import install_interrupt_handling
 from mlbuild.reporting.progress import INTERACTIVE, reporter_for
+from mlbuild.frontend import thread_streams
 from mlbuild.frontend.project import Project
 from mlbuild.trees import remove_tree
 from mlbuild.reproducible import BUILD_UMASK
@@ -134,6 +135,8 @@ def _budget(project: Project) -> int:
 
 def doit_config(project: Project) -> dict:
     process = default_process(project, sys.argv[1:])
+    # doit's actions swap sys.stdout/sys.stderr; with its thread runner that crashed CPython (thread_streams.py).
+    thread_streams.install()
     return {
         "num_process": process,
         # Correctness never depends on doit's DB (see signature.py); sqlite3
