@@ -38,3 +38,17 @@ def test_the_installed_doit_is_doit_otherwise(doit_command, tmp_path):
                             env=base_environment(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "build " in result.stdout and "fetch " in result.stdout
+
+
+def test_plain_doit_list_shows_the_groups_and_the_toolchain_and_all_lists_every_task():
+    """The toolchain's parts and other arches' sysroots are top-level tasks only so that `doit build` leaves them
+    out: a plain `doit list` shows the groups and build:toolchain, `doit list --all` every task."""
+    repo = Path(__file__).resolve().parents[1]
+    listed = {}
+    for option in ("", "--all"):
+        result = subprocess.run([sys.executable, "-m", "doit", "list", *filter(None, [option]), "target_llvm=0"], cwd=repo,
+                                env=base_environment(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        listed[option] = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    assert listed[""] == {"boottest", "build", "build:toolchain", "fetch", "menuconfig", "run"}
+    assert {"build:musl-riscv64", "build:llvm-host", "build:busybox-x86_64", "fetch:linux"} <= listed["--all"]

@@ -64,6 +64,17 @@ class List(_Guarded, DoitList):
     LLVM), which doit's list would not show under the `build` group.
     """
 
+    def _list_all(self, include_subtasks):
+        """Plain `doit list`: the groups and the entry points (build:toolchain), not every task that is
+        top-level only so that `doit build` leaves it out (the toolchain's parts, other arches' sysroots,
+        the other userland's fetch); `doit list --all` lists them all."""
+        listed = super()._list_all(include_subtasks)
+        project = _project(self)
+        if include_subtasks or project is None:
+            return listed
+        return [task for task in listed
+                if ":" not in task.name or project.graph.nodes.get(task.name, {}).get("kind") == "toolchain"]
+
     @staticmethod
     def _list_filtered(tasks, filter_tasks, include_subtasks):
         listed = DoitList._list_filtered(tasks, filter_tasks, include_subtasks)
