@@ -166,15 +166,25 @@ def start_seaweedfs(folder: Path) -> S3:
     identities = {"identities": [{"name": "mlbuild", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
     (folder / "s3.json").write_text(json.dumps(identities))
-    # weed opens gRPC on each port + 10000.
-    s3, master, volume, filer = (free_port(10000) for _ in range(4))
-    process = start([str(weed), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                     f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-                     "-s3", f"-s3.port={s3}", f"-s3.config={folder / 's3.json'}", "-master.volumeSizeLimitMB=64",
-                     "-volume.max=8", *_weed_side_servers_off(weed)], folder)
+    for attempt in range(3):
+        # weed opens gRPC on each port + 10000. Eight ports chosen free can be taken by another test's
+        # server before weed binds them (`bind: address already in use`): then again with others.
+        s3, master, volume, filer = (free_port(10000) for _ in range(4))
+        process = start([str(weed), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+                         "-s3", f"-s3.port={s3}", f"-s3.config={folder / 's3.json'}", "-master.volumeSizeLimitMB=64",
+                         "-volume.max=8", *_weed_side_servers_off(weed)], folder)
+        try:
+            wait_listening(s3, process, folder / "server.log", 60)
+            break
+        except RuntimeError as error:
+            stop(process)
+            if "address already in use" not in str(error) or attempt == 2:
+                raise
+            shutil.rmtree(folder / "data")
+            (folder / "data").mkdir()
     endpoint = f"http://127.0.0.1:{s3}"
     server = S3(endpoint, access_key, secret_key, process)
-    wait_listening(s3, process, folder / "server.log", 60)
     deadline = time.monotonic() + 60
     while True:  # listening is not serving: wait until a bucket can be made
         try:
