@@ -128,10 +128,11 @@ def persistence_checks(token: str) -> tuple[GuestCheck, GuestCheck]:
 
 def network_check(fetch: str, sha256: str) -> GuestCheck:
     """The guest fetches the boot test's file over HTTP (boot/network.py) with the system's fetch command and hashes it."""
-    # First up to 20 s for a default route: rcS's udhcpc goes on in the background after its first tries,
-    # and on a loaded host the lease can come after the shell is ready. (No tab typed: a shell completes it.)
+    # First up to 20 s for a route (a card with its address): rcS's udhcpc goes on in the background after
+    # its first tries, and on a loaded host the lease can come after the shell is ready. Any route, not the
+    # default one: the boot test's restricted network gives no gateway. (No tab typed: a shell completes it.)
     wait = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do " \
-           "grep -q '^[a-z0-9]*.00000000.' /proc/net/route && break; sleep 1; done; "
+           "grep -q '^[a-z0-9]*.[0-9A-F]\\{8\\}.' /proc/net/route && break; sleep 1; done; "
     return GuestCheck(name="network", command=f"{wait}{fetch} http://{network.GUEST_SERVER}{network.CHECK_PATH} | sha256sum",
                       expect=rf"^{sha256}\s+-?$", timeout=50)
 
