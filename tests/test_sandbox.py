@@ -42,6 +42,10 @@ class Listener:
             connection.close()
 
     def close(self):
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not on Linux
+        except OSError:
+            pass
         self.server.close()
         self.thread.join(timeout=5)
 
