@@ -15,6 +15,12 @@
                                                    and largest file
     scripts/benchmark.py unpack [--repeat 5]       the kernel tarball from the download cache: GNU tar
                                                    alone against mlbuild's checked unpack
+    scripts/benchmark.py script [--repeat 1] [key=value ...]
+                                                   `doit -n <jobs> build` against the linear script
+                                                   `mlbuild script build` exports (the same work, one step
+                                                   after another), both cold: a new build folder, sources
+                                                   unpacked by each, an empty ccache; wall and CPU per
+                                                   component and overall, alternating which goes first
     scripts/benchmark.py reporting [--recipes 500]  the progress display, summary and statistics: no-op
                                                    and cold build against doit's own reporter
     scripts/benchmark.py reporting-real [--arch x86_64] [--repeat 2]
@@ -31,6 +37,7 @@ Each run replaces its own section of docs/performance.md (between marker comment
 """
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -449,6 +456,104 @@ def bench_cold_pair(kind: str, arch: str, repeat: int) -> None:
     ])
 
 
+def component(task: str, arches: set[str]) -> str:
+    """The component a task works on: its recipe, or "system" for the arch's target, images and disk."""
+    name = task.split(":", 1)[-1]
+    for arch in arches:
+        name = name.removesuffix(f"-{arch}")
+    return "system (target, images, disk)" if name in ("target", "images", "disk") else name
+
+
+def mlbuild_cold(folder: Path, settings: list[str]) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """doit build into folder (build and target folders, ccache there, no artifact cache): wall, CPU, per task."""
+    keys = [f"build_dir={folder / 'build'}", f"target_dir={folder / 'target'}", f"ccache_dir={folder / 'ccache'}", "cache="]
+    env = {**environment(), "MLBUILD_PROGRESS": "plain"}
+    wall, cpu = wall_and_cpu(doit("build", *keys, *settings), REPO, env)
+    run = json.loads(sorted((folder / "build" / "stats" / "runs").glob("*.json"))[-1].read_text())
+    return wall, cpu, {r["task"]: (r["duration"], r["cpu"]) for r in run["tasks"] if "duration" in r}
+
+
+def script_cold(folder: Path, settings: list[str]) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """The exported linear script of the same build, run into folder with an empty ccache: wall, CPU, per step."""
+    exported = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "script", "build", *settings],
+                              cwd=REPO, env=environment(), capture_output=True, text=True)
+    if exported.returncode != 0:
+        sys.exit(f"benchmark: mlbuild script build failed:\n{exported.stderr[-2000:]}")
+    (folder / "build.sh").write_text(exported.stdout)
+    times = folder / "step-times.tsv"
+    env = {**os.environ, "MLBUILD_CCACHE_DIR": str(folder / "ccache"), "MLBUILD_STEP_TIMES": str(times)}
+    wall, cpu = wall_and_cpu(["bash", str(folder / "build.sh"), str(folder / "tree")], folder, env)
+    steps = {}
+    for line in times.read_text().splitlines():
+        task, step_wall, step_cpu = line.split("\t")
+        steps[task] = (int(step_wall) / 1000, int(step_cpu) / 1000)
+    return wall, cpu, steps
+
+
+def bench_script(repeat: int, settings: list[str]) -> None:
+    """mlbuild's cold default build against the linear script it exports for the same tasks, alternated."""
+    fetched = subprocess.run(doit("fetch", *settings), cwd=REPO, env=environment(), capture_output=True, text=True)
+    if fetched.returncode != 0:  # both sides find the tarballs in the download cache: no network in the figures
+        sys.exit(f"benchmark: doit fetch failed:\n{fetched.stdout[-2000:]}\n{fetched.stderr[-2000:]}")
+    arches = {path.stem for path in (REPO / "arches").glob("*.toml")}
+    runs: dict[str, list] = {"mlbuild": [], "script": []}
+    load = os.getloadavg()[0]
+    for index in range(repeat):
+        for label in (("mlbuild", "script") if index % 2 == 0 else ("script", "mlbuild")):
+            (REPO / "build").mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f"bench-{label}-", dir=REPO / "build") as folder:
+                measure = mlbuild_cold if label == "mlbuild" else script_cold
+                runs[label].append(measure(Path(folder), settings))
+                print(f"benchmark: {label} cold: {runs[label][-1][0]:.0f} s wall, {runs[label][-1][1]:.0f} s CPU", flush=True)
+    jobs = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "settings", "--all", *settings], cwd=REPO,
+                          env=environment(), capture_output=True, text=True).stdout
+    jobs = (re.findall(r"^jobs=(\d+)", jobs, re.M) or ["?"])[0]
+
+    def per_component(run) -> dict[str, list[float]]:
+        totals: dict[str, list[float]] = {}
+        for task, (wall, cpu) in run[2].items():
+            total = totals.setdefault(component(task, arches), [0.0, 0.0])
+            total[0] += wall
+            total[1] += cpu
+        return totals
+
+    def median_of(label: str, index: int, name: str | None = None) -> float:
+        if name is None:
+            return statistics.median(run[index] for run in runs[label])
+        return statistics.median(per_component(run).get(name, [0.0, 0.0])[index] for run in runs[label])
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.3f}" if b else "—"
+
+    names = sorted(set().union(*(per_component(run) for label in runs for run in runs[label])))
+    rows = []
+    for name in names:
+        wall_m, wall_s, cpu_m, cpu_s = (median_of(label, index, name) for label, index in
+                                        (("mlbuild", 0), ("script", 0), ("mlbuild", 1), ("script", 1)))
+        rows.append(f"| {name} | {wall_m:.1f} | {wall_s:.1f} | {ratio(wall_m, wall_s)} | {cpu_m:.1f} | {cpu_s:.1f} | {ratio(cpu_m, cpu_s)} |")
+    wall_m, wall_s, cpu_m, cpu_s = (median_of(label, index) for label, index in
+                                    (("mlbuild", 0), ("script", 0), ("mlbuild", 1), ("script", 1)))
+    shown = " ".join(settings)
+    record("script", [
+        "## The same work two ways: the dependency graph against the linear script it exports",
+        "",
+        f"Machine: {machine()}, load average {load:.1f} at the start. Command: `scripts/benchmark.py script --repeat {repeat}"
+        f"{' ' + shown if shown else ''}`: `doit build{' ' + shown if shown else ''}` ({jobs} jobs) against `bash build.sh` from",
+        "`mlbuild script build` (the same tasks, one after another, each `make` with the same -j), both cold: a new build",
+        "folder (every source unpacked, every step run), an empty ccache of its own, no artifact cache; the tarballs in the",
+        "download cache. Per component: the sum of its tasks' own wall time (mlbuild's tasks overlap, so per-component walls",
+        "do not add up to the whole) and CPU (user + system of everything the task ran, from mlbuild's statistics and the",
+        "script's MLBUILD_STEP_TIMES); unpacking is in the first build task under mlbuild (lazy) and in the fetch step in",
+        "the script. Medians over the runs.",
+        "",
+        "| component | mlbuild wall (s) | script wall (s) | wall ratio | mlbuild CPU (s) | script CPU (s) | CPU ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        f"| **whole build** | **{wall_m:.0f}** | **{wall_s:.0f}** | **{ratio(wall_m, wall_s)}** (aim ≤ 1.0) | "
+        f"**{cpu_m:.0f}** | **{cpu_s:.0f}** | **{ratio(cpu_m, cpu_s)}** (aim ≤ 1.03) |",
+    ])
+
+
 def bench_unpack(repeat: int) -> None:
     """The kernel tarball: GNU tar alone against mlbuild.sources.unpack (checks in Python, GNU tar writing), alternated."""
     sys.path.insert(0, str(REPO / "src"))
@@ -505,10 +610,10 @@ def bench_unpack(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "cache-real", "unpack", "task"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "cache-real", "unpack", "task", "script"])
     parser.add_argument("--arch", default="x86_64", help="reporting-real, sandbox-real: the arch whose small system is built")
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
-    parser.add_argument("settings", nargs="*", help="llvm: doit key=value settings, e.g. target_llvm=1")
+    parser.add_argument("settings", nargs="*", help="llvm, task, script: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_intermixed_args()
@@ -520,6 +625,8 @@ def main() -> None:
         bench_llvm(args.task, args.settings, args.what)
     elif args.what == "unpack":
         bench_unpack(args.repeat)
+    elif args.what == "script":
+        bench_script(args.repeat if "--repeat" in sys.argv else 1, args.settings)
     elif args.what == "reporting":
         bench_reporting(min(args.recipes, 500), args.repeat)
     elif args.what in ("reporting-real", "sandbox-real", "cache-real"):

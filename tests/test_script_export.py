@@ -262,3 +262,27 @@ def test_the_exported_script_maps_its_own_folder_out_of_objects_as_mlbuild_maps_
     assert "PREFIX_MAP_FLAGS=-ffile-prefix-map=\"$ROOT\"'/src/hello=/usr/src/hello " in exported.stdout
     out = _run_exported(exported.stdout, tmp_path)
     assert (out / "out/hello-x86_64/bin/hello").read_bytes() == binary
+
+
+def test_the_script_of_the_whole_build_times_each_step_and_takes_another_ccache_folder(built, tmp_path):
+    """`mlbuild script build` is what `doit build` builds; MLBUILD_STEP_TIMES and MLBUILD_CCACHE_DIR are what
+    scripts/benchmark.py script measures it with."""
+    exported = built.cli("script", "build")
+    assert exported.returncode == 0, exported.stderr
+    assert "# Exported by `mlbuild script build` from the task graph: 7 steps in dependency order." in exported.stdout
+    steps = re.findall(r"^step (\S+)$", exported.stdout, re.M)
+    assert steps == ["fetch:app", "fetch:hello", *sorted(x86("extra", "hello")), "build:app-x86_64",
+                     "build:target-x86_64", "build:images-x86_64"]
+    # the exporting tree's ccache folder only as the header's default
+    assert exported.stdout.count("/.cache/ccache") == 1 and exported.stdout.count('CCACHE_DIR="$CCACHE_STORE"') == 3
+    assert exported.stdout.count(f'CCACHE_STORE="${{MLBUILD_CCACHE_DIR:-{built.path(".cache/ccache")}}}"') == 1
+    times, ccache = tmp_path / "times.tsv", tmp_path / "other-ccache"
+    out = _run_exported(exported.stdout, tmp_path, MLBUILD_STEP_TIMES=str(times), MLBUILD_CCACHE_DIR=str(ccache),
+                        MLBUILD_DOWNLOADS=str(tmp_path / "downloads"))
+    rows = [line.split("\t") for line in times.read_text().splitlines()]
+    assert [row[0] for row in rows] == steps
+    assert all(row[1].isdigit() and row[2].isdigit() for row in rows)
+    # the compiles are counted in the steps that ran them (three clang runs each, well over a millisecond)
+    assert all(int(row[2]) > 0 for row in rows if row[0].startswith("build:hello") or row[0] == "build:app-x86_64"), rows
+    assert list(ccache.rglob("*.o")) or list(ccache.rglob("*R")), "the compiles went through the given ccache folder"
+    assert hash_tree(out / "target/x86_64") == hash_tree(built.path("target/x86_64"))

@@ -120,7 +120,7 @@ def test_a_new_kind_of_step_is_in_the_exported_script_and_the_sbom_without_a_cha
     loaded.graph.add_edge("build:stamp", "build:target-x86_64")
     loaded.steps["build:stamp"] = Step.kinds["stamp"](loaded, "build:stamp", loaded.graph.nodes["build:stamp"])
 
-    exported = script.export(loaded, "build:target-x86_64")
+    exported = script.export(loaded, ["build:target-x86_64"])
     assert "# build:stamp: write a build stamp into the system" in exported
     assert "echo 'built by mlbuild' > \"$ROOT\"/out/stamp/etc/stamp" in exported
     graph = spdx3.document(loaded, "x86_64").data["@graph"]

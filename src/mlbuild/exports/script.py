@@ -28,6 +28,10 @@ HEADER = """\
 #
 #   bash build.sh [FOLDER]     builds everything under FOLDER (default: ./mlbuild-build)
 #
+# MLBUILD_DOWNLOADS and MLBUILD_CCACHE_DIR name other download and ccache folders than the
+# exporting machine's; with MLBUILD_STEP_TIMES=FILE each step's wall and CPU time (milliseconds,
+# user + system of everything it ran) is appended to FILE as a line "task<TAB>wall<TAB>cpu".
+#
 # The layout under FOLDER is mlbuild's build folder: src/<recipe> (unpacked sources),
 # work/<component> (build folders), out/<component> (each component's files),
 # target/<arch> (the assembled system), images/<arch>.
@@ -36,28 +40,45 @@ ROOT="$(mkdir -p "${{1:-mlbuild-build}}" && cd "${{1:-mlbuild-build}}" && pwd)"
 # Downloads are looked up (and kept) as mlbuild keeps them: <folder>/<sha256>/<file>, found by
 # checksum whatever the file is called.
 DOWNLOADS="${{MLBUILD_DOWNLOADS:-{downloads}}}"
+CCACHE_STORE="${{MLBUILD_CCACHE_DIR:-{ccache}}}"
+STEP_TIMES="${{MLBUILD_STEP_TIMES:-}}" step_name="" step_wall=0 step_cpu=0
+step() {{  # TASK: the step that starts now (empty: the end); the one before is timed into $STEP_TIMES
+  [ -n "$STEP_TIMES" ] || return 0
+  local stat now cpu
+  # This shell's and its waited-for children's user and system time: /proc/<pid>/stat fields 14-17.
+  read -r -a stat < /proc/$$/stat
+  now=${{EPOCHREALTIME//[!0-9]/}} cpu=$(( stat[13] + stat[14] + stat[15] + stat[16] ))
+  if [ -n "$step_name" ]; then
+    printf '%s\t%d\t%d\n' "$step_name" $(( (now - step_wall) / 1000 )) \
+      $(( (cpu - step_cpu) * 1000 / $(getconf CLK_TCK) )) >> "$STEP_TIMES"
+  fi
+  step_name=$1 step_wall=$now step_cpu=$cpu
+}}
 """
 
 
-def export(project, task: str) -> str:
-    """The shell script that builds task and everything it needs."""
+def export(project, tasks: list[str], asked: str | None = None) -> str:
+    """The shell script that builds the tasks and everything they need, each step once (asked: the command's words)."""
     graph = project.graph
-    if task not in graph:
-        raise InputError(f"script: no task {task!r}; `doit list --all` shows them")
-    needed = graph.subgraph(nx.ancestors(graph, task) | {task})
+    for task in tasks:
+        if task not in graph:
+            raise InputError(f"script: no task {task!r}; `doit list --all` shows them")
+    needed = graph.subgraph(set(tasks).union(*(nx.ancestors(graph, task) for task in tasks)))
     order = list(nx.lexicographical_topological_sort(needed))
     script = ShellScript(project)
-    parts = [HEADER.format(title=project.steps[task].doc, task=task, count=len(order),
-                           downloads=shlex.quote(str(project.config.download_dir)))]
+    title = project.steps[tasks[0]].doc if len(tasks) == 1 else f"{len(tasks)} tasks: {', '.join(tasks)}"
+    parts = [HEADER.format(title=title, task=asked or " ".join(tasks), count=len(order),
+                           downloads=shlex.quote(str(project.config.download_dir)),
+                           ccache=shlex.quote(str(project.config.ccache_dir)))]
     steps = []
     for name in order:
         step = project.steps[name]
-        steps.append(f"\n# {'=' * 78}\n# {name}: {step.doc}\n")
+        steps.append(f"\n# {'=' * 78}\n# {name}: {step.doc}\nstep {name}\n")
         deps = step.deps
         if deps:
             steps.append(f"# after: {', '.join(deps)}\n")
         steps.append(step.shell(script))  # the Step protocol (steps/base.py): every kind has its shell form
-    steps.append(f'\necho "built {task} under $ROOT"\n')
+    steps.append(f'\nstep ""  # the end: the last step timed\necho "built {" ".join(tasks)} under $ROOT"\n')
     return "".join(parts + list(script.preludes.values()) + steps)
 
 
@@ -71,7 +92,8 @@ class ShellScript:
     def __init__(self, project):
         self.project = project
         # Longest first: the per-toolchain tree lies inside the build folder.
-        trees = {project.target_build_dir: "$ROOT", project.build_dir: "$ROOT", project.target_dir: "$ROOT/target"}
+        trees = {project.target_build_dir: "$ROOT", project.build_dir: "$ROOT", project.target_dir: "$ROOT/target",
+                 project.config.ccache_dir: "$CCACHE_STORE"}  # the header sets it (MLBUILD_CCACHE_DIR overrides)
         self.trees = dict(sorted(((str(path), variable) for path, variable in trees.items()), key=lambda item: -len(item[0])))
         # A tree's path wherever it starts a value or follows a separator (`:` of PATH, `=` of
         # -ffile-prefix-map=<path>=…, a blank between flags), and ends one or goes on with a separator
@@ -168,14 +190,26 @@ class ShellScript:
         return "".join(out)
 
 
+def script_tasks(project, names: list[str]) -> list[str]:
+    """The tasks the names mean: a task, a component-arch (build: implied), or a group as `doit build` runs it."""
+    tasks = []
+    for name in names:
+        if name in ("build", "fetch"):  # what `doit build` / `doit fetch` run: the default build's tasks
+            tasks += [step.name for step in project.ordered_steps()
+                      if step.name.startswith(name + ":") and project.in_default_build(step.name)]
+        else:
+            tasks.append(name if ":" in name else f"build:{name}")
+    return list(dict.fromkeys(tasks))
+
+
 def cmd_script(project, args) -> int:
-    """Print the whole build of a task as one linear shell script (`mlbuild script build:target-x86_64 > build.sh`)."""
-    name = args.task if ":" in args.task else f"build:{args.task}"
-    print(export(project, name), end="")
+    """Print the whole build of tasks as one linear shell script (`mlbuild script build:target-x86_64 > build.sh`)."""
+    print(export(project, script_tasks(project, args.tasks), " ".join(args.tasks)), end="")
     return 0
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("script", help=cmd_script.__doc__)
-    parser.add_argument("task", help="a task, e.g. build:target-x86_64 or busybox-arm64")
+    parser.add_argument("tasks", nargs="+", metavar="task",
+                        help="tasks, e.g. build:target-x86_64 or busybox-arm64; `build` for what `doit build` builds")
     parser.set_defaults(handler=cmd_script)
