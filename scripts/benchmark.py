@@ -21,6 +21,10 @@
                                                    after another), both cold: a new build folder, sources
                                                    unpacked by each, an empty ccache; wall and CPU per
                                                    component and overall, alternating which goes first
+    scripts/benchmark.py unpack-two [--repeat 3] [--where FOLDER]
+                                                   linux and llvm-project unpacked at once (two processes),
+                                                   GNU tar against mlbuild's checked unpack, in FOLDER
+                                                   (default build/; /dev/shm for tmpfs)
     scripts/benchmark.py reporting [--recipes 500]  the progress display, summary and statistics: no-op
                                                    and cold build against doit's own reporter
     scripts/benchmark.py reporting-real [--arch x86_64] [--repeat 2]
@@ -554,17 +558,85 @@ def bench_script(repeat: int, settings: list[str]) -> None:
     ])
 
 
+def cached_tarball(recipe: str) -> Path:
+    """The recipe's tarball in the download cache (any of its alternatives' checksums)."""
+    cache = Path(os.environ.get("MLBUILD_DOWNLOAD_DIR", Path.home() / ".cache" / "mlbuild" / "downloads"))
+    shas = re.findall(r'^sha256 = "([0-9a-f]{64})"', (REPO / "recipes" / f"{recipe}.toml").read_text(), re.M)
+    found = [path for sha in shas for path in sorted((cache / sha).glob("*")) if path.is_file()]
+    if not found:
+        sys.exit(f"benchmark: no {recipe} tarball in {cache}; run `.venv/bin/doit fetch:{recipe}` first")
+    return found[0]
+
+
+UNPACK_ONE = """\
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from mlbuild.sources.unpack import unpack
+unpack(Path(sys.argv[2]), Path(sys.argv[3]), 1)
+"""
+
+
+def bench_unpack_two(repeat: int, where: Path) -> None:
+    """linux and llvm-project at once, each in its own process: GNU tar against mlbuild's unpack, alternated."""
+    archives = [cached_tarball("linux"), cached_tarball("llvm-project")]
+    figures: dict[str, list[tuple[float, float]]] = {"gnu": [], "mlbuild": []}
+    load = os.getloadavg()[0]
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="unpack-two-", dir=where) as folder:
+        for index in range(repeat):
+            for label in (("gnu", "mlbuild") if index % 2 == 0 else ("mlbuild", "gnu")):
+                destinations = [Path(folder) / label / archive.name for archive in archives]
+                if label == "gnu":
+                    for destination in destinations:
+                        destination.mkdir(parents=True)
+                    commands = [["tar", "-xf", str(archive), "-C", str(destination), "--strip-components=1"]
+                                for archive, destination in zip(archives, destinations)]
+                else:
+                    commands = [[sys.executable, "-c", UNPACK_ONE, str(REPO / "src"), str(archive), str(destination)]
+                                for archive, destination in zip(archives, destinations)]
+                subprocess.run(["sync"], check=True)  # the previous round's writeback out of this one's figures
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                started = time.perf_counter()
+                running = [subprocess.Popen(command) for command in commands]
+                if any(process.wait() != 0 for process in running):
+                    sys.exit(f"benchmark: an unpack failed ({label})")
+                subprocess.run(["sync"], check=True)  # written to the disk, as a build's next step would find it
+                wall = time.perf_counter() - started
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                figures[label].append((wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)))
+                shutil.rmtree(Path(folder) / label)
+                print(f"benchmark: {label}: {wall:.1f} s wall, {figures[label][-1][1]:.1f} s CPU", flush=True)
+    rows = []
+    for label, how in (("gnu", "GNU tar alone (`tar -xf`, no checks), two at once"),
+                       ("mlbuild", "`mlbuild.sources.unpack` (every check, GNU tar writing), two at once")):
+        walls, cpus = [f[0] for f in figures[label]], [f[1] for f in figures[label]]
+        rows.append(f"| {how} | {figure(walls)} | {statistics.median(cpus):.1f} s |")
+    wall_ratio = statistics.median(f[0] for f in figures["mlbuild"]) / statistics.median(f[0] for f in figures["gnu"])
+    cpu_ratio = statistics.median(f[1] for f in figures["mlbuild"]) / statistics.median(f[1] for f in figures["gnu"])
+    kind = subprocess.run(["stat", "-f", "-c", "%T", str(where)], capture_output=True, text=True).stdout.strip()
+    record(f"unpack-two {kind}", [
+        f"## Unpacking linux and llvm-project at once, on {kind} ({where})",
+        "",
+        f"Machine: {machine()}; load average {load:.1f} at the start. Command: `scripts/benchmark.py unpack-two --repeat {repeat}"
+        f" --where {where}`: {archives[0].name} ({archives[0].stat().st_size // 1000000} MB) and {archives[1].name}"
+        f" ({archives[1].stat().st_size // 1000000} MB), each in a process of its own, started together; the wall time",
+        "runs until both have ended and `sync` has written their files; CPU is user + system of every process.",
+        "The two ways alternate which goes first; each round unpacks into new folders.",
+        "",
+        "| how | wall time | CPU time (median) |",
+        "| --- | --- | --- |",
+        *rows,
+        f"| ratio of the medians | {wall_ratio:.2f} × | {cpu_ratio:.2f} × |",
+    ])
+
+
 def bench_unpack(repeat: int) -> None:
     """The kernel tarball: GNU tar alone against mlbuild.sources.unpack (checks in Python, GNU tar writing), alternated."""
     sys.path.insert(0, str(REPO / "src"))
     from mlbuild.sources.unpack import unpack
 
-    cache = Path(os.environ.get("MLBUILD_DOWNLOAD_DIR", Path.home() / ".cache" / "mlbuild"))
-    shas = re.findall(r'^sha256 = "([0-9a-f]{64})"', (REPO / "recipes" / "linux.toml").read_text(), re.M)
-    found = [path for sha in shas for path in sorted((cache / sha).glob("*")) if path.is_file()]
-    if not found:
-        sys.exit(f"benchmark: no linux tarball in {cache}; run `.venv/bin/doit fetch:linux` first")
-    archive = found[0]
+    archive = cached_tarball("linux")
 
     def cpu() -> float:  # this process and its children (xz, tar), user + system
         return sum(usage.ru_utime + usage.ru_stime for usage in
@@ -610,11 +682,12 @@ def bench_unpack(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "cache-real", "unpack", "task", "script"])
+    parser.add_argument("what", choices=["engine", "noop", "distribution", "llvm", "reporting", "reporting-real", "sandbox-real", "cache-real", "unpack", "unpack-two", "task", "script"])
     parser.add_argument("--arch", default="x86_64", help="reporting-real, sandbox-real: the arch whose small system is built")
     parser.add_argument("--task", default="build:toolchain", help="llvm: the task to build")
     parser.add_argument("settings", nargs="*", help="llvm, task, script: doit key=value settings, e.g. target_llvm=1")
     parser.add_argument("--recipes", type=int, default=2000)
+    parser.add_argument("--where", type=Path, default=REPO / "build", help="unpack-two: the folder to unpack into")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_intermixed_args()
     if args.what == "engine":
@@ -625,6 +698,8 @@ def main() -> None:
         bench_llvm(args.task, args.settings, args.what)
     elif args.what == "unpack":
         bench_unpack(args.repeat)
+    elif args.what == "unpack-two":
+        bench_unpack_two(args.repeat if "--repeat" in sys.argv else 3, args.where)
     elif args.what == "script":
         bench_script(args.repeat if "--repeat" in sys.argv else 1, args.settings)
     elif args.what == "reporting":
