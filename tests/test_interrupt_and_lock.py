@@ -126,3 +126,19 @@ def test_doit_clean_during_a_build_cannot_leave_an_incomplete_target(slow):
     assert_stamps_valid(slow)
     assert slow.path("target/x86_64/bin/hello").exists()
     assert slow.doit().executed == set()
+
+
+def test_a_build_scripts_group_is_named_in_its_work_folder_before_the_script_runs_at_all(tmp_path):
+    """A run killed right after its build script started must leave a .pgid the next run finds (processes.py):
+    the group's first step writes it, so even the script's first command sees it."""
+    from mlbuild.processes import run_in_group
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(tmp_path / "log", "wb") as log:
+        status = run_in_group(["/bin/sh", "-c", 'cat .pgid > seen; echo "$$ $(ps -o pgid= -p $$)" > me'],
+                              "build:demo-x86_64", work, None, log, work / ".pgid")
+    assert status == 0, (tmp_path / "log").read_text()
+    pid, pgid = (work / "me").read_text().split()
+    assert (work / "seen").read_text() == f"{pgid} build:demo-x86_64\n" and pid == pgid
+    assert not (work / ".pgid").exists()  # removed once the group has ended

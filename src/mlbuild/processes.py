@@ -55,6 +55,10 @@ def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, std
     pool's pipe, jobserver.py)."""
     if _interrupt.is_set():
         raise Interrupted()
+    if pgid_file is not None:
+        # The group's own first step names it, before the command runs at all: written by this
+        # process after Popen returns, a run killed in between would leave a group nobody can find.
+        command = ["/bin/sh", "-c", 'echo "$$ $1" > "$2" && shift 2 && exec "$@"', "sh", task, str(pgid_file), *command]
     with open(stdin, "rb") if stdin is not None else open(os.devnull, "rb") as source:
         process = subprocess.Popen(
             command, cwd=cwd, env=env, stdin=source, stdout=stdout, stderr=subprocess.STDOUT,
@@ -62,8 +66,6 @@ def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, std
         )
     with _lock:
         _groups[process.pid] = task
-    if pgid_file is not None:
-        pgid_file.write_text(f"{process.pid} {task}\n")
     try:
         status = _wait(process)
     except BaseException:

@@ -6,6 +6,7 @@ A task killed at any moment leaves no stamp and its old output, never a mix.
 import time
 from pathlib import Path
 
+from mlbuild.console import say
 from mlbuild.errors import MlbuildError
 from mlbuild.engine.host_tools import check_host_tools
 from mlbuild.processes import running_task, stop_leftovers
@@ -45,7 +46,7 @@ def _execute(step) -> str | None:
     project = step.project
     lock = take_tree(project)
     if lock.waited and is_up_to_date(step) and step.name not in project.config.rebuild:
-        print(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do", flush=True)
+        say(f"mlbuild: {step.name} was built by the run this one waited for (pid {lock.previous_holder}): nothing to do")
         return None
     for dep in step.deps:
         if not project.steps[dep].output.exists():

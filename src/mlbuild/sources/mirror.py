@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from mlbuild.console import say
 from mlbuild.errors import InputError, MlbuildError
 from mlbuild.trees import write_atomic
 
@@ -35,7 +36,7 @@ def cmd_mirror(project, args) -> int:
             continue
         recipe = step.recipe
         archive = fetch(recipe, config.download_dir, config.mirrors, lambda line: None, offline=config.offline,
-                        say=lambda line: print(f"mlbuild: {line}", file=sys.stderr, flush=True), limits=Limits.of(config))
+                        say=lambda line: say(f"mlbuild: {line}", sys.stderr), limits=Limits.of(config))
         sha256 = archive.parent.name
         source = next(source for source in recipe.sources if source.sha256 == sha256)
         # A URL source is asked for by its URL's file name; a Debian one by its orig tarball's, which apt kept.

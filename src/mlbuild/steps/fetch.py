@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mlbuild import jobserver
+from mlbuild.console import say
 from mlbuild.credentials import redact
 from mlbuild.errors import MlbuildError
 from mlbuild.sources.override import SKIP
@@ -233,7 +234,7 @@ class FetchStep(Step, kind="fetch"):
 
         # A line per downloaded file (size, time, rate) on the console too: downloads are the slow part of a fetch.
         archive = fetch(self.recipe, config.download_dir, config.mirrors, log, offline=config.offline,
-                        say=lambda line: print(f"mlbuild: {line}", flush=True), limits=Limits.of(config))
+                        say=lambda line: say(f"mlbuild: {line}"), limits=Limits.of(config))
         return archive, next(s for s in self.recipe.sources if s.sha256 == archive.parent.name)
 
     def ensure_source(self, log) -> Path:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from mlbuild import console
 from mlbuild.errors import MlbuildError
 from mlbuild.trees import remove_tree, write_atomic
 from mlbuild.engine.signature import signature_of
@@ -87,7 +88,7 @@ class ArtifactCache:
         from mlbuild.engine.cache.signing import Trust
 
         self.backends = []
-        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.say = say or (lambda line: console.say(line, sys.stderr))
         self.trust = trust or Trust()  # without one: no key trusted, no key to sign, only the per-user folder restores
         self._disabled: set[str] = set()
         self._unusable: dict[tuple[str, str], str | None] = {}  # (backend, signature): the bad entry's archive key
