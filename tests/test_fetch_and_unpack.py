@@ -205,3 +205,24 @@ def test_a_fetch_stamp_with_an_output_hash_of_an_older_mlbuild_runs_again_and_gi
     assert json.loads(stamp_path.read_text())["output_hash"] == current
     # Its dependents were built against the current hash: nothing of them runs again.
     assert not {task for task in result.executed if task.startswith("build:app")}, result.executed
+
+
+def test_the_decompressor_and_tar_count_in_the_unpacking_tasks_cpu_time(tmp_path):
+    """A fetch task's CPU in the statistics is its thread's plus the children it reaped (processes.thread_children):
+    unpack's xz and GNU tar are among them, not left out."""
+    import io
+    import tarfile as tarfile_module
+
+    from mlbuild.processes import thread_children
+    from mlbuild.sources.unpack import unpack
+
+    archive = tmp_path / "demo-1.tar.xz"
+    with tarfile_module.open(archive, "w:xz") as tar:
+        data = b"int main(void) { return 0; }\n"
+        member = tarfile_module.TarInfo("demo-1/main.c")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    before = len(thread_children())
+    unpack(archive, tmp_path / "out", 1)
+    assert (tmp_path / "out/main.c").read_bytes() == data
+    assert len(thread_children()) - before == 2  # xz, then tar

@@ -67,7 +67,7 @@ def run_in_group(command: list[str], task: str, cwd: Path, env: dict | None, std
     with _lock:
         _groups[process.pid] = task
     try:
-        status = _wait(process)
+        status = wait_counted(process)
     except BaseException:
         kill_group(process.pid)
         process.wait()
@@ -94,8 +94,11 @@ def thread_children() -> list[tuple[float, int]]:
     return _reaped.children
 
 
-def _wait(process: subprocess.Popen) -> int:
-    """Popen.wait, keeping the child's resource usage (which includes every descendant it waited for)."""
+def wait_counted(process: subprocess.Popen) -> int:
+    """Popen.wait, keeping the child's resource usage (which includes every descendant it waited for) in
+    this thread's tally, so that the task's CPU time in the statistics includes it."""
+    if process.returncode is not None:
+        return process.returncode  # reaped (and counted) already
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     thread_children().append((usage.ru_utime + usage.ru_stime, usage.ru_maxrss))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlbuild.errors import MlbuildError
+from mlbuild.processes import wait_counted
 
 PATH_MAX = 4096  # bytes, with the terminating NUL (Linux)
 NAME_MAX = 255  # bytes per path component
@@ -570,7 +571,7 @@ def unpack(archive: Path, destination: Path, strip_components: int, label: str |
                     return None
                 while os.read(source.fileno(), CHUNK):  # to its end: only then has a truncated stream been seen
                     pass
-                if decompress.wait() != 0:
+                if wait_counted(decompress) != 0:  # xz's CPU time counted as the task's (stats)
                     return f"{found[0]} data is truncated or corrupt ({_last_line(decompress_errors)})"
                 return None
 
@@ -587,7 +588,7 @@ def unpack(archive: Path, destination: Path, strip_components: int, label: str |
             except BrokenPipeError:
                 tar.wait()
                 raise MlbuildError(f"{label}: tar stopped unpacking into {destination}: {_last_line(tar_errors)}") from None
-            if tar.wait() != 0:
+            if wait_counted(tar) != 0:
                 why = _last_line(tar_errors)
                 if "Wrote only" in why:  # GNU tar's words for a full disk
                     free = os.statvfs(destination)
