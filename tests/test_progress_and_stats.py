@@ -2,10 +2,14 @@
 
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,8 @@ from conftest import ALL_TASKS, SLOW_APP_SH, after_settings_line, wait_for, x86
 
 from mlbuild.reporting import stats, stats_report
 from mlbuild.reporting.progress import duration
+
+REPO = Path(__file__).resolve().parents[1]
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 SUMMARY = re.compile(r"^mlbuild: (?P<counts>.+?); wall [^,]+(?:, floor [^,]+ \(\d+ %\))?, CPU [^,]+"
@@ -540,3 +546,22 @@ def test_graph_colours_a_task_the_artifact_cache_holds_as_restore(built, tmp_pat
     assert colour["build:hello-x86_64"] == "#9ecae1"
     shutil.rmtree(cache)  # the entry gone: the same task would run
     assert "1 run," in after_settings_line(built.cli("graph").stdout).splitlines()[0]
+
+
+def test_graph_counts_what_doit_build_would_do_and_the_tasks_it_leaves_out_apart(tmp_path):
+    """The real project: the LLVM toolchain and riscv64 (not a default arch) are drawn, but a no-op build
+    must not read as "N run" because of them: the counts are the tasks `doit build` runs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MLBUILD_CACHE": ""}
+    settings = ["target_llvm=0", "arches=x86_64"]
+    result = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "graph", "--output", str(tmp_path / "g.dot"),
+                             *settings], cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[1]  # after the settings line
+    counted, _, outside = line.partition("; ")
+    total = sum(int(count) for count in re.findall(r"(\d+) ", counted.removeprefix("next build: ")))
+    script = subprocess.run([sys.executable, "-m", "mlbuild.frontend.cli", "script", "build", *settings], cwd=REPO,
+                            capture_output=True, text=True, env=env)
+    assert total == len(re.findall(r"^step \S+$", script.stdout, re.M)) == 13, line  # 4 fetches, 9 builds
+    drawn = int(re.match(r"(\d+) more drawn, outside `doit build` \(", outside).group(1))
+    nodes = re.findall(r'^\s+"((?:fetch|build):[^"]+)" \[', (tmp_path / "g.dot").read_text(), re.M)
+    assert drawn >= 2 and drawn + total == len(nodes) and "build:toolchain" in nodes, line

@@ -43,8 +43,15 @@ def cmd_graph(project, args) -> int:
     output = Path(args.output) if args.output else project.build_dir / "graph.dot"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(to_dot(graph, colours, {label: colour for label, colour in COLOURS.items() if label in actions.values()}))
-    counts = {label: sum(1 for action in actions.values() if action == label) for label in COLOURS}
-    print("next build: " + ", ".join(f"{count} {label}" for label, count in counts.items() if count))
+    # "next build" is what `doit build` would do; the tasks it leaves out (the LLVM toolchain, other
+    # arches' parts) are drawn too, and counted apart, so that a no-op does not read as "2 run".
+    inside = {name: action for name, action in actions.items() if project.in_default_build(name)}
+    counts = {label: sum(1 for action in inside.values() if action == label) for label in COLOURS}
+    line = "next build: " + (", ".join(f"{count} {label}" for label, count in counts.items() if count) or "no task")
+    outside = sorted(set(actions) - set(inside))
+    if outside:
+        line += f"; {len(outside)} more drawn, outside `doit build` ({', '.join(outside[:2])}{', …' if len(outside) > 2 else ''})"
+    print(line)
     print(f"wrote {project.relative(output)}")
     if shutil.which("dot"):
         svg = output.with_suffix(".svg")
