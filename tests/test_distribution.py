@@ -4,6 +4,7 @@ Slow (about 15–25 minutes from cold caches on 2 cores): `pytest -m "not distri
 It builds in the repository's own build/ and target/ folders, as a user would.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -154,28 +155,33 @@ def test_a_second_build_runs_nothing(built_system):
     assert executed == set()
 
 
-def test_changing_the_busybox_fragment_rebuilds_busybox_and_the_images_only(built_system):
-    fragment = REPO / "fragments" / "busybox.config"
+@contextlib.contextmanager
+def fragment_in_place(name: str, text: str):
+    """A user fragment for one test; afterwards the tree is built again without it (restored from the artifact
+    cache), so the later tests of the module (riscv64, toybox) start from the system as it is, and build and
+    push nothing with a test's fragment in it."""
+    fragment = REPO / "fragments" / name
     fragment.parent.mkdir(exist_ok=True)
-    fragment.write_text("CONFIG_FEATURE_EDITING_HISTORY=64\n")
+    fragment.write_text(text)
     try:
-        code, executed, output = doit("-n", "2", "build")
-    finally:  # the later tests build the system as it is without it (restored, not built with the fragment)
+        yield
+    finally:
         fragment.unlink(missing_ok=True)
-    assert code == 0, output[-3000:]
-    assert executed == {f"build:{name}-{arch}" for arch in ARCHES for name in ("busybox", "target", "images", "disk")}
+        doit("-n", "2", "build")
+
+
+def test_changing_the_busybox_fragment_rebuilds_busybox_and_the_images_only(built_system):
+    with fragment_in_place("busybox.config", "CONFIG_FEATURE_EDITING_HISTORY=64\n"):
+        code, executed, output = doit("-n", "2", "build")
+        assert code == 0, output[-3000:]
+        assert executed == {f"build:{name}-{arch}" for arch in ARCHES for name in ("busybox", "target", "images", "disk")}
 
 
 def test_changing_the_arm64_kernel_fragment_rebuilds_the_arm64_kernel_and_images_only(built_system):
-    fragment = REPO / "fragments" / "linux-arm64.config"
-    fragment.parent.mkdir(exist_ok=True)
-    fragment.write_text("CONFIG_LOG_BUF_SHIFT=15\n")
-    try:
+    with fragment_in_place("linux-arm64.config", "CONFIG_LOG_BUF_SHIFT=15\n"):
         code, executed, output = doit("-n", "2", "build")
-    finally:
-        fragment.unlink(missing_ok=True)
-    assert code == 0, output[-3000:]
-    assert executed == {"build:linux-arm64", "build:target-arm64", "build:images-arm64", "build:disk-arm64"}
+        assert code == 0, output[-3000:]
+        assert executed == {"build:linux-arm64", "build:target-arm64", "build:images-arm64", "build:disk-arm64"}
 
 
 CXX_HELLO = r"""
