@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from mlbuild.console import say
+
 _lock = threading.Lock()
 _groups: dict[int, str] = {}  # pgid -> task of every group running now
 _running: set[str] = set()  # tasks whose action runs now (with or without a child process)
@@ -175,8 +177,8 @@ def stop_leftovers(work_folders: list[Path], previous_holder: str) -> list[str]:
             task = stop_leftover(work)
             if task:
                 stopped.append(task)
-                print(f"mlbuild: stopped {task}, left running by an earlier run (pid {previous_holder or '?'}) that was killed",
-                      file=sys.stderr, flush=True)
+                say(f"mlbuild: stopped {task}, left running by an earlier run (pid {previous_holder or '?'}) that was killed",
+                    sys.stderr)
     return stopped
 
 

@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+from mlbuild.console import say
 from mlbuild.errors import MlbuildError
 
 
@@ -40,7 +41,7 @@ class TreeLock:
                 if os.environ.get("MLBUILD_LOCK_WAIT", "1") == "0":
                     os.close(fd)
                     raise MlbuildError(f"{self.path}: another build is running in this tree (pid {holder})") from None
-                print(f"mlbuild: waiting for the build running in this tree (pid {holder}) to finish…", file=sys.stderr, flush=True)
+                say(f"mlbuild: waiting for the build running in this tree (pid {holder}) to finish…", sys.stderr)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self.waited = True
             # Whoever held it before: a run that ended, or one that was killed and may have left builds running.
